@@ -1,0 +1,213 @@
+//! One bucket: a cache line holding seven slot pointers and the control word that filters them.
+//!
+//! ```text
+//! control word (u64):  byte 0..=6  tag of slot 0..=6 (0 = empty, else 0x80 | 7 hash bits)
+//!                      byte 7      bit 7: OCCUPIED (the inverted "known empty" mark bit)
+//!                                  bits 0..=6: overflow count, saturating at 127
+//! slots:               7 x AtomicPtr<Entry<K, V>>
+//! ```
+//!
+//! * **Tags** let a probe compare keys only where seven hash bits already match.
+//! * **The mark bit** says whether the bucket is known to be empty. It is stored inverted
+//!   (`OCCUPIED`) so that an all-zero bucket is a valid empty bucket, which lets a fresh table come
+//!   from `alloc_zeroed` (lazily mapped zero pages: a large fresh table costs nothing until used).
+//!   It lives in the same word as the tags, so the one `Release` store that changes the tags changes
+//!   the mark in the same instant: the two can never disagree.
+//! * **The overflow count** is the number of entries whose probe passed *through* this bucket
+//!   because it was full when they were inserted (F14's scheme). A lookup stops at the first bucket
+//!   without a match whose count is zero. Removal decrements the counts along the removed entry's
+//!   path, so no tombstones build up; only a count that reached 127 sticks until the next rebuild.
+
+use crate::entry::Entry;
+use crate::sync::{AtomicPtr, AtomicU64};
+
+/// Slots per bucket: seven pointers plus the control word fill one 64-byte line.
+pub(crate) const SLOTS: usize = 7;
+
+const LOW_BITS: u64 = 0x0001_0101_0101_0101;
+const HIGH_BITS: u64 = 0x0080_8080_8080_8080;
+const TAG_BYTES: u64 = 0x00ff_ffff_ffff_ffff;
+const OCCUPIED: u64 = 1 << 63;
+const OVERFLOW_SHIFT: u32 = 56;
+const OVERFLOW_MASK: u64 = 0x7f << OVERFLOW_SHIFT;
+/// The largest overflow count; a count that reaches it is never decremented again.
+pub(crate) const OVERFLOW_MAX: u64 = 0x7f;
+
+/// The tag stored for a hash: seven hash bits that neither the shard index (top 16 bits at most)
+/// nor the bucket index (low bits) use, with the high bit set so an occupied slot is never 0.
+#[inline]
+pub(crate) fn tag_of(hash: u64) -> u8 {
+    ((hash >> 40) as u8) | 0x80
+}
+
+/// A snapshot of a bucket's control word, decoded without touching the slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Control(pub(crate) u64);
+
+impl Control {
+    /// Bit mask (one bit per slot, at bit `8 * slot + 7`) of the slots whose tag equals `tag`.
+    ///
+    /// This is the classic SWAR zero-byte test; it can report a false positive in a byte just above
+    /// a true match, which is harmless because every candidate is confirmed by comparing keys.
+    #[inline]
+    pub(crate) fn matches(self, tag: u8) -> SlotMask {
+        let x = self.0 ^ (LOW_BITS * u64::from(tag));
+        SlotMask(x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS)
+    }
+
+    /// The slots whose tag is set, i.e. which hold an entry.
+    #[inline]
+    pub(crate) fn full(self) -> SlotMask {
+        SlotMask(self.0 & HIGH_BITS)
+    }
+
+    /// The first slot whose tag is zero, if any.
+    #[inline]
+    pub(crate) fn first_free(self) -> Option<usize> {
+        SlotMask(!self.0 & HIGH_BITS).lowest()
+    }
+
+    /// The mark bit: true exactly while no slot of the bucket holds an entry.
+    #[inline]
+    pub(crate) fn known_empty(self) -> bool {
+        self.0 & OCCUPIED == 0
+    }
+
+    /// How many entries probed past this bucket because it was full.
+    #[inline]
+    pub(crate) fn overflow(self) -> u64 {
+        (self.0 & OVERFLOW_MASK) >> OVERFLOW_SHIFT
+    }
+
+    /// This word with `slot`'s tag set to `tag` (0 clears it) and the mark bit recomputed.
+    #[inline]
+    pub(crate) fn with_tag(self, slot: usize, tag: u8) -> Control {
+        let shift = 8 * slot as u32;
+        let tags = (self.0 & TAG_BYTES & !(0xff << shift)) | (u64::from(tag) << shift);
+        let occupied = if tags & HIGH_BITS == 0 { 0 } else { OCCUPIED };
+        Control(tags | (self.0 & OVERFLOW_MASK) | occupied)
+    }
+
+    /// This word with the overflow count stepped up or down by one; a saturated count stays.
+    #[inline]
+    pub(crate) fn with_overflow_step(self, up: bool) -> Control {
+        let count = self.overflow();
+        let next = match (up, count) {
+            (_, OVERFLOW_MAX) => OVERFLOW_MAX,
+            (true, c) => c + 1,
+            (false, c) => {
+                debug_assert!(c > 0, "overflow count underflow");
+                c.saturating_sub(1)
+            }
+        };
+        Control((self.0 & !OVERFLOW_MASK) | (next << OVERFLOW_SHIFT))
+    }
+}
+
+/// A set of slots, one bit per slot at the high bit of the slot's control byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotMask(u64);
+
+impl SlotMask {
+    #[inline]
+    pub(crate) fn lowest(self) -> Option<usize> {
+        if self.0 == 0 {
+            None
+        } else {
+            Some(self.0.trailing_zeros() as usize / 8)
+        }
+    }
+}
+
+impl Iterator for SlotMask {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        let slot = self.lowest()?;
+        self.0 &= self.0 - 1;
+        Some(slot)
+    }
+}
+
+/// A bucket: one cache line. All-zero bytes are a valid empty bucket (see the module docs).
+#[repr(C, align(64))]
+pub(crate) struct Bucket<K, V> {
+    pub(crate) ctrl: AtomicU64,
+    pub(crate) slots: [AtomicPtr<Entry<K, V>>; SLOTS],
+}
+
+impl<K, V> Bucket<K, V> {
+    /// An empty bucket, for the loom build where atomics cannot be zero-initialised in bulk.
+    #[cfg_attr(not(epochmap_loom), allow(dead_code))]
+    pub(crate) fn empty() -> Self {
+        Bucket {
+            ctrl: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+        }
+    }
+}
+
+#[cfg(all(test, not(epochmap_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Bucket<u64, u64>>(), 64);
+        assert_eq!(std::mem::align_of::<Bucket<u64, u64>>(), 64);
+    }
+
+    #[test]
+    fn a_zeroed_control_word_is_an_empty_bucket_with_no_overflow() {
+        let c = Control(0);
+        assert!(c.known_empty());
+        assert_eq!(c.overflow(), 0);
+        assert_eq!(c.first_free(), Some(0));
+        assert_eq!(c.full().count(), 0);
+    }
+
+    #[test]
+    fn setting_and_clearing_tags_keeps_the_mark_bit_exact() {
+        let tag = tag_of(0xdead_beef_cafe_f00d);
+        let c = Control(0).with_tag(3, tag);
+        assert!(!c.known_empty());
+        assert_eq!(c.full().collect::<Vec<_>>(), vec![3]);
+        assert!(c.matches(tag).any(|s| s == 3));
+        let c = c.with_tag(5, tag).with_tag(3, 0);
+        assert!(!c.known_empty());
+        assert_eq!(c.full().collect::<Vec<_>>(), vec![5]);
+        let c = c.with_tag(5, 0);
+        assert!(c.known_empty());
+        assert_eq!(c, Control(0));
+    }
+
+    #[test]
+    fn matches_finds_every_slot_with_the_tag() {
+        let mut c = Control(0);
+        for slot in 0..SLOTS {
+            c = c.with_tag(slot, if slot % 2 == 0 { 0x9a } else { 0x81 });
+        }
+        let m: Vec<_> = c.matches(0x9a).collect();
+        for slot in [0, 2, 4, 6] {
+            assert!(m.contains(&slot));
+        }
+        assert_eq!(c.first_free(), None);
+    }
+
+    #[test]
+    fn overflow_count_saturates_and_then_sticks() {
+        let mut c = Control(0).with_tag(0, 0x80);
+        for _ in 0..200 {
+            c = c.with_overflow_step(true);
+        }
+        assert_eq!(c.overflow(), OVERFLOW_MAX);
+        c = c.with_overflow_step(false);
+        assert_eq!(c.overflow(), OVERFLOW_MAX);
+        assert_eq!(c.full().collect::<Vec<_>>(), vec![0]);
+        let d = Control(0)
+            .with_overflow_step(true)
+            .with_overflow_step(false);
+        assert_eq!(d, Control(0));
+    }
+}

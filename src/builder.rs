@@ -1,0 +1,222 @@
+//! Configuring a map: shard count, initial capacity, hasher, reclamation.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+
+use crate::reclaim::ReclaimMode;
+use crate::EpochMap;
+
+/// The most shards a map may have. The shard index uses the hash's top bits, and the tag that
+/// filters probes uses seven bits just below the top sixteen, so more shards would make them overlap.
+pub const MAX_SHARDS: usize = 1 << 16;
+
+/// Retired bytes a map may have pending before its writers help reclaim (see
+/// [`Builder::backpressure_bytes`]).
+pub const DEFAULT_BACKPRESSURE_BYTES: usize = 64 << 20;
+
+/// Why a [`Builder`] could not build a map.
+///
+/// ```
+/// use epochmap::{BuildError, EpochMap};
+///
+/// let err = EpochMap::builder().shards(0).try_build::<u64, u64>().unwrap_err();
+/// assert_eq!(err, BuildError::ZeroShards);
+/// assert!(err.to_string().contains("at least 1"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `shards(0)` was requested; a map needs at least one shard.
+    ZeroShards,
+    /// More than [`MAX_SHARDS`] shards were requested (after rounding up to a power of two).
+    TooManyShards {
+        /// The shard count asked for.
+        requested: usize,
+    },
+    /// The initial capacity needs more memory than the address space can hold.
+    CapacityOverflow {
+        /// The capacity asked for.
+        requested: usize,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroShards => {
+                write!(f, "shard count 0 is invalid: a map needs at least 1 shard (it is rounded up to a power of two)")
+            }
+            BuildError::TooManyShards { requested } => write!(
+                f,
+                "shard count {requested} is too large: at most {MAX_SHARDS} shards are allowed"
+            ),
+            BuildError::CapacityOverflow { requested } => write!(
+                f,
+                "capacity {requested} is too large: its tables would not fit in the address space"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds an [`EpochMap`] with non-default settings; from [`EpochMap::builder`].
+///
+/// ```
+/// use epochmap::{EpochMap, ReclaimMode};
+///
+/// let map: EpochMap<String, u32> = EpochMap::builder()
+///     .shards(16)
+///     .capacity(10_000)
+///     .reclaim_mode(ReclaimMode::Background)
+///     .build();
+/// assert_eq!(map.shard_count(), 16);
+/// assert!(map.capacity() >= 10_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder<S = RandomState> {
+    shards: Option<usize>,
+    capacity: usize,
+    hasher: S,
+    reclaim_mode: ReclaimMode,
+    backpressure_bytes: usize,
+}
+
+impl Builder<RandomState> {
+    pub(crate) fn new() -> Self {
+        Builder {
+            shards: None,
+            capacity: 0,
+            hasher: RandomState::new(),
+            reclaim_mode: ReclaimMode::default(),
+            backpressure_bytes: DEFAULT_BACKPRESSURE_BYTES,
+        }
+    }
+}
+
+/// The default shard count: four per available core, rounded up to a power of two, at least 4.
+/// Under loom, 2, to keep models small.
+pub(crate) fn default_shards() -> usize {
+    if cfg!(epochmap_loom) {
+        return 2;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).next_power_of_two().clamp(4, 1024)
+}
+
+impl<S> Builder<S> {
+    /// Number of shards, rounded up to a power of two. Default: four per core, at least 4.
+    ///
+    /// More shards mean less contention between writers and more fixed memory per map.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u8, u8> = epochmap::EpochMap::builder().shards(3).build();
+    /// assert_eq!(map.shard_count(), 4);
+    /// ```
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Entries the map should hold before any shard grows (approximately: keys spread over shards
+    /// by hash). Default: 0.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u8, u8> = epochmap::EpochMap::builder().capacity(1000).build();
+    /// assert!(map.capacity() >= 1000);
+    /// ```
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The hasher builder. Lookups, shard choice and probe tags all come from its output, so use a
+    /// well-mixed hash (the default `RandomState` or foldhash/ahash); a degenerate hasher stays
+    /// correct but turns every probe into a scan.
+    ///
+    /// ```
+    /// use std::hash::BuildHasherDefault;
+    /// use std::collections::hash_map::DefaultHasher;
+    ///
+    /// let map: epochmap::EpochMap<u8, u8, BuildHasherDefault<DefaultHasher>> =
+    ///     epochmap::EpochMap::builder().hasher(BuildHasherDefault::default()).build();
+    /// map.insert(1, 2);
+    /// assert_eq!(map.get_cloned(&1), Some(2));
+    /// ```
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<S2> {
+        Builder {
+            shards: self.shards,
+            capacity: self.capacity,
+            hasher,
+            reclaim_mode: self.reclaim_mode,
+            backpressure_bytes: self.backpressure_bytes,
+        }
+    }
+
+    /// Who frees the entries of cleared tables. Default: [`ReclaimMode::Background`].
+    ///
+    /// ```
+    /// use epochmap::{EpochMap, ReclaimMode};
+    /// let map: EpochMap<u8, u8> = EpochMap::builder().reclaim_mode(ReclaimMode::Inline).build();
+    /// assert!(map.is_empty());
+    /// ```
+    pub fn reclaim_mode(mut self, mode: ReclaimMode) -> Self {
+        self.reclaim_mode = mode;
+        self
+    }
+
+    /// Pending retired bytes above which `clear` and `clear_keep_capacity` help the reclaimer
+    /// (run queued work inline and advance the epoch) before returning, so a storm of clears cannot
+    /// pile up garbage without bound. Default: [`DEFAULT_BACKPRESSURE_BYTES`] (64 MiB). `usize::MAX`
+    /// turns backpressure off; 0 makes every clear try to free what it retired before returning.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u8, u8> =
+    ///     epochmap::EpochMap::builder().backpressure_bytes(1 << 20).build();
+    /// map.clear();
+    /// ```
+    pub fn backpressure_bytes(mut self, bytes: usize) -> Self {
+        self.backpressure_bytes = bytes;
+        self
+    }
+
+    /// Builds the map, or says which setting is invalid.
+    ///
+    /// ```
+    /// use epochmap::{BuildError, EpochMap};
+    /// let err = EpochMap::builder().capacity(usize::MAX).try_build::<u64, u64>().unwrap_err();
+    /// assert!(matches!(err, BuildError::CapacityOverflow { .. }));
+    /// ```
+    pub fn try_build<K, V>(self) -> Result<EpochMap<K, V, S>, BuildError> {
+        let shards = match self.shards {
+            None => default_shards(),
+            Some(0) => return Err(BuildError::ZeroShards),
+            Some(n) if n > MAX_SHARDS => return Err(BuildError::TooManyShards { requested: n }),
+            Some(n) => n.next_power_of_two(),
+        };
+        EpochMap::from_config(
+            shards,
+            self.capacity,
+            self.hasher,
+            self.reclaim_mode,
+            self.backpressure_bytes,
+        )
+    }
+
+    /// Builds the map.
+    ///
+    /// # Panics
+    /// If a setting is invalid; the message is [`BuildError`]'s. Use [`try_build`](Builder::try_build)
+    /// to handle that as an error.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u8, u8> = epochmap::EpochMap::builder().shards(1).build();
+    /// assert_eq!(map.shard_count(), 1);
+    /// ```
+    pub fn build<K, V>(self) -> EpochMap<K, V, S> {
+        match self.try_build() {
+            Ok(map) => map,
+            Err(err) => panic!("epochmap: invalid configuration: {err}"),
+        }
+    }
+}

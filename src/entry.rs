@@ -1,0 +1,34 @@
+//! The heap record a slot points to.
+//!
+//! An entry is written once, published with a `Release` store of its pointer, and never mutated
+//! after that: replacing a value publishes a new entry and retires the old one. That is what lets
+//! readers hold `&K`/`&V` without a lock for as long as their epoch guard lives.
+
+/// One key-value pair, allocated on its own so readers can keep it alive past its unlinking.
+pub(crate) struct Entry<K, V> {
+    pub(crate) key: K,
+    pub(crate) value: V,
+}
+
+impl<K, V> Entry<K, V> {
+    /// Heap bytes one entry costs, as the map's memory statistics count them.
+    pub(crate) const BYTES: usize = std::mem::size_of::<Self>();
+
+    /// Allocates an entry and leaks it as a raw pointer; ownership passes to the slot it is
+    /// published in.
+    pub(crate) fn alloc(key: K, value: V) -> *mut Self {
+        Box::into_raw(Box::new(Entry { key, value }))
+    }
+
+    /// Drops and frees an entry.
+    ///
+    /// # Safety
+    /// `ptr` came from [`Entry::alloc`], is reachable from no table, and no reader that could have
+    /// loaded it is still pinned (its grace period has passed, or the caller has exclusive access to
+    /// the map). It is freed at most once.
+    pub(crate) unsafe fn free(ptr: *mut Self) {
+        // SAFETY: the caller guarantees `ptr` is a live allocation from `alloc` that nobody else can
+        // reach any more, so turning it back into its `Box` and dropping it is the single release.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
+}

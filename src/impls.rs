@@ -1,0 +1,133 @@
+//! Standard trait implementations for [`EpochMap`].
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+
+use crate::iter::IntoIter;
+use crate::EpochMap;
+
+impl<K, V> Default for EpochMap<K, V, RandomState> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for EpochMap<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.pin().iter()).finish()
+    }
+}
+
+impl<K, V, S> Clone for EpochMap<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    S: BuildHasher + Clone,
+{
+    /// A map with the same settings and a snapshot of the entries (weakly consistent under
+    /// concurrent writes, like iteration).
+    fn clone(&self) -> Self {
+        let clone = EpochMap::from_config(
+            self.shard_count(),
+            self.len(),
+            self.hasher().clone(),
+            self.mode,
+            self.backpressure_bytes,
+        )
+        .expect("a clone needs no more memory than its source");
+        let pinned = self.pin();
+        let target = clone.pin();
+        for (k, v) in pinned.iter() {
+            target.insert(k.clone(), v.clone());
+        }
+        drop(target);
+        clone
+    }
+}
+
+impl<K, V, S> PartialEq for EpochMap<K, V, S>
+where
+    K: Hash + Eq,
+    V: PartialEq,
+    S: BuildHasher,
+{
+    /// Same keys with equal values (compared under concurrent writes, the answer is as weak as
+    /// iteration).
+    fn eq(&self, other: &Self) -> bool {
+        if self.len() != other.len() {
+            return false;
+        }
+        let (ours, theirs) = (self.pin(), other.pin());
+        ours.iter().all(|(k, v)| theirs.get(k) == Some(v))
+    }
+}
+
+impl<K: Hash + Eq, V: Eq, S: BuildHasher> Eq for EpochMap<K, V, S> {}
+
+impl<K, V, S> FromIterator<(K, V)> for EpochMap<K, V, S>
+where
+    K: Hash + Eq + Send + 'static,
+    V: Send + 'static,
+    S: BuildHasher + Default,
+{
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut map = EpochMap::with_capacity_and_hasher(iter.size_hint().0, S::default());
+        map.extend(iter);
+        map
+    }
+}
+
+impl<K, V, S> Extend<(K, V)> for EpochMap<K, V, S>
+where
+    K: Hash + Eq + Send + 'static,
+    V: Send + 'static,
+    S: BuildHasher,
+{
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        (&*self).extend(iter);
+    }
+}
+
+/// Extending through a shared reference: the map is concurrent, so `&EpochMap` can be extended.
+impl<K, V, S> Extend<(K, V)> for &EpochMap<K, V, S>
+where
+    K: Hash + Eq + Send + 'static,
+    V: Send + 'static,
+    S: BuildHasher,
+{
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        // One guard for the batch, re-pinned now and then so the tables that growth retires along
+        // the way can be freed during a long extend instead of after it.
+        let mut guard = crate::sync::epoch::pin();
+        for (i, (k, v)) in iter.into_iter().enumerate() {
+            self.insert_in(k, v, &guard);
+            if i % 1024 == 1023 {
+                guard.repin();
+            }
+        }
+    }
+}
+
+impl<K, V, S> IntoIterator for EpochMap<K, V, S> {
+    type Item = (K, V);
+    type IntoIter = IntoIter<K, V, S>;
+
+    fn into_iter(self) -> IntoIter<K, V, S> {
+        IntoIter {
+            map: self,
+            shard: 0,
+            cursor: 0,
+        }
+    }
+}
+
+impl<'a, K, V, S> IntoIterator for &'a EpochMap<K, V, S> {
+    type Item = crate::Ref<'a, K, V>;
+    type IntoIter = crate::Iter<'a, K, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}

@@ -1,0 +1,356 @@
+//! Retiring tables and entries through the epoch, and the background reclaimer that frees them.
+//!
+//! Two kinds of table retirement, never confused:
+//!
+//! * **Shell** (growth, shrink): the entries live on in the successor table, so only the arrays are
+//!   freed. That is O(1) in work, but freeing a large array is an `munmap` (with its TLB
+//!   shootdowns), so in `Background` mode it too goes to the reclaimer thread.
+//! * **Full** (`clear`): the entries are reachable from nowhere else, so reclaiming the table drops
+//!   every entry it holds, skipping buckets whose summary or mark bit says they are empty. That is
+//!   O(entries), so in [`ReclaimMode::Background`] the deferred function only enqueues the table
+//!   and the reclaimer thread does the work, off the caller's path (and off the path of whichever
+//!   unrelated thread happens to run the deferred function).
+//!
+//! Removed and replaced entries are retired in batches of [`ENTRY_BATCH`] per shard (see
+//! `shard.rs`), one deferred function and one `Arc` clone per batch instead of per entry.
+//!
+//! Every operation that retires something flushes its guard's deferred functions to the global
+//! queue before it returns (`Guard::flush`, once per operation, not per shard), so garbage never
+//! sits in an idle thread's local bag (crossbeam#566). In `Background` mode the deferred functions
+//! themselves only enqueue work, so the flush (which also runs whatever deferred functions have
+//! become ready) stays cheap for the caller instead of freeing other operations' garbage. Every user `Drop` that reclamation runs
+//! is wrapped in `catch_unwind`: a panicking destructor is counted, never allowed to unwind through
+//! crossbeam's collector or kill the reclaimer, and never stops the rest of a table from being freed.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::entry::Entry;
+use crate::stats::Counters;
+use crate::sync::{epoch, Arc, Ordering};
+use crate::table::Table;
+
+/// Removed or replaced entries a shard collects before handing them to the epoch as one batch.
+pub(crate) const ENTRY_BATCH: usize = 64;
+
+/// Rounds of "help, then advance the epoch" a writer spends on backpressure before giving up (a
+/// reader that stays pinned can hold the epoch back indefinitely; writers must not wait for it).
+const RELIEF_ROUNDS: usize = 16;
+
+/// Who frees the entries of tables retired by `clear`.
+///
+/// ```
+/// use epochmap::{EpochMap, ReclaimMode};
+///
+/// let map: EpochMap<u64, String> = EpochMap::builder().reclaim_mode(ReclaimMode::Inline).build();
+/// map.insert(1, "one".to_string());
+/// map.clear(); // the old table is freed by whichever thread next advances the epoch
+/// assert!(map.is_empty());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReclaimMode {
+    /// A process-wide thread named `epochmap-reclaim` (started on first use, never keeping the
+    /// process alive) drops the entries of cleared tables and frees them, so neither `clear` nor a
+    /// later unrelated pin pays O(entries). Under loom this behaves as `Inline`.
+    #[default]
+    Background,
+    /// The epoch's deferred function does the work itself, on whichever thread runs it. Useful in
+    /// tests and in programs that must not start threads.
+    Inline,
+}
+
+/// A raw pointer that may cross to the thread that runs a deferred function.
+struct SendPtr<T>(*mut T);
+
+// SAFETY: the pointee is only ever touched by the one deferred function or job that owns the
+// pointer, and the map's public bounds require `K: Send` and `V: Send` for every operation that
+// retires, so moving ownership of the pointee to another thread is sound.
+unsafe impl<T> Send for SendPtr<T> {}
+
+/// Frees one retired entry, containing a panic from its `Drop`.
+///
+/// # Safety
+/// As for [`Entry::free`].
+pub(crate) unsafe fn free_entry<K, V>(ptr: *mut Entry<K, V>, counters: &Counters) {
+    // SAFETY: forwarded from this function's contract.
+    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { Entry::free(ptr) }));
+    if outcome.is_err() {
+        Counters::bump(&counters.drop_panics, 1);
+    }
+    Counters::bump(&counters.entries_reclaimed, 1);
+}
+
+/// Removed or replaced entries on their way to being freed.
+struct EntryJob<K, V> {
+    batch: Vec<SendPtr<Entry<K, V>>>,
+    bytes: usize,
+    counters: Arc<Counters>,
+}
+
+impl<K, V> EntryJob<K, V> {
+    fn run(self) {
+        for entry in self.batch {
+            // SAFETY: the grace period has passed (jobs are created by deferred functions) and the
+            // batch owns each entry exactly once.
+            unsafe { free_entry(entry.0, &self.counters) };
+        }
+        Counters::sub(&self.counters.pending_bytes, self.bytes);
+    }
+}
+
+impl<K: Send, V: Send> Job for EntryJob<K, V> {
+    fn run_boxed(self: Box<Self>) {
+        (*self).run();
+    }
+}
+
+/// Hands a batch of unlinked entries to the epoch. The caller flushes the guard when it is done
+/// retiring (see the module docs).
+///
+/// # Safety
+/// Every pointer in `batch` was unlinked from its table before `guard` called this (so every reader
+/// that could still see it is pinned now, and the grace period covers it), and is owned by the batch.
+pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
+    guard: &epoch::Guard,
+    batch: Vec<*mut Entry<K, V>>,
+    mode: ReclaimMode,
+    counters: &Arc<Counters>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let job = EntryJob {
+        bytes: batch.len() * Entry::<K, V>::BYTES,
+        batch: batch.into_iter().map(SendPtr).collect(),
+        counters: Arc::clone(counters),
+    };
+    let free = move || match mode {
+        ReclaimMode::Background => background::enqueue(Box::new(job)),
+        ReclaimMode::Inline => job.run(),
+    };
+    // SAFETY: `free` only touches entries unlinked before `guard` deferred it, which the epoch
+    // keeps alive until every thread pinned now has unpinned; it owns everything it captures.
+    unsafe { guard.defer_unchecked(free) };
+}
+
+/// Whether a retired table's entries die with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retire {
+    /// Growth or shrink: the successor owns the entries; free the arrays only.
+    Shell,
+    /// Clear: drop every entry, then free the arrays.
+    Full,
+}
+
+/// A retired table on its way to being freed.
+struct TableJob<K, V> {
+    table: Box<Table<K, V>>,
+    kind: Retire,
+    bytes: usize,
+    counters: Arc<Counters>,
+}
+
+// SAFETY: the job owns the table and (for a full retire) its entries; moving them to the thread
+// that frees them needs `K: Send` and `V: Send`, which the bounds require.
+unsafe impl<K: Send, V: Send> Send for TableJob<K, V> {}
+
+impl<K, V> TableJob<K, V> {
+    fn run(self) {
+        let TableJob {
+            table,
+            kind,
+            bytes,
+            counters,
+        } = self;
+        if kind == Retire::Full {
+            // SAFETY: the job owns the table (its grace period has passed, no writer can reach it)
+            // and takes every entry it is handed, freeing it exactly once.
+            let counts = unsafe { table.drain_entries(|entry| free_entry(entry, &counters)) };
+            Counters::bump(&counters.buckets_scanned, counts.scanned);
+            Counters::bump(&counters.buckets_skipped, counts.skipped);
+        }
+        drop(table);
+        Counters::sub(&counters.pending_bytes, bytes);
+        Counters::bump(&counters.tables_reclaimed, 1);
+    }
+}
+
+/// Type-erased work for the reclaimer thread.
+trait Job: Send {
+    fn run_boxed(self: Box<Self>);
+}
+
+impl<K: Send, V: Send> Job for TableJob<K, V> {
+    fn run_boxed(self: Box<Self>) {
+        (*self).run();
+    }
+}
+
+/// Retires `table`, which the caller has just unlinked from its shard. The caller flushes the
+/// guard when it is done retiring.
+///
+/// `entries` is how many entries a full retire takes with it (for the pending-bytes account).
+///
+/// # Safety
+/// `table` was allocated as a crossbeam `Owned`, was unlinked (swapped out of its shard under the
+/// shard lock) before `guard` called this, and is retired exactly once. For [`Retire::Full`] no other
+/// table holds its entries; for [`Retire::Shell`] the successor does.
+pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
+    guard: &epoch::Guard,
+    table: *mut Table<K, V>,
+    kind: Retire,
+    entries: usize,
+    mode: ReclaimMode,
+    counters: &Arc<Counters>,
+) {
+    // SAFETY: the caller just unlinked it; it is alive until the grace period ends.
+    let table_bytes = unsafe { &*table }.bytes();
+    let bytes = match kind {
+        Retire::Shell => table_bytes,
+        Retire::Full => table_bytes + entries * Entry::<K, V>::BYTES,
+    };
+    Counters::add(&counters.pending_bytes, bytes);
+    Counters::bump(&counters.tables_retired, 1);
+    let ptr = SendPtr(table);
+    let counters = Arc::clone(counters);
+    let reclaim = move || {
+        let ptr = ptr;
+        // SAFETY: this runs after the grace period of an unlinked table that was allocated as a
+        // crossbeam `Owned` (i.e. a `Box`) and is retired once, so we are its only owner.
+        let table = unsafe { epoch::Shared::from(ptr.0 as *const Table<K, V>).into_owned() };
+        let job = TableJob {
+            table: table.into_box(),
+            kind,
+            bytes,
+            counters,
+        };
+        match mode {
+            ReclaimMode::Background => background::enqueue(Box::new(job)),
+            ReclaimMode::Inline => job.run(),
+        }
+    };
+    // SAFETY: `reclaim` frees only the table unlinked before this call (and, for a full retire, the
+    // entries only it holds); the epoch runs it after every thread pinned now has unpinned.
+    unsafe { guard.defer_unchecked(reclaim) };
+}
+
+/// Runs queued reclamation work on the calling thread.
+pub(crate) fn help() {
+    background::drain_here();
+}
+
+/// Backpressure: while `counters` says more than `bound` bytes are pending, help the reclaimer and
+/// advance the epoch, for a bounded number of rounds. Call it with no guard held, or the caller's
+/// own pin would hold the epoch back.
+pub(crate) fn relieve(counters: &Counters, bound: usize) {
+    for _ in 0..RELIEF_ROUNDS {
+        if counters.pending_bytes.load(Ordering::Relaxed) <= bound {
+            return;
+        }
+        help();
+        epoch::pin().flush();
+    }
+}
+
+/// Advances the epoch and runs queued work until `counters` shows nothing pending, or `deadline`.
+pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::Instant) -> bool {
+    let mut pause = std::time::Duration::from_micros(10);
+    loop {
+        if counters.pending_bytes.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        help();
+        epoch::pin().flush();
+        crate::sync::pause(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(2));
+    }
+}
+
+#[cfg(not(epochmap_loom))]
+mod background {
+    //! The process-wide reclaimer thread and its queue.
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex, OnceLock};
+
+    use super::Job;
+
+    struct Queue {
+        jobs: Mutex<VecDeque<Box<dyn Job>>>,
+        ready: Condvar,
+        /// False if the thread could not be started (resource limits); jobs then run inline.
+        has_thread: bool,
+    }
+
+    static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+    fn queue() -> &'static Queue {
+        QUEUE.get_or_init(|| {
+            let spawned = std::thread::Builder::new()
+                .name("epochmap-reclaim".into())
+                .spawn(run);
+            Queue {
+                jobs: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                has_thread: spawned.is_ok(),
+            }
+        })
+    }
+
+    fn lock(q: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Box<dyn Job>>> {
+        q.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reclaimer: waits for jobs and runs them. It is detached, so it never keeps the process
+    /// alive; jobs still queued at exit are memory the OS takes back anyway.
+    fn run() {
+        let q = queue();
+        loop {
+            let job = {
+                let mut jobs = lock(q);
+                loop {
+                    if let Some(job) = jobs.pop_front() {
+                        break job;
+                    }
+                    jobs = q.ready.wait(jobs).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            // Jobs contain user `Drop` panics themselves; this is the last line of defence that
+            // keeps the reclaimer alive whatever happens.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run_boxed()));
+        }
+    }
+
+    pub(super) fn enqueue(job: Box<dyn Job>) {
+        let q = queue();
+        if !q.has_thread {
+            job.run_boxed();
+            return;
+        }
+        lock(q).push_back(job);
+        q.ready.notify_one();
+    }
+
+    pub(super) fn drain_here() {
+        let Some(q) = QUEUE.get() else { return };
+        loop {
+            let Some(job) = lock(q).pop_front() else {
+                return;
+            };
+            job.run_boxed();
+        }
+    }
+}
+
+#[cfg(epochmap_loom)]
+mod background {
+    //! Under loom there is no reclaimer thread: background work runs inline.
+    use super::Job;
+
+    pub(super) fn enqueue(job: Box<dyn Job>) {
+        job.run_boxed();
+    }
+
+    pub(super) fn drain_here() {}
+}

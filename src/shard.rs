@@ -1,0 +1,464 @@
+//! A shard: one epoch-protected table pointer, the writer lock that serialises its writers, and its
+//! length.
+//!
+//! Readers never touch the lock: they load the table pointer (`Acquire`) under an epoch guard and
+//! probe. Writers take the lock, change the current table with `Release` stores, and retire whatever
+//! they unlink (entries in batches, tables whole) through the epoch. The table pointer is only ever
+//! stored under the lock, so writers read it `Relaxed`.
+
+use std::borrow::Borrow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::entry::Entry;
+use crate::reclaim::{self, ReclaimMode, Retire, ENTRY_BATCH};
+use crate::reentrancy::Held;
+use crate::stats::Counters;
+use crate::sync::{epoch, lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::table::Table;
+
+/// What the map as a whole lends a shard for one write.
+pub(crate) struct Ctx<'m> {
+    pub(crate) counters: &'m Arc<Counters>,
+    pub(crate) mode: ReclaimMode,
+    /// Identifies the map for re-entrancy detection (the address of its shard array).
+    pub(crate) map_id: usize,
+}
+
+/// Where a lock holder found a key: valid until that writer changes the table.
+pub(crate) struct Slot<'g, K, V> {
+    bucket: usize,
+    slot: usize,
+    /// The entry found there; it stays readable for 'g even after it is replaced or removed.
+    pub(crate) entry: &'g Entry<K, V>,
+}
+
+// Manual impls: a derive would demand `K: Copy, V: Copy`, but a `Slot` only holds a reference.
+impl<K, V> Clone for Slot<'_, K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Slot<'_, K, V> {}
+
+/// A shard's writer lock, held for one write.
+///
+/// The methods keep the shard consistent at every point where user code can panic: `find` runs
+/// `Eq`, `insert` may run `Hash` (growth) before it changes anything, and the caller's closures run
+/// between calls. A panic unwinds through the handle, which releases the lock.
+pub(crate) struct ShardWriter<'s, 'g, K, V> {
+    shard: &'s Shard<K, V>,
+    ctx: &'s Ctx<'s>,
+    guard: &'g epoch::Guard,
+    table: &'g Table<K, V>,
+    locked: Locked<'s, K, V>,
+}
+
+/// State only the lock holder touches.
+struct Writer<K, V> {
+    /// Unlinked entries waiting to be handed to the epoch as one batch.
+    garbage: Vec<*mut Entry<K, V>>,
+}
+
+// SAFETY: the garbage pointers are owned entries, moved between threads only together with the lock
+// that guards them; `Shard` is only shared when `K` and `V` are `Send` (see `EpochMap`'s impls).
+unsafe impl<K: Send, V: Send> Send for Writer<K, V> {}
+
+pub(crate) struct Shard<K, V> {
+    table: epoch::Atomic<Table<K, V>>,
+    writer: Mutex<Writer<K, V>>,
+    len: AtomicUsize,
+    buckets: AtomicUsize,
+    garbage_len: AtomicUsize,
+}
+
+/// The shard lock, registered with the re-entrancy detector.
+struct Locked<'s, K, V> {
+    writer: MutexGuard<'s, Writer<K, V>>,
+    _held: Held,
+}
+
+impl<K, V> Shard<K, V> {
+    pub(crate) fn new(buckets: usize, counters: &Counters) -> Self {
+        let table = Table::new(buckets);
+        Counters::add(&counters.table_bytes, table.bytes());
+        Shard {
+            table: epoch::Atomic::new(table),
+            writer: Mutex::new(Writer {
+                garbage: Vec::new(),
+            }),
+            len: AtomicUsize::new(0),
+            buckets: AtomicUsize::new(buckets),
+            garbage_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Entries in the shard; exact when no writer is active. Relaxed: a statistic.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Buckets in the current table. Relaxed: a statistic.
+    pub(crate) fn bucket_count(&self) -> usize {
+        self.buckets.load(Ordering::Relaxed)
+    }
+
+    /// Removed entries waiting in this shard's batch. Relaxed: a statistic.
+    pub(crate) fn garbage_len(&self) -> usize {
+        self.garbage_len.load(Ordering::Relaxed)
+    }
+
+    /// The current table, for a lock-free reader.
+    #[inline]
+    pub(crate) fn current<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V> {
+        // Acquire pairs with the Release store that published this table (construction, growth or
+        // clear): its buckets and everything they point to are initialised before we probe.
+        let table = self.table.load(Ordering::Acquire, guard);
+        // SAFETY: a shard always holds a table (it is created with one and every swap stores a
+        // non-null one); a table loaded under `guard` is freed only after `guard` unpins.
+        unsafe { table.deref() }
+    }
+
+    /// Lock-free lookup.
+    #[inline]
+    pub(crate) fn find<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g epoch::Guard,
+    ) -> Option<&'g Entry<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let table = self.current(guard);
+        // SAFETY: the table was loaded under `guard`, which outlives 'g.
+        unsafe { table.find(hash, key) }.map(|found| found.entry)
+    }
+
+    fn lock(&self, map_id: usize) -> Locked<'_, K, V> {
+        let held = Held::enter(map_id);
+        Locked {
+            writer: lock(&self.writer),
+            _held: held,
+        }
+    }
+
+    /// The table a lock holder writes to.
+    fn current_locked<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V> {
+        // Relaxed: the pointer is only stored under the lock the caller holds, so the lock orders
+        // the last store before this load.
+        let table = self.table.load(Ordering::Relaxed, guard);
+        // SAFETY: non-null as in `current`; the lock holder is the only one that could retire it.
+        unsafe { table.deref() }
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
+    /// Takes the shard's writer lock for one write, under `guard`.
+    pub(crate) fn writer<'s, 'g>(
+        &'s self,
+        ctx: &'s Ctx<'s>,
+        guard: &'g epoch::Guard,
+    ) -> ShardWriter<'s, 'g, K, V> {
+        let locked = self.lock(ctx.map_id);
+        ShardWriter {
+            table: self.current_locked(guard),
+            shard: self,
+            ctx,
+            guard,
+            locked,
+        }
+    }
+
+    /// Queues an unlinked entry for retirement, handing a full batch to the epoch.
+    fn discard(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &epoch::Guard,
+        locked: &mut Locked<'_, K, V>,
+        entry: *mut Entry<K, V>,
+    ) {
+        let garbage = &mut locked.writer.garbage;
+        garbage.push(entry);
+        if garbage.len() >= ENTRY_BATCH {
+            self.retire_garbage(ctx, guard, locked);
+            // Writers flush nowhere else, so do it here: the batch must not wait in this thread's
+            // local bag for unrelated activity.
+            guard.flush();
+        } else {
+            self.garbage_len.store(garbage.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Hands the pending batch to the epoch; the caller flushes the guard.
+    fn retire_garbage(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, locked: &mut Locked<'_, K, V>) {
+        let batch = std::mem::take(&mut locked.writer.garbage);
+        let bytes = batch.len() * Entry::<K, V>::BYTES;
+        Counters::add(&ctx.counters.pending_bytes, bytes);
+        self.garbage_len.store(0, Ordering::Relaxed);
+        // SAFETY: every entry in the batch was unlinked under the lock before this call, and the
+        // batch is their only owner.
+        unsafe { reclaim::retire_entries(guard, batch, ctx.mode, ctx.counters) };
+    }
+
+    /// Hands this shard's partial batch of removed entries to the epoch now; the caller flushes
+    /// the guard.
+    pub(crate) fn retire_pending(&self, ctx: &Ctx<'_>, guard: &epoch::Guard) {
+        let mut locked = self.lock(ctx.map_id);
+        if !locked.writer.garbage.is_empty() {
+            self.retire_garbage(ctx, guard, &mut locked);
+        }
+    }
+
+    /// Builds a table of `buckets` buckets holding the current entries, publishes it and retires the
+    /// old array as a shell. Caller holds the lock.
+    fn resize<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        old: &'g Table<K, V>,
+        buckets: usize,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Table<K, V> {
+        let fresh = epoch::Owned::new(Table::new(buckets));
+        old.for_each_occupied(|index| {
+            for (_, entry) in old.entries_in(index) {
+                // SAFETY: `old` is the current table and we hold the lock: its entries are live.
+                let hash = hasher(unsafe { &(*entry).key });
+                // SAFETY: `fresh` is unpublished (we are its only writer), keys are distinct, and
+                // `buckets` was sized to hold every entry below the load threshold. If `hasher`
+                // panics, `fresh` drops and frees only its arrays: the entries still belong to `old`.
+                unsafe { fresh.insert_new(hash, entry) };
+            }
+        });
+        let (old_bytes, new_bytes) = (old.bytes(), fresh.bytes());
+        let fresh = fresh.into_shared(guard);
+        // Release: readers that acquire the new pointer see the fully built table.
+        let old_ptr = self.table.swap(fresh, Ordering::Release, guard);
+        self.buckets.store(buckets, Ordering::Relaxed);
+        Counters::add(&ctx.counters.table_bytes, new_bytes);
+        Counters::sub(&ctx.counters.table_bytes, old_bytes);
+        // SAFETY: `old_ptr` was just unlinked under the lock and its entries live on in `fresh`.
+        unsafe {
+            reclaim::retire_table(
+                guard,
+                old_ptr.as_raw() as *mut Table<K, V>,
+                Retire::Shell,
+                0,
+                ctx.mode,
+                ctx.counters,
+            )
+        };
+        guard.flush();
+        // SAFETY: just published; retired only after `guard` unpins.
+        unsafe { fresh.deref() }
+    }
+
+    /// Resizes the table to fit `len.max(at_least)` entries if that means growing (`grow`) or
+    /// shrinking (`shrink`). Returns false if the size does not fit in memory.
+    pub(crate) fn fit(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &epoch::Guard,
+        hasher: &dyn Fn(&K) -> u64,
+        at_least: usize,
+        grow: bool,
+        shrink: bool,
+    ) -> bool {
+        let _locked = self.lock(ctx.map_id);
+        let table = self.current_locked(guard);
+        let len = self.len.load(Ordering::Relaxed);
+        let Some(buckets) = len
+            .checked_add(at_least.saturating_sub(len))
+            .and_then(Table::<K, V>::buckets_for)
+        else {
+            return false;
+        };
+        let current = table.bucket_count();
+        if (grow && buckets > current) || (shrink && buckets < current) {
+            self.resize(ctx, guard, table, buckets, hasher);
+        }
+        true
+    }
+
+    /// Swaps in an empty table (of the same size with `keep_capacity`, else minimal) and fully
+    /// retires the old one with its entries. The caller flushes the guard after the last shard.
+    pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, keep_capacity: bool) {
+        let mut locked = self.lock(ctx.map_id);
+        let old = self.current_locked(guard);
+        let len = self.len.load(Ordering::Relaxed);
+        if len == 0 && (keep_capacity || old.bucket_count() == 1) {
+            return;
+        }
+        let buckets = if keep_capacity { old.bucket_count() } else { 1 };
+        let fresh = epoch::Owned::new(Table::new(buckets));
+        let (old_bytes, new_bytes) = (old.bytes(), fresh.bytes());
+        // Release: readers that acquire the fresh pointer see an initialised (empty) table.
+        let old_ptr = self.table.swap(fresh, Ordering::Release, guard);
+        self.len.store(0, Ordering::Relaxed);
+        self.buckets.store(buckets, Ordering::Relaxed);
+        Counters::add(&ctx.counters.table_bytes, new_bytes);
+        Counters::sub(&ctx.counters.table_bytes, old_bytes);
+        // SAFETY: unlinked under the lock just now; no other table holds its entries (growth moves
+        // entries, it never shares them between live tables).
+        unsafe {
+            reclaim::retire_table(
+                guard,
+                old_ptr.as_raw() as *mut Table<K, V>,
+                Retire::Full,
+                len,
+                ctx.mode,
+                ctx.counters,
+            )
+        };
+        if !locked.writer.garbage.is_empty() {
+            self.retire_garbage(ctx, guard, &mut locked);
+        }
+    }
+
+    /// Removes every entry for which `keep` returns false. `keep` and `hasher` run under the lock.
+    pub(crate) fn retain(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &epoch::Guard,
+        hasher: &dyn Fn(&K) -> u64,
+        keep: &mut dyn FnMut(&K, &V) -> bool,
+    ) {
+        let mut locked = self.lock(ctx.map_id);
+        let table = self.current_locked(guard);
+        table.for_each_occupied(|index| {
+            for (slot, ptr) in table.entries_in(index) {
+                // SAFETY: current table, lock held: the entry is live and only we can unlink it.
+                let entry = unsafe { &*ptr };
+                if keep(&entry.key, &entry.value) {
+                    continue;
+                }
+                let hash = hasher(&entry.key);
+                // SAFETY: lock held; (index, slot) is where this entry lives and `hash` is its hash.
+                let old = unsafe { table.remove_at(hash, index, slot) };
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.discard(ctx, guard, &mut locked, old);
+            }
+        });
+    }
+}
+
+impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
+    /// Looks `key` up in the current table.
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<Slot<'g, K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // SAFETY: we hold the lock and `guard` (which outlives 'g), so the table and its entries do.
+        unsafe { self.table.find(hash, key) }.map(|f| Slot {
+            bucket: f.bucket,
+            slot: f.slot,
+            entry: f.entry,
+        })
+    }
+
+    /// Inserts a key that `find` just reported absent, growing the table first if it is at its
+    /// load threshold. Returns the published entry.
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: V,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Entry<K, V> {
+        let len = self.shard.len.load(Ordering::Relaxed);
+        if len >= self.table.max_len() {
+            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and our key
+            // and value are dropped by the unwinding caller.
+            let buckets = Table::<K, V>::buckets_for(len + 1)
+                .expect("epochmap: capacity overflow")
+                .max(self.table.bucket_count() * 2);
+            self.table = self
+                .shard
+                .resize(self.ctx, self.guard, self.table, buckets, hasher);
+        }
+        let entry = Entry::alloc(key, value);
+        // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
+        // insert); the table is below its load threshold after the growth check.
+        unsafe { self.table.insert_new(hash, entry) };
+        self.shard.len.store(len + 1, Ordering::Relaxed);
+        // SAFETY: published under the lock; it can only be retired through the epoch after
+        // `guard` (which outlives 'g) was pinned.
+        unsafe { &*entry }
+    }
+
+    /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
+    pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
+        let entry = Entry::alloc(key, value);
+        // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
+        // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
+        let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
+        self.shard
+            .discard(self.ctx, self.guard, &mut self.locked, old);
+        // SAFETY: as in `insert`.
+        unsafe { &*entry }
+    }
+
+    /// Unlinks the entry at `at`, which `find` located for a key with `hash`.
+    pub(crate) fn remove(&mut self, hash: u64, at: Slot<'_, K, V>) {
+        // SAFETY: lock held; `at` came from `find(hash, ..)` on this table under this lock.
+        let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
+        let len = self.shard.len.load(Ordering::Relaxed);
+        self.shard.len.store(len - 1, Ordering::Relaxed);
+        self.shard
+            .discard(self.ctx, self.guard, &mut self.locked, old);
+    }
+}
+
+impl<K, V> Shard<K, V> {
+    /// Takes the next entry at or after bucket `*cursor` out of the shard, for an owner draining it.
+    pub(crate) fn take_next(&mut self, cursor: &mut usize) -> Option<(K, V)> {
+        // SAFETY: `&mut self` means no reader or writer can reach this shard.
+        let table = unsafe {
+            self.table
+                .load(Ordering::Relaxed, epoch::unprotected())
+                .deref()
+        };
+        let entry = table.take_next(cursor)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: `take_next` unlinked the entry and we own the shard, so we own the entry.
+        let entry = unsafe { Box::from_raw(entry) };
+        Some((entry.key, entry.value))
+    }
+
+    /// Frees the table, its entries and the pending batch; for the map's `Drop`. Returns the first
+    /// panic raised by a key's or value's `Drop`, after everything else has been freed.
+    pub(crate) fn free_all(
+        &mut self,
+        counters: &Counters,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        let mut first_panic = None;
+        let mut free = |entry: *mut Entry<K, V>| {
+            // SAFETY: exclusive access (the map is being dropped, so no `Ref` or guard of it exists)
+            // and each entry is reachable from exactly one place we free it from.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| unsafe { Entry::free(entry) })) {
+                first_panic.get_or_insert(payload);
+            }
+        };
+        for entry in std::mem::take(&mut lock(&self.writer).garbage) {
+            free(entry);
+        }
+        // SAFETY: `&mut self`: nobody else can load the table.
+        let table = self
+            .table
+            .swap(epoch::Shared::null(), Ordering::Relaxed, unsafe {
+                epoch::unprotected()
+            });
+        if !table.is_null() {
+            // SAFETY: we just unlinked the table and hold the only access to it.
+            let table = unsafe { table.into_owned() };
+            Counters::sub(&counters.table_bytes, table.bytes());
+            // SAFETY: exclusive ownership; `free` takes each entry once.
+            unsafe { table.drain_entries(&mut free) };
+        }
+        self.len.store(0, Ordering::Relaxed);
+        first_panic
+    }
+}

@@ -1,0 +1,106 @@
+//! Where a map's memory is: the counters behind [`EpochMap::memory_stats`](crate::EpochMap::memory_stats).
+//!
+//! The counters are plain atomics updated with `Relaxed` ordering: each is a statistic, read on its
+//! own, and nothing is published through them. A snapshot taken while other threads write is
+//! therefore a mix of moments, exact only when the map is quiescent.
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// Counters shared by a map and the retired tables and entry batches it has handed to the epoch
+/// (which hold an `Arc` of it, so they can report back after the map itself is gone).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) table_bytes: AtomicUsize,
+    pub(crate) pending_bytes: AtomicUsize,
+    pub(crate) tables_retired: AtomicU64,
+    pub(crate) tables_reclaimed: AtomicU64,
+    pub(crate) buckets_scanned: AtomicU64,
+    pub(crate) buckets_skipped: AtomicU64,
+    pub(crate) entries_reclaimed: AtomicU64,
+    pub(crate) drop_panics: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicUsize, n: usize) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicUsize, n: usize) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A snapshot of where a map's memory is, from [`EpochMap::memory_stats`](crate::EpochMap::memory_stats).
+///
+/// Byte counts are what the map asked the allocator for (`size_of` based); allocator overhead per
+/// allocation is not included. All fields come from counters, so taking a snapshot is cheap (no walk
+/// of the table) and exact whenever no other thread is writing.
+///
+/// ```
+/// use epochmap::EpochMap;
+/// use std::time::Duration;
+///
+/// let map: EpochMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+/// let full = map.memory_stats();
+/// assert_eq!(full.len, 10_000);
+/// assert!(full.entry_bytes >= 10_000 * 16);
+///
+/// map.clear();
+/// let cleared = map.memory_stats();
+/// assert_eq!(cleared.len, 0);
+/// assert!(cleared.table_bytes < full.table_bytes);
+///
+/// // Once the grace period has passed and the reclaimer has run, nothing is pending.
+/// assert!(map.wait_for_reclamation(Duration::from_secs(10)));
+/// assert_eq!(map.memory_stats().pending_bytes, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Entries in the map.
+    pub len: usize,
+    /// Buckets in the live tables of all shards.
+    pub buckets: usize,
+    /// Bytes of the live tables (bucket arrays, summary bitmaps, headers).
+    pub table_bytes: usize,
+    /// Bytes of the live entries: `len * size_of::<(K, V)>()` (per-entry heap records).
+    pub entry_bytes: usize,
+    /// Bytes retired (by `clear`, growth, `shrink_to_fit`, `remove`, replacing inserts) and not yet
+    /// freed: they wait for the epoch grace period, the reclaimer, or a writer's batch to fill.
+    pub pending_bytes: usize,
+    /// Tables retired so far (growth, shrink and clear each retire one per shard they touch).
+    pub tables_retired: u64,
+    /// Retired tables whose memory has been given back.
+    pub tables_reclaimed: u64,
+    /// Buckets of retired tables whose slots the reclaimer had to read.
+    pub buckets_scanned: u64,
+    /// Buckets of retired tables the reclaimer skipped because their mark bit (or the table's
+    /// summary bitmap) said they were empty: the work that sparse tables did not cost.
+    pub buckets_skipped: u64,
+    /// Entries dropped by reclamation (of cleared tables and of removed or replaced entries).
+    pub entries_reclaimed: u64,
+    /// Panics caught from `Drop` of a key or value during reclamation. The rest of the table was
+    /// still freed; the panicking value's memory was released as far as unwinding allowed.
+    pub drop_panics: u64,
+}
+
+impl MemoryStats {
+    /// Live bytes plus pending bytes: everything the map holds on to right now.
+    ///
+    /// ```
+    /// let map = epochmap::EpochMap::<u32, u32>::new();
+    /// let stats = map.memory_stats();
+    /// assert_eq!(stats.total_bytes(), stats.table_bytes + stats.entry_bytes + stats.pending_bytes);
+    /// ```
+    pub fn total_bytes(&self) -> usize {
+        self.table_bytes + self.entry_bytes + self.pending_bytes
+    }
+}

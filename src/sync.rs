@@ -1,0 +1,51 @@
+//! The one place the map gets its concurrency primitives from.
+//!
+//! Every atomic, lock, `Arc` and thread-local used inside the crate is imported from here, so a loom
+//! run (`--cfg epochmap_loom --cfg crossbeam_loom`) swaps all of them for loom's model-checked
+//! versions at once. crossbeam-epoch follows along through its own `crossbeam_loom` cfg, so the
+//! epoch guard, `Atomic` and the deferred-destruction queue are modelled too.
+//!
+//! We use a crate-specific cfg (`epochmap_loom`) rather than plain `loom` so that a dependent crate
+//! that runs its own loom tests with `--cfg loom` does not flip our internals by accident.
+
+#[cfg(not(epochmap_loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard,
+};
+#[cfg(not(epochmap_loom))]
+pub(crate) use std::thread_local;
+
+#[cfg(epochmap_loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard,
+};
+#[cfg(epochmap_loom)]
+pub(crate) use loom::thread_local;
+
+pub(crate) use crossbeam_epoch as epoch;
+
+/// Locks `mutex`, ignoring poison.
+///
+/// Poison is the wrong signal for this crate: every write path leaves its shard consistent at each
+/// point where user code (`Hash`, `Eq`, closures, `Drop`) may panic, so a panic while the lock was
+/// held says nothing about the shard's state.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Gives other threads a chance to run while waiting for the epoch to advance.
+#[cfg(not(epochmap_loom))]
+pub(crate) fn pause(duration: std::time::Duration) {
+    std::thread::sleep(duration);
+}
+
+/// Under loom, waiting is a yield so the model explores the other threads.
+#[cfg(epochmap_loom)]
+pub(crate) fn pause(_duration: std::time::Duration) {
+    loom::thread::yield_now();
+}

@@ -1,0 +1,459 @@
+//! A bucket array: the unit that is published, grown, swapped out by `clear` and reclaimed.
+//!
+//! Besides the buckets a table keeps a **summary bitmap** with one bit per bucket (64 buckets per
+//! word), set exactly while the bucket's mark bit says "occupied". Writers keep it in step with the
+//! mark bits under the shard lock; nobody else reads it while the table is live. Growth, `retain`,
+//! and the reclaimer walk the summary instead of the buckets, so their cost follows what the table
+//! holds rather than its size: a retired 1M-bucket table holding one entry costs 16K summary words
+//! and one bucket, not 64 MiB of cache lines.
+//!
+//! Entries are never dropped by a table's own `Drop`: whether a table's entries die with it
+//! ("full retire", after `clear`) or live on in a successor ("shell retire", after growth) is the
+//! caller's decision, made explicit by calling [`Table::drain_entries`] or not.
+
+use std::borrow::Borrow;
+
+use crate::bucket::{tag_of, Bucket, Control, SLOTS};
+use crate::entry::Entry;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Load factor numerator/denominator: a table grows once it holds more than 3/4 of its slots.
+/// With seven-slot buckets that keeps the share of buckets that overflow small (about 1 in 5 at the
+/// threshold, far fewer on average) while the table stays within dashmap's bytes per entry.
+const LOAD_NUM: usize = 3;
+const LOAD_DEN: usize = 4;
+
+/// Where a key was found.
+#[derive(Clone, Copy)]
+pub(crate) struct Found<'g, K, V> {
+    pub(crate) bucket: usize,
+    pub(crate) slot: usize,
+    pub(crate) entry: &'g Entry<K, V>,
+}
+
+/// What reclaiming a table's entries cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DrainCounts {
+    /// Buckets whose slots were read.
+    pub(crate) scanned: u64,
+    /// Buckets skipped on the strength of their summary or mark bit, slots never read.
+    pub(crate) skipped: u64,
+    /// Entries handed to the callback.
+    pub(crate) entries: u64,
+}
+
+pub(crate) struct Table<K, V> {
+    buckets: Box<[Bucket<K, V>]>,
+    summary: Box<[AtomicU64]>,
+    mask: usize,
+}
+
+impl<K, V> Table<K, V> {
+    /// An empty table of `buckets` buckets.
+    ///
+    /// # Panics
+    /// If `buckets` is not a power of two or its byte size does not fit in `isize`; callers size
+    /// tables through [`Table::buckets_for`], which rules both out.
+    pub(crate) fn new(buckets: usize) -> Self {
+        assert!(
+            buckets.is_power_of_two(),
+            "bucket count must be a power of two"
+        );
+        Table {
+            buckets: zeroed_slice(buckets, Bucket::empty),
+            summary: zeroed_slice(buckets.div_ceil(64), || AtomicU64::new(0)),
+            mask: buckets - 1,
+        }
+    }
+
+    /// The smallest power-of-two bucket count whose load threshold admits `len` entries, or `None`
+    /// if such a table would not fit in the address space.
+    pub(crate) fn buckets_for(len: usize) -> Option<usize> {
+        let slots = len.checked_mul(LOAD_DEN)?.div_ceil(LOAD_NUM);
+        let buckets = slots.div_ceil(SLOTS).max(1).checked_next_power_of_two()?;
+        Self::bytes_for(buckets).filter(|&b| b <= isize::MAX as usize)?;
+        Some(buckets)
+    }
+
+    /// Heap bytes of a table with `buckets` buckets: bucket array, summary and header.
+    pub(crate) fn bytes_for(buckets: usize) -> Option<usize> {
+        let array = buckets.checked_mul(std::mem::size_of::<Bucket<K, V>>())?;
+        let summary = buckets.div_ceil(64) * std::mem::size_of::<u64>();
+        array
+            .checked_add(summary)?
+            .checked_add(std::mem::size_of::<Self>())
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        Self::bytes_for(self.buckets.len()).expect("a live table's size fits in usize")
+    }
+
+    pub(crate) fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// How many entries this table takes before its shard grows it.
+    pub(crate) fn max_len(&self) -> usize {
+        self.buckets.len() * SLOTS * LOAD_NUM / LOAD_DEN
+    }
+
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & self.mask
+    }
+
+    /// Looks `key` up, lock-free.
+    ///
+    /// # Safety
+    /// Every slot pointer of this table must stay valid for `'g`: the caller loaded the table under
+    /// an epoch guard that outlives `'g`, or owns the table exclusively. (Entries unlinked from a
+    /// table are retired through the epoch after the unlink, and a table is freed only after its own
+    /// grace period, so a guard pinned before the table load keeps both alive.)
+    #[inline]
+    pub(crate) unsafe fn find<'g, Q>(&'g self, hash: u64, key: &Q) -> Option<Found<'g, K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let tag = tag_of(hash);
+        let mut index = self.home(hash);
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[index];
+            // Acquire pairs with the writer's Release store of this word, which follows its store
+            // of the slot pointer: a tag we see comes with the pointer it describes.
+            let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
+            for slot in ctrl.matches(tag) {
+                // Acquire pairs with the Release store that published the entry (insert or
+                // replace), so the entry's key and value are initialised before we read them.
+                let ptr = bucket.slots[slot].load(Ordering::Acquire);
+                // SAFETY: a non-null slot pointer is a live entry for `'g` by this function's
+                // contract (it is unlinked only through the epoch, after which `'g`'s guard still
+                // protects it).
+                if let Some(entry) = unsafe { ptr.as_ref() } {
+                    if entry.key.borrow() == key {
+                        return Some(Found {
+                            bucket: index,
+                            slot,
+                            entry,
+                        });
+                    }
+                }
+            }
+            if ctrl.overflow() == 0 {
+                return None;
+            }
+            index = (index + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Publishes `entry` in the first free slot on `hash`'s probe path.
+    ///
+    /// Overflow counts along the way are raised *before* the entry is published, so a reader that
+    /// can see the entry can also follow the counts to it.
+    ///
+    /// # Safety
+    /// The caller is this table's only writer (it holds the shard lock, or the table is not yet
+    /// published), `entry` is a live entry whose key hashes to `hash` and is not in the table, and
+    /// the table is below its load threshold, so a free slot exists.
+    pub(crate) unsafe fn insert_new(&self, hash: u64, entry: *mut Entry<K, V>) {
+        let mut index = self.home(hash);
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[index];
+            // Relaxed: only the writer that holds the shard lock stores this word.
+            let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+            if let Some(slot) = ctrl.first_free() {
+                // Release: the entry's contents are visible to whoever acquires this pointer.
+                bucket.slots[slot].store(entry, Ordering::Release);
+                // Release: a reader that sees the tag (Acquire) also sees the pointer stored above.
+                bucket
+                    .ctrl
+                    .store(ctrl.with_tag(slot, tag_of(hash)).0, Ordering::Release);
+                if ctrl.known_empty() {
+                    self.set_summary(index, true);
+                }
+                return;
+            }
+            // Release, like every store of a control word: a reader that acquires this value must
+            // also see the slot pointers that the tags it carries describe.
+            bucket
+                .ctrl
+                .store(ctrl.with_overflow_step(true).0, Ordering::Release);
+            index = (index + 1) & self.mask;
+        }
+        unreachable!("a table below its load threshold always has a free slot");
+    }
+
+    /// Publishes `entry` in place of the entry at `bucket`/`slot` and returns the old one.
+    ///
+    /// # Safety
+    /// The caller is this table's only writer and `entry` holds a key equal to the one it replaces.
+    pub(crate) unsafe fn replace(
+        &self,
+        bucket: usize,
+        slot: usize,
+        entry: *mut Entry<K, V>,
+    ) -> *mut Entry<K, V> {
+        // Release publishes the new entry's contents to readers that acquire the slot; the tag is
+        // unchanged because the key (and so its hash) is the same.
+        self.buckets[bucket].slots[slot].swap(entry, Ordering::Release)
+    }
+
+    /// Unlinks the entry at `bucket`/`slot` (which `hash` hashes to) and returns it. The caller
+    /// retires it through the epoch.
+    ///
+    /// # Safety
+    /// The caller is this table's only writer, and `bucket`/`slot` came from a `find` of a key with
+    /// this `hash` under the same lock.
+    pub(crate) unsafe fn remove_at(
+        &self,
+        hash: u64,
+        bucket: usize,
+        slot: usize,
+    ) -> *mut Entry<K, V> {
+        let b = &self.buckets[bucket];
+        // Relaxed load: the writer is the only one storing. Release store: see `insert_new`.
+        let ctrl = Control(b.ctrl.load(Ordering::Relaxed)).with_tag(slot, 0);
+        b.ctrl.store(ctrl.0, Ordering::Release);
+        // Relaxed: a null pointer publishes nothing; a reader that still sees the old pointer
+        // reads a retired but live entry, which is a valid pre-removal view.
+        let entry = b.slots[slot].swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if ctrl.known_empty() {
+            self.set_summary(bucket, false);
+        }
+        let mut index = self.home(hash);
+        while index != bucket {
+            let passed = &self.buckets[index];
+            let c = Control(passed.ctrl.load(Ordering::Relaxed));
+            passed
+                .ctrl
+                .store(c.with_overflow_step(false).0, Ordering::Release);
+            index = (index + 1) & self.mask;
+        }
+        entry
+    }
+
+    fn set_summary(&self, bucket: usize, occupied: bool) {
+        let word = &self.summary[bucket / 64];
+        let bit = 1u64 << (bucket % 64);
+        // Relaxed, and a plain load/store rather than an RMW: the summary is written only under the
+        // shard lock and read only by that lock's holder or by the reclaimer after the grace period,
+        // both of which are ordered after this store by the lock or the epoch.
+        let old = word.load(Ordering::Relaxed);
+        let new = if occupied { old | bit } else { old & !bit };
+        word.store(new, Ordering::Relaxed);
+    }
+
+    /// Calls `f` for every bucket the summary marks occupied, in index order. Writers and owners
+    /// only (see the module docs).
+    pub(crate) fn for_each_occupied(&self, mut f: impl FnMut(usize)) -> DrainCounts {
+        let mut counts = DrainCounts::default();
+        let total = self.buckets.len() as u64;
+        for (w, word) in self.summary.iter().enumerate() {
+            // Relaxed: see `set_summary`.
+            let mut bits = word.load(Ordering::Relaxed);
+            counts.scanned += u64::from(bits.count_ones());
+            while bits != 0 {
+                f(w * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+        counts.skipped = total - counts.scanned;
+        counts
+    }
+
+    /// The entries of bucket `index` as raw pointers, read by the table's writer or owner.
+    pub(crate) fn entries_in(
+        &self,
+        index: usize,
+    ) -> impl Iterator<Item = (usize, *mut Entry<K, V>)> + '_ {
+        let bucket = &self.buckets[index];
+        // Relaxed: the caller is the writer or the owner, ordered after every store by the lock or
+        // by the epoch.
+        let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+        ctrl.full()
+            .map(move |slot| (slot, bucket.slots[slot].load(Ordering::Relaxed)))
+    }
+
+    /// Hands every entry to `f`, skipping buckets the summary or mark bit says are empty without
+    /// reading their slots, and leaves the table empty of entries (its arrays are freed when it
+    /// drops).
+    ///
+    /// # Safety
+    /// The caller owns the table exclusively (it is unpublished, or retired and past its grace
+    /// period, or the map is being dropped) and takes ownership of each entry passed to `f`.
+    pub(crate) unsafe fn drain_entries(&self, mut f: impl FnMut(*mut Entry<K, V>)) -> DrainCounts {
+        let mut marked = 0;
+        let mut entries = 0;
+        let mut counts = self.for_each_occupied(|index| {
+            let bucket = &self.buckets[index];
+            // Relaxed: exclusive access (see the contract).
+            let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+            if ctrl.known_empty() {
+                marked += 1;
+                return;
+            }
+            for slot in ctrl.full() {
+                let ptr = bucket.slots[slot].swap(std::ptr::null_mut(), Ordering::Relaxed);
+                if !ptr.is_null() {
+                    entries += 1;
+                    f(ptr);
+                }
+            }
+            bucket.ctrl.store(0, Ordering::Relaxed);
+        });
+        counts.scanned -= marked;
+        counts.skipped += marked;
+        counts.entries = entries;
+        counts
+    }
+
+    /// Unlinks and returns the next entry at or after bucket `*cursor`, for an owner draining the
+    /// table. Overflow counts are left as they were: a drained table is never probed again.
+    pub(crate) fn take_next(&self, cursor: &mut usize) -> Option<*mut Entry<K, V>> {
+        while *cursor < self.buckets.len() {
+            let word = *cursor / 64;
+            // Relaxed: exclusive access.
+            let bits = self.summary[word].load(Ordering::Relaxed) & (!0u64 << (*cursor % 64));
+            if bits == 0 {
+                *cursor = (word + 1) * 64;
+                continue;
+            }
+            let index = word * 64 + bits.trailing_zeros() as usize;
+            *cursor = index;
+            let bucket = &self.buckets[index];
+            let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+            match ctrl.full().lowest() {
+                Some(slot) => {
+                    let next = ctrl.with_tag(slot, 0);
+                    bucket.ctrl.store(next.0, Ordering::Relaxed);
+                    if next.known_empty() {
+                        self.set_summary(index, false);
+                    }
+                    return Some(bucket.slots[slot].swap(std::ptr::null_mut(), Ordering::Relaxed));
+                }
+                None => self.set_summary(index, false),
+            }
+        }
+        None
+    }
+
+    /// For a lock-free reader: the full slots of bucket `index` (bit `i` = slot `i`), or `None`
+    /// past the last bucket.
+    pub(crate) fn load_full(&self, index: usize) -> Option<u8> {
+        let bucket = self.buckets.get(index)?;
+        // Acquire: as in `find`, the tags we act on come with their slot pointers.
+        let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
+        Some(ctrl.full().fold(0u8, |bits, slot| bits | (1 << slot)))
+    }
+
+    /// For a lock-free reader: the entry in `slot` of bucket `index`, if any.
+    ///
+    /// # Safety
+    /// As for [`Table::find`].
+    pub(crate) unsafe fn load_entry(&self, index: usize, slot: usize) -> Option<&Entry<K, V>> {
+        // Acquire: as in `find`, the entry's contents are visible once we see its pointer.
+        let ptr = self.buckets[index].slots[slot].load(Ordering::Acquire);
+        // SAFETY: per this function's contract a non-null slot pointer is a live entry for as long
+        // as the caller's guard.
+        unsafe { ptr.as_ref() }
+    }
+}
+
+/// A boxed slice of `n` values for which all-zero bytes are a valid value.
+///
+/// Outside loom it comes from `alloc_zeroed`, which for large sizes is fresh zero pages from the OS:
+/// a big table costs no page faults until it is used, and never costs a pass over its memory.
+#[cfg(not(epochmap_loom))]
+fn zeroed_slice<T>(n: usize, _make: impl FnMut() -> T) -> Box<[T]> {
+    use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+    let layout = Layout::array::<T>(n).expect("table size checked by Table::buckets_for");
+    assert!(layout.size() != 0, "tables have at least one bucket");
+    // SAFETY: the layout has a non-zero size (asserted above).
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: 1. `ptr` is a fresh allocation of `Layout::array::<T>(n)`, which is exactly the layout
+    // `Box<[T]>` frees with; 2. it is zeroed, and every `T` used here (atomics, atomic pointers,
+    // and buckets made of them) is valid as all-zero bytes: integer zero and a null pointer.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
+}
+
+/// Loom's atomics are not plain integers, so under loom each element is built by `make`.
+#[cfg(epochmap_loom)]
+fn zeroed_slice<T>(n: usize, make: impl FnMut() -> T) -> Box<[T]> {
+    std::iter::repeat_with(make).take(n).collect()
+}
+
+#[cfg(all(test, not(epochmap_loom)))]
+mod tests {
+    use super::*;
+
+    fn boxed(k: u64) -> *mut Entry<u64, u64> {
+        Entry::alloc(k, k * 10)
+    }
+
+    #[test]
+    fn buckets_for_grows_by_powers_of_two_and_respects_the_load_factor() {
+        assert_eq!(Table::<u64, u64>::buckets_for(0), Some(1));
+        assert_eq!(Table::<u64, u64>::buckets_for(5), Some(1));
+        assert_eq!(Table::<u64, u64>::buckets_for(6), Some(2));
+        let b = Table::<u64, u64>::buckets_for(1_000_000).unwrap();
+        assert!(b.is_power_of_two());
+        assert!(b * SLOTS * 3 / 4 >= 1_000_000);
+        assert!(b / 2 * SLOTS * 3 / 4 < 1_000_000);
+        assert_eq!(Table::<u64, u64>::buckets_for(usize::MAX), None);
+        assert_eq!(Table::<u64, u64>::buckets_for(usize::MAX / 8), None);
+    }
+
+    #[test]
+    fn colliding_hashes_overflow_into_neighbours_and_removal_undoes_the_counts() {
+        let table = Table::<u64, u64>::new(4);
+        let hash = 0x1234_5678_9abc_def0 & !3; // every key homes in bucket 0
+        let keys: Vec<u64> = (0..12).collect();
+        for &k in &keys {
+            // SAFETY: single-threaded test owns the table; keys are distinct; 12 < 4 * 7.
+            unsafe { table.insert_new(hash, boxed(k)) };
+        }
+        for &k in &keys {
+            // SAFETY: the test owns the table.
+            let found = unsafe { table.find(hash, &k) }.expect("every inserted key is found");
+            assert_eq!(found.entry.value, k * 10);
+        }
+        // SAFETY: the test owns the table.
+        assert!(unsafe { table.find(hash, &99) }.is_none());
+        for &k in &keys {
+            // SAFETY: the test owns the table; `found` came from a find under the same ownership.
+            unsafe {
+                let found = table.find(hash, &k).unwrap();
+                Entry::free(table.remove_at(hash, found.bucket, found.slot));
+            }
+        }
+        for b in 0..4 {
+            let ctrl = Control(table.buckets[b].ctrl.load(Ordering::Relaxed));
+            assert_eq!(ctrl, Control(0), "bucket {b} is back to all-zero");
+        }
+        let counts = table.for_each_occupied(|_| panic!("no bucket is occupied"));
+        assert_eq!(counts.skipped, 4);
+    }
+
+    #[test]
+    fn draining_a_sparse_table_reads_only_the_occupied_bucket() {
+        let table = Table::<u64, u64>::new(1 << 14);
+        // SAFETY: the test owns the table.
+        unsafe { table.insert_new(7, boxed(7)) };
+        let mut seen = Vec::new();
+        // SAFETY: the test owns the table and takes the entries it is handed.
+        let counts = unsafe {
+            table.drain_entries(|e| {
+                seen.push((*e).key);
+                Entry::free(e);
+            })
+        };
+        assert_eq!(seen, vec![7]);
+        assert_eq!(counts.scanned, 1);
+        assert_eq!(counts.skipped, (1 << 14) - 1);
+        assert_eq!(counts.entries, 1);
+    }
+}
