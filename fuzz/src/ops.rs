@@ -1,0 +1,333 @@
+//! Differential target: one thread applies an operation sequence to an [`EpochMap`] and to
+//! `std::collections::HashMap`, comparing every result, and at the end the whole contents.
+//!
+//! Keys are boxed `u16`s and values boxed `u32`s, so AddressSanitizer catches a read of a freed
+//! key or value. Tiny shard counts, a weak-hasher variant and a small key space (from the input)
+//! reach collisions, overflow chains across buckets, growth, shrinking and clears of full tables.
+
+use std::collections::HashMap;
+
+use arbitrary::{Arbitrary, Unstructured};
+use epochmap::{EpochMap, ReclaimMode, Ref};
+
+use crate::FuzzHasher;
+
+/// Most `Ref`s held at once (each pins the epoch; holding them exercises retirement under a pin).
+const MAX_HELD: usize = 8;
+
+/// How a run builds its map.
+#[derive(Debug, Arbitrary)]
+struct Config {
+    /// Shards: `1 << (shards_log % 4)`, so 1 to 8.
+    shards_log: u8,
+    /// Initial capacity: `capacity % 64`.
+    capacity: u8,
+    hasher: FuzzHasher,
+    inline: bool,
+    /// Keys are `raw & ((1 << (3 + key_bits % 10)) - 1)`: 8 to 4096 distinct keys.
+    key_bits: u8,
+}
+
+/// How a read is performed.
+#[derive(Debug, Arbitrary, Clone, Copy)]
+enum ReadVia {
+    Get,
+    GetCloned,
+    With,
+    ContainsKey,
+    Pinned,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Insert(u16, u32),
+    /// Inserts keys `start..start + count` with value `value + i`.
+    InsertRange {
+        start: u16,
+        count: u8,
+        value: u32,
+    },
+    PinnedInsert(u16, u32),
+    Get(u16, ReadVia),
+    Remove(u16),
+    PinnedRemove(u16),
+    /// Removes the key if its value is even (`parity == false`) or odd.
+    RemoveIf(u16, bool),
+    GetOrInsertWith(u16, u32),
+    PinnedGetOrInsertWith(u16, u32),
+    Update(u16, u32),
+    /// Keeps keys with `key % (modulus + 1) != residue`.
+    RetainKeys {
+        modulus: u8,
+        residue: u8,
+    },
+    /// Keeps values below `bound`.
+    RetainValues(u32),
+    Clear,
+    ClearKeepCapacity,
+    Reserve(u8),
+    ShrinkToFit,
+    Iter,
+    Len,
+    CloneAndCompare,
+    /// Looks the key up and keeps the `Ref` (checked after every later operation).
+    Hold(u16),
+    /// Drops the oldest held `Ref`.
+    Release,
+}
+
+type Map = EpochMap<Box<u16>, Box<u32>, FuzzHasher>;
+
+/// Runs one input: see the module docs.
+pub fn run(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(config) = Config::arbitrary(&mut u) else {
+        return;
+    };
+    let mode = if config.inline {
+        ReclaimMode::Inline
+    } else {
+        ReclaimMode::Background
+    };
+    let map: Map = EpochMap::builder()
+        .shards(1 << (config.shards_log % 4))
+        .capacity(usize::from(config.capacity % 64))
+        .hasher(config.hasher)
+        .reclaim_mode(mode)
+        .build();
+    let mask = (1u16 << (3 + config.key_bits % 10)) - 1;
+    let mut model: HashMap<u16, u32> = HashMap::new();
+    let mut held: Vec<(Ref<'_, Box<u16>, Box<u32>>, u16, u32)> = Vec::new();
+
+    // `arbitrary` pads an exhausted input with zeros, so stop when the bytes run out.
+    while let (false, Ok(op)) = (u.is_empty(), Op::arbitrary(&mut u)) {
+        apply(&map, &mut model, &mut held, op, mask);
+        assert_eq!(map.len(), model.len(), "len");
+        assert_eq!(map.is_empty(), model.is_empty(), "is_empty");
+        for (r, k, v) in &held {
+            assert_eq!((**r.key(), **r.value()), (*k, *v), "a held Ref changed");
+        }
+    }
+
+    assert_same_contents(&map, &model);
+    drop(held);
+    let mut drained: Vec<(u16, u32)> = map.into_iter().map(|(k, v)| (*k, *v)).collect();
+    drained.sort_unstable();
+    let mut expected: Vec<(u16, u32)> = model.into_iter().collect();
+    expected.sort_unstable();
+    assert_eq!(drained, expected, "into_iter");
+}
+
+fn apply<'m>(
+    map: &'m Map,
+    model: &mut HashMap<u16, u32>,
+    held: &mut Vec<(Ref<'m, Box<u16>, Box<u32>>, u16, u32)>,
+    op: Op,
+    mask: u16,
+) {
+    match op {
+        Op::Insert(k, v) => {
+            let k = k & mask;
+            let old = map.insert(Box::new(k), Box::new(v));
+            let old = old.map(|r| {
+                assert_eq!(**r.key(), k, "insert returned another key's entry");
+                **r
+            });
+            assert_eq!(old, model.insert(k, v), "insert({k}, {v})");
+        }
+        Op::InsertRange { start, count, value } => {
+            for i in 0..u16::from(count) {
+                let k = start.wrapping_add(i) & mask;
+                let v = value.wrapping_add(u32::from(i));
+                let old = map.insert(Box::new(k), Box::new(v)).map(|r| **r);
+                assert_eq!(old, model.insert(k, v), "insert({k}, {v}) in a range");
+            }
+        }
+        Op::PinnedInsert(k, v) => {
+            let k = k & mask;
+            let pinned = map.pin();
+            let old = pinned.insert(Box::new(k), Box::new(v)).map(|v| **v);
+            assert_eq!(old, model.insert(k, v), "Pinned::insert({k}, {v})");
+            assert_eq!(pinned.get(&k).map(|v| **v), Some(v), "Pinned::get after insert");
+        }
+        Op::Get(k, via) => {
+            let k = k & mask;
+            let want = model.get(&k).copied();
+            let got = match via {
+                ReadVia::Get => map.get(&k).map(|r| {
+                    assert_eq!(**r.key(), k, "get returned another key's entry");
+                    **r
+                }),
+                ReadVia::GetCloned => map.get_cloned(&k).map(|v| *v),
+                ReadVia::With => map.with(&k, |v| **v),
+                // Presence only: the value the model has, if the map says the key is there.
+                ReadVia::ContainsKey => map.contains_key(&k).then_some(want.unwrap_or(u32::MAX)),
+                ReadVia::Pinned => {
+                    let pinned = map.pin();
+                    let kv = pinned.get_key_value(&k).map(|(k, v)| (**k, **v));
+                    assert_eq!(pinned.get(&k).map(|v| **v), kv.map(|(_, v)| v));
+                    assert_eq!(pinned.contains_key(&k), kv.is_some());
+                    kv.map(|(key, v)| {
+                        assert_eq!(key, k, "Pinned::get_key_value returned another key");
+                        v
+                    })
+                }
+            };
+            assert_eq!(got, want, "read of {k} via {via:?}");
+        }
+        Op::Remove(k) => {
+            let k = k & mask;
+            let got = map.remove(&k).map(|r| {
+                assert_eq!(**r.key(), k, "remove returned another key's entry");
+                **r
+            });
+            assert_eq!(got, model.remove(&k), "remove({k})");
+        }
+        Op::PinnedRemove(k) => {
+            let k = k & mask;
+            let pinned = map.pin();
+            let got = pinned.remove(&k).map(|v| **v);
+            assert_eq!(got, model.remove(&k), "Pinned::remove({k})");
+        }
+        Op::RemoveIf(k, odd) => {
+            let k = k & mask;
+            let mut calls = 0;
+            let got = map
+                .remove_if(&k, |key, v| {
+                    calls += 1;
+                    assert_eq!(**key, k, "remove_if condition saw another key");
+                    (**v % 2 == 1) == odd
+                })
+                .map(|r| **r);
+            let want = match model.get(&k) {
+                Some(&v) if (v % 2 == 1) == odd => model.remove(&k),
+                _ => None,
+            };
+            assert_eq!(got, want, "remove_if({k}, odd={odd})");
+            assert_eq!(calls, usize::from(model.contains_key(&k) || want.is_some()));
+        }
+        Op::GetOrInsertWith(k, v) => {
+            let k = k & mask;
+            let mut made = false;
+            let got = **map.get_or_insert_with(Box::new(k), || {
+                made = true;
+                Box::new(v)
+            });
+            let absent = !model.contains_key(&k);
+            assert_eq!(made, absent, "get_or_insert_with ran make iff absent");
+            assert_eq!(got, *model.entry(k).or_insert(v), "get_or_insert_with({k})");
+        }
+        Op::PinnedGetOrInsertWith(k, v) => {
+            let k = k & mask;
+            let pinned = map.pin();
+            let got = **pinned.get_or_insert_with(Box::new(k), || Box::new(v));
+            assert_eq!(got, *model.entry(k).or_insert(v), "Pinned::get_or_insert_with");
+        }
+        Op::Update(k, delta) => {
+            let k = k & mask;
+            let got = map
+                .update(&k, |v| Box::new(v.wrapping_add(delta)))
+                .map(|r| {
+                    assert_eq!(**r.key(), k, "update returned another key's entry");
+                    **r
+                });
+            let want = model.get_mut(&k).map(|v| {
+                *v = v.wrapping_add(delta);
+                *v
+            });
+            assert_eq!(got, want, "update({k}, +{delta})");
+        }
+        Op::RetainKeys { modulus, residue } => {
+            let m = u16::from(modulus) + 1;
+            let r = u16::from(residue) % m;
+            map.retain(|k, _| **k % m != r);
+            model.retain(|k, _| *k % m != r);
+        }
+        Op::RetainValues(bound) => {
+            let mut seen = 0;
+            map.retain(|_, v| {
+                seen += 1;
+                **v < bound
+            });
+            assert_eq!(seen, model.len(), "retain visits every entry once");
+            model.retain(|_, v| *v < bound);
+        }
+        Op::Clear => {
+            map.clear();
+            model.clear();
+        }
+        Op::ClearKeepCapacity => {
+            let capacity = map.capacity();
+            map.clear_keep_capacity();
+            assert_eq!(map.capacity(), capacity, "clear_keep_capacity kept capacity");
+            model.clear();
+        }
+        Op::Reserve(n) => {
+            let n = usize::from(n) * 4;
+            map.reserve(n);
+            assert!(
+                map.capacity() >= model.len() + n / 2,
+                "reserve({n}) left capacity {} for {} entries",
+                map.capacity(),
+                model.len()
+            );
+        }
+        Op::ShrinkToFit => map.shrink_to_fit(),
+        Op::Iter => assert_same_contents(map, model),
+        Op::Len => {
+            assert_eq!(map.memory_stats().len, model.len(), "memory_stats().len");
+            assert_eq!(map.pin().len(), model.len(), "Pinned::len");
+            assert!(map.capacity() >= model.len() * 3 / 4, "capacity below len");
+        }
+        Op::CloneAndCompare => {
+            let clone = map.clone();
+            assert!(clone == *map, "a clone equals its source");
+            assert_same_contents(&clone, model);
+            assert_eq!(clone.shard_count(), map.shard_count());
+        }
+        Op::Hold(k) => {
+            let k = k & mask;
+            if held.len() < MAX_HELD {
+                if let Some(r) = map.get(&k) {
+                    let v = **r;
+                    held.push((r, k, v));
+                }
+            }
+        }
+        Op::Release => {
+            if !held.is_empty() {
+                held.remove(0);
+            }
+        }
+    }
+}
+
+/// Compares the map's contents, through every iteration API, with the model.
+fn assert_same_contents(map: &Map, model: &HashMap<u16, u32>) {
+    let mut expected: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+    expected.sort_unstable();
+
+    let mut pairs: Vec<(u16, u32)> = map.iter().map(|r| (**r.key(), **r.value())).collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, expected, "iter");
+
+    let pinned = map.pin();
+    let mut pinned_pairs: Vec<(u16, u32)> = pinned.iter().map(|(k, v)| (**k, **v)).collect();
+    pinned_pairs.sort_unstable();
+    assert_eq!(pinned_pairs, expected, "Pinned::iter");
+
+    let mut keys: Vec<u16> = map.keys().map(|k| **k).collect();
+    keys.sort_unstable();
+    let want_keys: Vec<u16> = expected.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, want_keys, "keys");
+
+    let mut values: Vec<u32> = map.values().map(|v| **v).collect();
+    values.sort_unstable();
+    let mut want_values: Vec<u32> = expected.iter().map(|(_, v)| *v).collect();
+    want_values.sort_unstable();
+    assert_eq!(values, want_values, "values");
+
+    for (k, v) in &expected {
+        assert_eq!(pinned.get(k).map(|v| **v), Some(*v), "get({k}) of an iterated key");
+    }
+}
