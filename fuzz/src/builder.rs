@@ -107,7 +107,8 @@ pub fn run(data: &[u8]) {
         assert_eq!(err, want);
         let message = err.to_string();
         match err {
-            BuildError::TooManyShards { requested } | BuildError::CapacityOverflow { requested } => {
+            BuildError::TooManyShards { requested }
+            | BuildError::CapacityOverflow { requested } => {
                 assert!(message.contains(&requested.to_string()), "{message}")
             }
             _ => assert!(message.contains("at least 1"), "{message}"),
@@ -125,9 +126,17 @@ pub fn run(data: &[u8]) {
     let count = map.shard_count();
     assert!(count.is_power_of_two() && count <= MAX_SHARDS);
     if let Some(n) = shards {
-        assert_eq!(count, n.next_power_of_two(), "shard count rounds up to a power of two");
+        assert_eq!(
+            count,
+            n.next_power_of_two(),
+            "shard count rounds up to a power of two"
+        );
     }
-    assert!(map.capacity() >= capacity, "capacity {} < {capacity}", map.capacity());
+    assert!(
+        map.capacity() >= capacity,
+        "capacity {} < {capacity}",
+        map.capacity()
+    );
     let stats = map.memory_stats();
     assert_eq!(stats.len, 0);
     assert!(stats.buckets >= count && stats.table_bytes > 0, "{stats:?}");

@@ -37,13 +37,19 @@ struct Config {
 #[derive(Debug, Arbitrary)]
 enum Op {
     Insert(u16, u32),
-    InsertRange { start: u16, count: u8 },
+    InsertRange {
+        start: u16,
+        count: u8,
+    },
     Get(u16),
     Remove(u16),
     RemoveIf(u16, bool),
     GetOrInsertWith(u16, u32),
     Update(u16, u32),
-    RetainKeys { modulus: u8, residue: u8 },
+    RetainKeys {
+        modulus: u8,
+        residue: u8,
+    },
     Clear,
     ClearKeepCapacity,
     Reserve(u8),
@@ -112,11 +118,23 @@ pub fn run(data: &[u8]) {
     let mut keys = HashSet::new();
     for r in map.iter() {
         let (k, v) = r.pair();
-        assert_eq!(v.key, **k, "value {} written for key {} found under {k}", v.id, v.key);
+        assert_eq!(
+            v.key, **k,
+            "value {} written for key {} found under {k}",
+            v.id, v.key
+        );
         assert!((v.id as usize) < ledger.created(), "value from nowhere");
-        assert!(keys.insert(**k), "key {k} iterated twice in a quiescent map");
+        assert!(
+            keys.insert(**k),
+            "key {k} iterated twice in a quiescent map"
+        );
         assert!(live.insert(v.id), "value {} present twice", v.id);
-        assert_eq!(ledger.drops_of(v.id), 0, "value {} present but dropped", v.id);
+        assert_eq!(
+            ledger.drops_of(v.id),
+            0,
+            "value {} present but dropped",
+            v.id
+        );
     }
     assert_eq!(map.len(), keys.len(), "len matches the contents");
     assert_eq!(map.memory_stats().len, keys.len());
@@ -141,8 +159,12 @@ pub fn run(data: &[u8]) {
 
 fn run_thread(map: &Map, ledger: &Arc<Ledger>, t: u32, program: Vec<Op>, mask: u16) {
     let mut held = None;
-    let check = |k: &Box<u16>, v: &Counted| {
-        assert_eq!(v.key, **k, "value {} written for key {} read under {k}", v.id, v.key);
+    let check = |k: &u16, v: &Counted| {
+        assert_eq!(
+            v.key, *k,
+            "value {} written for key {} read under {k}",
+            v.id, v.key
+        );
     };
     for op in program {
         match op {
@@ -244,7 +266,11 @@ fn run_thread(map: &Map, ledger: &Arc<Ledger>, t: u32, program: Vec<Op>, mask: u
         if let Some((r, (id, payload))) = &held {
             check(r.key(), r);
             assert_eq!((r.id, *r.payload), (*id, *payload), "a held Ref changed");
-            assert_eq!(ledger.drops_of(*id), 0, "value {id} dropped while a Ref holds it");
+            assert_eq!(
+                ledger.drops_of(*id),
+                0,
+                "value {id} dropped while a Ref holds it"
+            );
         }
     }
 }

@@ -194,7 +194,7 @@ fn files_in(path: &Path) -> Vec<PathBuf> {
     };
     dir.filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n == ".gitkeep"))
+        .filter(|p| p.is_file() && p.file_name().is_none_or(|n| n != ".gitkeep"))
         .collect()
 }
 

@@ -78,6 +78,9 @@ enum Op {
 
 type Map = EpochMap<Box<u16>, Box<u32>, FuzzHasher>;
 
+/// A held `Ref` with the key and value it read when taken.
+type Held<'m> = (Ref<'m, Box<u16>, Box<u32>>, u16, u32);
+
 /// Runs one input: see the module docs.
 pub fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
@@ -97,7 +100,7 @@ pub fn run(data: &[u8]) {
         .build();
     let mask = (1u16 << (3 + config.key_bits % 10)) - 1;
     let mut model: HashMap<u16, u32> = HashMap::new();
-    let mut held: Vec<(Ref<'_, Box<u16>, Box<u32>>, u16, u32)> = Vec::new();
+    let mut held: Vec<Held<'_>> = Vec::new();
 
     // `arbitrary` pads an exhausted input with zeros, so stop when the bytes run out.
     while let (false, Ok(op)) = (u.is_empty(), Op::arbitrary(&mut u)) {
@@ -121,7 +124,7 @@ pub fn run(data: &[u8]) {
 fn apply<'m>(
     map: &'m Map,
     model: &mut HashMap<u16, u32>,
-    held: &mut Vec<(Ref<'m, Box<u16>, Box<u32>>, u16, u32)>,
+    held: &mut Vec<Held<'m>>,
     op: Op,
     mask: u16,
 ) {
@@ -135,7 +138,11 @@ fn apply<'m>(
             });
             assert_eq!(old, model.insert(k, v), "insert({k}, {v})");
         }
-        Op::InsertRange { start, count, value } => {
+        Op::InsertRange {
+            start,
+            count,
+            value,
+        } => {
             for i in 0..u16::from(count) {
                 let k = start.wrapping_add(i) & mask;
                 let v = value.wrapping_add(u32::from(i));
@@ -148,7 +155,11 @@ fn apply<'m>(
             let pinned = map.pin();
             let old = pinned.insert(Box::new(k), Box::new(v)).map(|v| **v);
             assert_eq!(old, model.insert(k, v), "Pinned::insert({k}, {v})");
-            assert_eq!(pinned.get(&k).map(|v| **v), Some(v), "Pinned::get after insert");
+            assert_eq!(
+                pinned.get(&k).map(|v| **v),
+                Some(v),
+                "Pinned::get after insert"
+            );
         }
         Op::Get(k, via) => {
             let k = k & mask;
@@ -221,7 +232,11 @@ fn apply<'m>(
             let k = k & mask;
             let pinned = map.pin();
             let got = **pinned.get_or_insert_with(Box::new(k), || Box::new(v));
-            assert_eq!(got, *model.entry(k).or_insert(v), "Pinned::get_or_insert_with");
+            assert_eq!(
+                got,
+                *model.entry(k).or_insert(v),
+                "Pinned::get_or_insert_with"
+            );
         }
         Op::Update(k, delta) => {
             let k = k & mask;
@@ -259,7 +274,11 @@ fn apply<'m>(
         Op::ClearKeepCapacity => {
             let capacity = map.capacity();
             map.clear_keep_capacity();
-            assert_eq!(map.capacity(), capacity, "clear_keep_capacity kept capacity");
+            assert_eq!(
+                map.capacity(),
+                capacity,
+                "clear_keep_capacity kept capacity"
+            );
             model.clear();
         }
         Op::Reserve(n) => {
@@ -328,6 +347,10 @@ fn assert_same_contents(map: &Map, model: &HashMap<u16, u32>) {
     assert_eq!(values, want_values, "values");
 
     for (k, v) in &expected {
-        assert_eq!(pinned.get(k).map(|v| **v), Some(*v), "get({k}) of an iterated key");
+        assert_eq!(
+            pinned.get(k).map(|v| **v),
+            Some(*v),
+            "get({k}) of an iterated key"
+        );
     }
 }

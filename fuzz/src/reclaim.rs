@@ -33,7 +33,10 @@ struct Config {
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Inserts keys `start..start + count` (replacing what is there).
-    Fill { start: u8, count: u8 },
+    Fill {
+        start: u8,
+        count: u8,
+    },
     Insert(u8, u32),
     Remove(u8),
     RetainEven,
@@ -81,7 +84,9 @@ pub fn run(data: &[u8]) {
         } else {
             ReclaimMode::Background
         })
-        .backpressure_bytes([0, 4096, epochmap::DEFAULT_BACKPRESSURE_BYTES][usize::from(config.backpressure % 3)])
+        .backpressure_bytes(
+            [0, 4096, epochmap::DEFAULT_BACKPRESSURE_BYTES][usize::from(config.backpressure % 3)],
+        )
         .build();
     let mut run = Run {
         map: &map,
@@ -112,7 +117,11 @@ impl<'m> Run<'m> {
         let id = value.id;
         let old = self.map.insert(Box::new(k), value);
         let want = self.model.insert(k, id);
-        assert_eq!(old.as_ref().map(|r| r.id), want, "insert({k}) returned the wrong entry");
+        assert_eq!(
+            old.as_ref().map(|r| r.id),
+            want,
+            "insert({k}) returned the wrong entry"
+        );
         if old.is_some() {
             self.retired += 1;
         }
@@ -154,7 +163,11 @@ impl<'m> Run<'m> {
                 self.retired += self.model.len() as u64;
                 self.model.clear();
                 for (r, (id, payload)) in self.held.iter().zip(values) {
-                    assert_eq!((r.id, *r.payload), (id, payload), "a held Ref changed on clear");
+                    assert_eq!(
+                        (r.id, *r.payload),
+                        (id, payload),
+                        "a held Ref changed on clear"
+                    );
                 }
             }
             Op::ShrinkToFit => self.map.shrink_to_fit(),
@@ -228,10 +241,14 @@ impl<'m> Run<'m> {
         let len = self.model.len();
         assert_eq!(stats.len, len, "memory_stats().len");
         assert_eq!(self.map.len(), len);
-        if len > 0 {
-            let size = *self.entry_size.get_or_insert(stats.entry_bytes / len);
+        if let Some(per_entry) = stats.entry_bytes.checked_div(len) {
+            let size = *self.entry_size.get_or_insert(per_entry);
             assert!(size > 0);
-            assert_eq!(stats.entry_bytes, size * len, "entry_bytes is len * entry size");
+            assert_eq!(
+                stats.entry_bytes,
+                size * len,
+                "entry_bytes is len * entry size"
+            );
         } else {
             assert_eq!(stats.entry_bytes, 0);
         }
@@ -244,20 +261,44 @@ impl<'m> Run<'m> {
             self.retired
         );
         let last = self.last;
-        assert!(stats.tables_retired >= last.tables_retired, "counter went back");
-        assert!(stats.tables_reclaimed >= last.tables_reclaimed, "counter went back");
-        assert!(stats.buckets_scanned >= last.buckets_scanned, "counter went back");
-        assert!(stats.buckets_skipped >= last.buckets_skipped, "counter went back");
-        assert!(stats.entries_reclaimed >= last.entries_reclaimed, "counter went back");
+        assert!(
+            stats.tables_retired >= last.tables_retired,
+            "counter went back"
+        );
+        assert!(
+            stats.tables_reclaimed >= last.tables_reclaimed,
+            "counter went back"
+        );
+        assert!(
+            stats.buckets_scanned >= last.buckets_scanned,
+            "counter went back"
+        );
+        assert!(
+            stats.buckets_skipped >= last.buckets_skipped,
+            "counter went back"
+        );
+        assert!(
+            stats.entries_reclaimed >= last.entries_reclaimed,
+            "counter went back"
+        );
         assert_eq!(stats.drop_panics, 0);
         self.last = stats;
 
         for (k, id) in &self.model {
-            assert_eq!(self.ledger.drops_of(*id), 0, "value {id} of key {k} dropped while present");
+            assert_eq!(
+                self.ledger.drops_of(*id),
+                0,
+                "value {id} of key {k} dropped while present"
+            );
         }
         for r in &self.held {
             assert_eq!(r.key, **r.key(), "a held Ref reads another key's value");
-            assert_eq!(self.ledger.drops_of(r.id), 0, "value {} dropped under a held Ref", r.id);
+            assert_eq!(
+                self.ledger.drops_of(r.id),
+                0,
+                "value {} dropped under a held Ref",
+                r.id
+            );
         }
         self.ledger.assert_no_double_drop();
     }
