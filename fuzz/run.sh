@@ -45,4 +45,4 @@ cargo fuzz run "${fuzz_flags[@]}" "$target" "$fresh" "$corpus" -- \
     -print_final_stats=1 -detect_leaks=0 "$@"
 # Keep only the new inputs that add coverage to the committed corpus.
 cargo fuzz run "${fuzz_flags[@]}" "$target" "$corpus" "$fresh" -- -merge=1
-echo "corpus $corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
+echo "corpus $corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh --apparent-size "$corpus" | cut -f1)"
