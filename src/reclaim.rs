@@ -30,11 +30,28 @@ use crate::sync::{epoch, Arc, Ordering};
 use crate::table::Table;
 
 /// Removed or replaced entries a shard collects before handing them to the epoch as one batch.
+#[cfg(not(epochmap_loom))]
 pub(crate) const ENTRY_BATCH: usize = 64;
+/// Under loom, a batch of two, so a model with a handful of removes fills and retires a batch
+/// (the way crossbeam shrinks its bags under `crossbeam_sanitize`).
+#[cfg(epochmap_loom)]
+pub(crate) const ENTRY_BATCH: usize = 2;
 
 /// Rounds of "help, then advance the epoch" a writer spends on backpressure before giving up (a
 /// reader that stays pinned can hold the epoch back indefinitely; writers must not wait for it).
+#[cfg(not(epochmap_loom))]
 const RELIEF_ROUNDS: usize = 16;
+/// Under loom, enough rounds to pass a grace period (the epoch needs two advances) when no other
+/// thread is pinned, and few enough to keep the models' state space small.
+#[cfg(epochmap_loom)]
+const RELIEF_ROUNDS: usize = 3;
+
+/// Under loom, the rounds `drive_until_reclaimed` spends instead of waiting for a deadline. Two
+/// epoch advances pass a grace period once no other thread is pinned; each round also yields
+/// (`sync::pause`), which lets loom run exiting threads' teardown and makes this thread's loads
+/// catch up with their stores, so a few more rounds cover a thread that has not finished exiting.
+#[cfg(epochmap_loom)]
+const LOOM_DRIVE_ROUNDS: usize = 4;
 
 /// Who frees the entries of tables retired by `clear`.
 ///
@@ -254,18 +271,32 @@ pub(crate) fn relieve(counters: &Counters, bound: usize) {
 /// Advances the epoch and runs queued work until `counters` shows nothing pending, or `deadline`.
 pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::Instant) -> bool {
     let mut pause = std::time::Duration::from_micros(10);
+    let mut rounds = 0;
     loop {
         if counters.pending_bytes.load(Ordering::Relaxed) == 0 {
             return true;
         }
-        if std::time::Instant::now() >= deadline {
+        if out_of_time(deadline, rounds) {
             return false;
         }
+        rounds += 1;
         help();
         epoch::pin().flush();
         crate::sync::pause(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(2));
     }
+}
+
+#[cfg(not(epochmap_loom))]
+fn out_of_time(deadline: std::time::Instant, _rounds: usize) -> bool {
+    std::time::Instant::now() >= deadline
+}
+
+/// Under loom, a bounded number of rounds instead of a deadline: loom cannot model time, and an
+/// unbounded loop would make a model's state space unbounded.
+#[cfg(epochmap_loom)]
+fn out_of_time(_deadline: std::time::Instant, rounds: usize) -> bool {
+    rounds >= LOOM_DRIVE_ROUNDS
 }
 
 #[cfg(not(epochmap_loom))]
