@@ -78,18 +78,31 @@ impl Drops {
 }
 
 /// A value that records its drop in a [`Drops`] ledger and carries a loom-tracked payload.
+///
+/// `repr(C)` with a leading pad and a canary: if a broken variant of the map frees a value under a
+/// reader, the reader's [`check`](Tracked::check) most likely finds the canary its `Drop` wrote
+/// (the allocator's free-list header lands in the pad) and fails with a clear message, instead of
+/// following a dangling field into a crash. A correct map never lets that read happen.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Tracked {
+    _pad: [usize; 4],
+    canary: usize,
     id: usize,
-    payload: loom::sync::atomic::AtomicUsize,
     drops: std::sync::Arc<Drops>,
+    payload: loom::sync::atomic::AtomicUsize,
 }
+
+const ALIVE: usize = 0xA11CE;
+const DEAD: usize = 0xDEAD;
 
 impl Tracked {
     /// Value `id`, whose payload is `id * 10 + 7`.
     pub fn new(id: usize, drops: &std::sync::Arc<Drops>) -> Tracked {
         drops.made[id].fetch_add(1, SeqCst);
         Tracked {
+            _pad: [0; 4],
+            canary: ALIVE,
             id,
             payload: loom::sync::atomic::AtomicUsize::new(id * 10 + 7),
             drops: std::sync::Arc::clone(drops),
@@ -105,6 +118,13 @@ impl Tracked {
     /// load fails the model if this thread is not ordered after the value's construction, and the
     /// ledger says whether the value was dropped under us.
     pub fn check(&self) -> usize {
+        // SAFETY: `self` is a live reference as far as the map's contract goes; the volatile read
+        // only keeps the compiler from assuming the canary cannot have changed.
+        let canary = unsafe { std::ptr::read_volatile(&self.canary) };
+        assert_eq!(
+            canary, ALIVE,
+            "a value was dropped while a reader could still read it"
+        );
         assert_eq!(
             self.drops.dropped(self.id),
             0,
@@ -122,6 +142,8 @@ impl Drop for Tracked {
         // Recorded, never asserted here: reclamation runs `Drop` under `catch_unwind`, so a panic
         // would be counted and swallowed. Models check the ledger instead.
         self.drops.dropped[self.id].fetch_add(1, SeqCst);
+        // SAFETY: writing our own field; volatile so the store is not elided as dead.
+        unsafe { std::ptr::write_volatile(&mut self.canary, DEAD) };
     }
 }
 

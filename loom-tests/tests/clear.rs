@@ -63,7 +63,10 @@ fn clear_and_insert_leave_nothing_or_exactly_the_inserted_key() {
             let map = Arc::clone(&map);
             thread::spawn(move || map.clear())
         };
-        let replaced = map.insert(1, Tracked::new(1, &drops)).map(|r| r.check());
+        let replaced = map
+            .pin()
+            .insert(1, Tracked::new(1, &drops))
+            .map(|v| v.check());
         clearer.join().unwrap();
 
         match replaced {
@@ -81,6 +84,42 @@ fn clear_and_insert_leave_nothing_or_exactly_the_inserted_key() {
         }
         reclaim_all(&map);
         drop(map);
+        drops.assert_all_dropped_once();
+    });
+}
+
+/// A read ordered after `clear` returned never sees a cleared entry (moka#155: entries stayed
+/// visible after `invalidate_all`). The interleaving: the clearing thread publishes "clear
+/// returned" with a `Release` store; a reader on another thread that observes it (`Acquire`) and
+/// then probes must load the fresh table, not the retired one, whatever else it has seen.
+#[test]
+fn a_read_ordered_after_clear_returned_never_sees_a_cleared_entry() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+
+    model(|| {
+        let drops = Drops::new(1);
+        let map = Arc::new(one_shard_map(0));
+        map.insert(1, Tracked::new(0, &drops));
+        let cleared = Arc::new(AtomicBool::new(false));
+
+        let clearer = {
+            let (map, cleared) = (Arc::clone(&map), Arc::clone(&cleared));
+            thread::spawn(move || {
+                map.clear();
+                cleared.store(true, Ordering::Release);
+            })
+        };
+        let before = map.get(&1).map(|r| r.check());
+        if cleared.load(Ordering::Acquire) {
+            assert!(
+                map.get(&1).is_none(),
+                "saw a cleared entry after clear returned"
+            );
+        }
+        assert!(before.is_none() || before == Some(0));
+        clearer.join().unwrap();
+
+        reclaim_all(&map);
         drops.assert_all_dropped_once();
     });
 }

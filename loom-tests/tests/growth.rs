@@ -26,7 +26,7 @@ fn keys_present_before_growth_are_found_while_the_shard_grows() {
         let writer = {
             let (map, drops) = (Arc::clone(&map), drops.clone());
             thread::spawn(move || {
-                map.insert(5, Tracked::new(5, &drops));
+                map.pin().insert(5, Tracked::new(5, &drops));
                 assert_eq!(
                     map.memory_stats().buckets,
                     2,
@@ -78,7 +78,7 @@ fn iteration_across_growth_yields_each_present_key_exactly_once() {
         let writer = {
             let (map, drops) = (Arc::clone(&map), drops.clone());
             thread::spawn(move || {
-                map.insert(5, Tracked::new(5, &drops));
+                map.pin().insert(5, Tracked::new(5, &drops));
                 let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
             })
         };
@@ -89,6 +89,40 @@ fn iteration_across_growth_yields_each_present_key_exactly_once() {
         seen.retain(|&id| id != 5); // inserted during the walk: may or may not be seen
         assert_eq!(seen, [0, 1, 2, 3, 4]);
         reclaim_all(&map);
+        drop(map);
+        drops.assert_all_dropped_once();
+    });
+}
+
+/// shrink ∥ get. The interleaving: `shrink_to_fit` rebuilds a two-bucket table as a one-bucket
+/// table under the lock, publishes it and retires the larger array as a shell while the reader
+/// probes either table and holds a `Ref` across the swap. Every key is found and no entry is freed.
+#[test]
+fn keys_are_found_while_the_shard_shrinks() {
+    model(|| {
+        let drops = Drops::new(2);
+        let map = Arc::new(one_shard_map(3));
+        assert_eq!(map.memory_stats().buckets, 2);
+        map.insert(0, Tracked::new(0, &drops));
+        map.insert(1, Tracked::new(1, &drops));
+
+        let writer = {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                map.shrink_to_fit();
+                assert_eq!(map.memory_stats().buckets, 1);
+                let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
+            })
+        };
+        let held = map.get(&1).expect("never removed");
+        assert_eq!(map.get(&0).map(|r| r.check()), Some(0));
+        thread::yield_now();
+        assert_eq!(held.check(), 1);
+        drop(held);
+        writer.join().unwrap();
+
+        reclaim_all(&map);
+        assert_eq!((drops.dropped(0), drops.dropped(1)), (0, 0));
         drop(map);
         drops.assert_all_dropped_once();
     });

@@ -8,6 +8,11 @@ use loom_tests::{model, one_shard_map, reclaim_all, Drops, Tracked};
 /// insert ∥ get of the same key. The interleaving: the reader probes while the writer stores the
 /// slot pointer and then the control word. The reader must see no entry or the whole value (its
 /// payload load would fail the model if the entry's construction were not ordered before it).
+///
+/// Writers in these models build their values after pinning (`map.pin().insert(..)`): under loom,
+/// crossbeam's pin contains a `SeqCst` fence (its stand-in for a compiler fence), which would make
+/// even a `Relaxed` publication carry a value built before the pin. Building after the pin is also
+/// what the real entry is: `Entry::alloc` runs under the lock, after the pin.
 #[test]
 fn get_sees_nothing_or_the_whole_inserted_value() {
     model(|| {
@@ -16,7 +21,9 @@ fn get_sees_nothing_or_the_whole_inserted_value() {
 
         let writer = {
             let (map, drops) = (Arc::clone(&map), drops.clone());
-            thread::spawn(move || assert!(map.insert(1, Tracked::new(0, &drops)).is_none()))
+            thread::spawn(move || {
+                assert!(map.pin().insert(1, Tracked::new(0, &drops)).is_none());
+            })
         };
         if let Some(found) = map.get(&1) {
             assert_eq!(found.check(), 0);
@@ -43,11 +50,11 @@ fn replaced_value_is_freed_only_after_the_readers_ref_is_dropped() {
         let writer = {
             let (map, drops) = (Arc::clone(&map), drops.clone());
             thread::spawn(move || {
-                let old = map
-                    .insert(1, Tracked::new(1, &drops))
-                    .expect("key was present");
-                assert_eq!(old.check(), 0);
-                drop(old);
+                {
+                    let pinned = map.pin();
+                    let old = pinned.insert(1, Tracked::new(1, &drops));
+                    assert_eq!(old.expect("key was present").check(), 0);
+                }
                 // Reclamation racing the reader: it may only free the old value once the reader
                 // has unpinned, so under loom it may well return `false` here.
                 let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
@@ -120,7 +127,10 @@ fn remove_and_insert_of_one_key_agree_on_their_order() {
             let map = Arc::clone(&map);
             thread::spawn(move || map.remove(&1).map(|r| r.check()))
         };
-        let replaced = map.insert(1, Tracked::new(1, &drops)).map(|r| r.check());
+        let replaced = map
+            .pin()
+            .insert(1, Tracked::new(1, &drops))
+            .map(|v| v.check());
         let removed = remover.join().unwrap();
 
         match (removed, replaced) {
