@@ -43,3 +43,25 @@ pub fn stress_budget() -> std::time::Duration {
         .unwrap_or(20);
     std::time::Duration::from_secs(secs)
 }
+
+/// Drives epoch reclamation (process-wide) until `done()` holds or [`RECLAIM_TIMEOUT`] passes;
+/// returns whether `done()` held. For checks after a map is dropped, when its own
+/// `wait_for_reclamation` is gone: a scratch map retires something and waits for it, which
+/// advances the global epoch and runs queued reclamation work (FIFO, so older garbage first).
+pub fn drive_reclamation_until(done: impl Fn() -> bool) -> bool {
+    let scratch: epochmap::EpochMap<u64, u64> = epochmap::EpochMap::builder()
+        .shards(1)
+        .reclaim_mode(epochmap::ReclaimMode::Inline)
+        .build();
+    let deadline = std::time::Instant::now() + RECLAIM_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        scratch.insert(0, 0);
+        scratch.remove(&0);
+        scratch.wait_for_reclamation(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    done()
+}
