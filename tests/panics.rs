@@ -111,7 +111,7 @@ impl Harness {
     #[track_caller]
     fn finish(self) {
         let Harness { map, tracker, .. } = self;
-        drop(Arc::try_unwrap(map).ok().expect("no other owner"));
+        drop(Arc::try_unwrap(map).unwrap_or_else(|_| panic!("no other owner")));
         tracker.assert_all_dropped_once();
     }
 }

@@ -377,7 +377,7 @@ fn churn_with_drop_counters(config: Config, keys: u64, ops: u64, budget: Duratio
     for h in handles {
         h.join().unwrap();
     }
-    let map = Arc::try_unwrap(map).ok().expect("all threads joined");
+    let map = Arc::try_unwrap(map).unwrap_or_else(|_| panic!("all threads joined"));
     assert!(
         map.wait_for_reclamation(RECLAIM_TIMEOUT),
         "reclamation stuck"
