@@ -252,3 +252,56 @@ fn a_map_of_heap_values_frees_everything_it_held() {
         assert_eq!(map.memory_stats().pending_bytes, 0, "{config}");
     });
 }
+
+/// Zero-sized keys and values with a `Drop` that has side effects. `M` keeps each test's counts
+/// apart.
+#[derive(PartialEq, Eq, Hash, Debug)]
+struct Zst<const M: usize>;
+
+static ZST_CREATED: [std::sync::atomic::AtomicUsize; 2] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
+static ZST_DROPPED: [std::sync::atomic::AtomicUsize; 2] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
+
+impl<const M: usize> Zst<M> {
+    fn new() -> Self {
+        ZST_CREATED[M].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Zst
+    }
+
+    fn live() -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        ZST_CREATED[M].load(SeqCst) - ZST_DROPPED[M].load(SeqCst)
+    }
+}
+
+impl<const M: usize> Drop for Zst<M> {
+    fn drop(&mut self) {
+        ZST_DROPPED[M].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn zero_sized_entries_are_waited_for<const M: usize>(mode: epochmap::ReclaimMode) {
+    let map: EpochMap<Zst<M>, Zst<M>> = EpochMap::builder().reclaim_mode(mode).build();
+    assert!(map.insert(Zst::new(), Zst::new()).is_none());
+    assert!(map.insert(Zst::new(), Zst::new()).is_some());
+    assert!(map.remove(&Zst::new()).is_some());
+    map.insert(Zst::new(), Zst::new());
+    // The replaced and the removed entry are retired: `wait_for_reclamation` must not report
+    // success before their (side-effecting) drops ran, although they occupy no bytes.
+    assert!(map.memory_stats().pending_bytes > 0, "{mode:?}");
+    assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{mode:?}");
+    assert_eq!(
+        Zst::<M>::live(),
+        2,
+        "{mode:?}: only the live key and value remain"
+    );
+    drop(map);
+    assert_eq!(Zst::<M>::live(), 0, "{mode:?}");
+}
+
+#[test]
+fn zero_sized_keys_and_values_with_drop_are_reclaimed_before_wait_returns() {
+    zero_sized_entries_are_waited_for::<0>(epochmap::ReclaimMode::Inline);
+    zero_sized_entries_are_waited_for::<1>(epochmap::ReclaimMode::Background);
+}
