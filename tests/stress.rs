@@ -132,7 +132,7 @@ fn readers_only_see_values_some_writer_wrote_for_that_key() {
         writers_and_readers(
             config(shards, mode),
             512,
-            20_000,
+            60_000,
             Duration::from_secs(3),
             seed,
         );
@@ -154,8 +154,8 @@ fn readers_only_see_values_some_writer_wrote_for_that_key_long() {
 }
 
 /// Readers repeatedly look up keys inserted before any growth began while writers insert enough
-/// new keys to grow every shard many times (and remove some of the new ones): no stable key may
-/// ever be missing or carry a wrong value.
+/// new keys to grow every shard many times (and remove some of the new ones, shrink and reserve):
+/// no stable key may ever be missing or carry a wrong value.
 fn no_key_lost_across_growth(config: Config, stable: u64, fresh: u64, budget: Duration) {
     let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
     for k in 0..stable {
@@ -174,6 +174,13 @@ fn no_key_lost_across_growth(config: Config, stable: u64, fresh: u64, budget: Du
                     map.insert(k, k * 7);
                     if k % 5 == 0 && k >= stable + 10 {
                         map.remove(&(k - 10));
+                    }
+                    // Writer 0 also rebuilds tables on demand: shrinking and reserving move every
+                    // entry to a new table, like growth, while the readers look.
+                    if w == 0 && k % 4096 == 0 {
+                        map.shrink_to_fit();
+                    } else if w == 0 && k % 4096 == 2048 {
+                        map.reserve(1024);
                     }
                     k += 2;
                     if k % 1024 == 0 && Instant::now() > deadline {
@@ -403,7 +410,7 @@ fn concurrent_churn_drops_every_value_exactly_once() {
         churn_with_drop_counters(
             config(shards, mode),
             1_000,
-            15_000,
+            40_000,
             Duration::from_secs(3),
             seed,
         );
