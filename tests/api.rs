@@ -589,3 +589,61 @@ fn size_queries_and_memory_stats_are_consistent() {
     assert!(cleared.entries_reclaimed >= 10_000);
     assert_eq!(cleared.drop_panics, 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// User `Drop` runs outside the map's locks.
+
+/// A value whose `Drop` writes to the map it lived in (say, a cache entry that leaves a tombstone
+/// behind). Values are dropped by reclamation, which must not run them under a shard lock: there a
+/// write is re-entrant (it panicked, was caught, and the write was lost), and a write to another
+/// map could deadlock against a thread doing the opposite.
+struct WritesOnDrop {
+    id: u64,
+    map: &'static EpochMap<u64, WritesOnDrop>,
+}
+
+impl Drop for WritesOnDrop {
+    fn drop(&mut self) {
+        if self.id < 1_000_000 {
+            let tombstone = WritesOnDrop {
+                id: 1_000_000 + self.id,
+                map: self.map,
+            };
+            self.map.insert(tombstone.id, tombstone);
+        }
+    }
+}
+
+#[test]
+fn a_value_drop_may_write_to_its_own_map_in_every_mode() {
+    for mode in [ReclaimMode::Inline, ReclaimMode::Background] {
+        let map: &'static EpochMap<u64, WritesOnDrop> = Box::leak(Box::new(
+            EpochMap::builder().shards(1).reclaim_mode(mode).build(),
+        ));
+        // Replacements and removals fill the removal batch many times over, and growth rebuilds
+        // the table, so reclamation runs during writes.
+        for id in 0..5_000u64 {
+            map.insert(id % 200, WritesOnDrop { id, map });
+            if id % 7 == 0 {
+                map.remove(&(id % 200));
+            }
+        }
+        map.retain(|k, _| *k >= 1_000_000 || k % 3 != 0);
+        assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{mode:?}");
+        let stats = map.memory_stats();
+        assert_eq!(
+            stats.drop_panics, 0,
+            "{mode:?}: a Drop ran under a shard lock"
+        );
+        // Every value that left the map wrote its tombstone (tombstones are replaced, not dropped
+        // again with a write, so this ends).
+        let dropped = stats.entries_reclaimed as usize;
+        assert!(dropped > 4_000, "{mode:?}: {dropped}");
+        for id in [1u64, 2, 4, 4_000] {
+            assert!(
+                map.contains_key(&(1_000_000 + id)),
+                "{mode:?}: tombstone of {id}"
+            );
+        }
+    }
+}
