@@ -198,7 +198,7 @@ where
     ///
     /// // A bounded counter: increment, but never past 3; remove it at zero.
     /// let map = EpochMap::new();
-    /// let bump = |map: &EpochMap<&str, u32>| {
+    /// let bump = |map: &EpochMap<&'static str, u32>| {
     ///     map.compute("n", |entry| match entry {
     ///         None => Operation::Insert(1),
     ///         Some((_, &n)) if n < 3 => Operation::Insert(n + 1),

@@ -110,7 +110,7 @@
 //! Holding a `Ref` across an `.await` makes the future `!Send`, so the compiler rejects it for a
 //! multi-threaded runtime:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! # use epochmap::EpochMap;
 //! # use std::sync::Arc;
 //! # fn spawnable<F: std::future::Future + Send>(future: F) -> F { future }
@@ -125,7 +125,7 @@
 //!
 //! And a `Ref` cannot be sent to another thread:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! fn assert_send<T: Send>(_: T) {}
 //! let map = epochmap::EpochMap::new();
 //! map.insert(1, 1);

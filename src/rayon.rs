@@ -84,16 +84,41 @@ where
 ///
 /// Weakly consistent like [`EpochMap::iter`]: an entry present for the whole iteration is yielded
 /// exactly once.
+///
+/// ```
+/// use epochmap::{EpochMap, ParIter};
+/// use rayon::prelude::*;
+///
+/// let map: EpochMap<u32, u32> = (0..100).map(|i| (i, i)).collect();
+/// let iter: ParIter<'_, u32, u32> = map.par_iter();
+/// assert_eq!(iter.filter(|(k, v)| k == v).count(), 100);
+/// ```
 pub struct ParIter<'a, K, V> {
     shards: &'a [CachePadded<Shard<K, V>>],
 }
 
 /// Parallel iterator over clones of a map's keys, from [`EpochMap::par_keys`].
+///
+/// ```
+/// use epochmap::EpochMap;
+/// use rayon::prelude::*;
+///
+/// let map: EpochMap<u32, ()> = (0..100).map(|i| (i, ())).collect();
+/// assert_eq!(map.par_keys().sum::<u32>(), 4950);
+/// ```
 pub struct ParKeys<'a, K, V> {
     shards: &'a [CachePadded<Shard<K, V>>],
 }
 
 /// Parallel iterator over clones of a map's values, from [`EpochMap::par_values`].
+///
+/// ```
+/// use epochmap::EpochMap;
+/// use rayon::prelude::*;
+///
+/// let map: EpochMap<u32, String> = (0..3).map(|i| (i, "ab".repeat(i as usize))).collect();
+/// assert_eq!(map.par_values().map(|v| v.len()).sum::<usize>(), 6);
+/// ```
 pub struct ParValues<'a, K, V> {
     shards: &'a [CachePadded<Shard<K, V>>],
 }
@@ -245,7 +270,19 @@ where
 /// Owning parallel iterator over a map's entries, from `IntoParallelIterator for EpochMap`.
 ///
 /// The map is consumed, so nothing else can reach it: each shard is drained by one rayon task
-/// without any guard or lock.
+/// without any guard or lock. Entries the consumer does not take (it may stop early, as
+/// `find_any` does) are dropped with the map.
+///
+/// ```
+/// use epochmap::{EpochMap, IntoParIter};
+/// use rayon::prelude::*;
+///
+/// let map: EpochMap<u32, Vec<u8>> = (0..10).map(|i| (i, vec![0; i as usize])).collect();
+/// let iter: IntoParIter<_, _, _> = map.into_par_iter();
+/// let mut lens: Vec<usize> = iter.map(|(_, v)| v.len()).collect();
+/// lens.sort();
+/// assert_eq!(lens, (0..10).collect::<Vec<_>>());
+/// ```
 #[derive(Debug)]
 pub struct IntoParIter<K, V, S> {
     map: EpochMap<K, V, S>,
