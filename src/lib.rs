@@ -202,6 +202,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod array;
 mod bucket;
 mod builder;
 mod compute;
