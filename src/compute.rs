@@ -122,6 +122,10 @@ impl<'a, K, V> Compute<'a, K, V> {
 /// there, and the value that was not inserted. Mirrors `std`'s unstable
 /// `std::collections::hash_map::OccupiedError`.
 ///
+/// Like that type it borrows the map, and its [`Ref`] owns an epoch guard, so it is not `Send`:
+/// to return it through `Box<dyn Error + Send + Sync>` (or `anyhow`), map it to something owned
+/// first, such as the rejected `value` or a message.
+///
 /// ```
 /// let map = epochmap::EpochMap::new();
 /// map.insert("k", 1);

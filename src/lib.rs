@@ -223,13 +223,13 @@ mod stats;
 mod sync;
 mod table;
 
+#[cfg(feature = "rayon")]
+pub use crate::rayon::{IntoParIter, ParIter, ParKeys, ParValues};
 pub use builder::{BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, MAX_SHARDS};
 pub use compute::{Compute, OccupiedError, Operation};
 pub use iter::{IntoIter, Iter, Keys, PinnedIter, Values};
 pub use map::EpochMap;
 pub use pinned::Pinned;
-#[cfg(feature = "rayon")]
-pub use rayon::{IntoParIter, ParIter, ParKeys, ParValues};
 pub use reclaim::ReclaimMode;
 pub use refs::{KeyRef, Ref};
 pub use stats::MemoryStats;
