@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::{assert_matches_model, rng, with_map, Config, Rng, TestHasher};
-use epochmap::EpochMap;
+use epochmap::{EpochMap, Operation};
 
 type Map = EpochMap<u64, u64, TestHasher>;
 
@@ -110,12 +110,62 @@ fn run_differential(config: Config, make: &dyn Fn() -> Map, ops: usize, keys: u6
                 });
                 assert_eq!(got.map(|r| *r), expected, "update, {ctx}");
             }
-            7400..=8399 => {
+            7400..=7999 => {
                 assert_eq!(
                     map.contains_key(&key),
                     model.contains_key(&key),
                     "contains_key, {ctx}"
                 );
+            }
+            8000..=8149 => {
+                // compute: insert, replace, remove or leave, decided from the current value.
+                let decide = |current: Option<u64>| match current {
+                    None if value % 3 == 0 => Operation::Abort,
+                    None => Operation::Insert(value),
+                    Some(v) if v % 3 == 0 => Operation::Remove,
+                    Some(v) if v % 3 == 1 => Operation::Insert(v.wrapping_add(value)),
+                    Some(_) => Operation::Abort,
+                };
+                let before = model.get(&key).copied();
+                let done = map.compute(key, |entry| {
+                    assert_eq!(entry.map(|(k, v)| (*k, *v)), before.map(|v| (key, v)));
+                    decide(entry.map(|(_, v)| *v))
+                });
+                assert_eq!(
+                    done.previous().map(|r| **r),
+                    before,
+                    "compute previous, {ctx}"
+                );
+                match decide(before) {
+                    Operation::Insert(v) => drop(model.insert(key, v)),
+                    Operation::Remove => drop(model.remove(&key)),
+                    Operation::Abort => {}
+                }
+                let after = model.get(&key).copied();
+                assert_eq!(done.current().map(|r| **r), after, "compute current, {ctx}");
+            }
+            8150..=8249 => {
+                let got = map
+                    .try_insert(key, value)
+                    .map(|r| *r)
+                    .map_err(|e| (*e.entry, e.value));
+                let expected = match model.get(&key) {
+                    Some(&v) => Err((v, value)),
+                    None => Ok(*model.entry(key).or_insert(value)),
+                };
+                assert_eq!(got, expected, "try_insert, {ctx}");
+            }
+            8250..=8399 => {
+                let fail = value % 2 == 0;
+                let got = map
+                    .get_or_try_insert_with(key, || if fail { Err(value) } else { Ok(value) })
+                    .map(|r| *r);
+                let expected = match model.get(&key) {
+                    Some(&v) => Ok(v),
+                    None if fail => Err(value),
+                    None => Ok(*model.entry(key).or_insert(value)),
+                };
+                assert_eq!(got, expected, "get_or_try_insert_with, {ctx}");
             }
             8400..=9099 => {
                 assert_eq!(map.len(), model.len(), "len, {ctx}");

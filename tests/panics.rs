@@ -246,6 +246,23 @@ fn panicking_closures_change_nothing_they_did_not_finish() {
         });
         h.assert_consistent("remove_if closure panic");
 
+        for id in [3, 6_000] {
+            expect_panic(|| {
+                h.map
+                    .compute(h.key(id), |_| -> epochmap::Operation<Tracked> {
+                        panic!("{EXPECTED_PANIC} compute")
+                    })
+            });
+            h.assert_consistent("compute closure panic");
+        }
+        expect_panic(|| {
+            h.map
+                .get_or_try_insert_with(h.key(6_001), || -> Result<Tracked, ()> {
+                    panic!("{EXPECTED_PANIC} get_or_try_insert_with")
+                })
+        });
+        h.assert_consistent("get_or_try_insert_with closure panic");
+
         // retain: entries the closure rejected before the panic are gone, the rest stay.
         let mut visited = Vec::new();
         let stop_at = n(config) / 2;
