@@ -525,3 +525,42 @@ fn colliding_hasher_survives_concurrent_readers_and_writers() {
         rng::seed(0x57_0006),
     );
 }
+
+/// Threads increment shared counters through `update`, `compute` and `remove_if` + re-insert
+/// races: read-modify-writes under the shard lock must never lose an increment.
+fn increments_are_never_lost(config: Config, counters: u64, per_thread: u64) {
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    for k in 0..counters {
+        map.insert(k, 0);
+    }
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                let mut rng = Rng::new(config.seed(t));
+                for _ in 0..per_thread {
+                    let key = rng.below(counters);
+                    if rng.chance(1, 2) {
+                        map.update(&key, |v| v + 1)
+                            .expect("counters are never removed");
+                    } else {
+                        map.compute(key, |entry| {
+                            epochmap::Operation::Insert(entry.expect("present").1 + 1)
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total: u64 = (0..counters).map(|k| map.get_cloned(&k).unwrap()).sum();
+    assert_eq!(total, THREADS * per_thread, "lost increments, {config}");
+}
+
+#[test]
+fn update_and_compute_never_lose_an_increment() {
+    increments_are_never_lost(config(1, ReclaimMode::Inline), 8, 5_000);
+    increments_are_never_lost(config(16, ReclaimMode::Background), 64, 5_000);
+}
