@@ -40,8 +40,10 @@ impl Held {
                 panic!(
                     "epochmap: re-entrant write. Code running under one of this map's shard locks \
                      (a closure given to get_or_insert_with/update/retain/remove_if/compute, or a \
-                     key's Hash/Eq) called a method that writes to the same map. That would \
-                     deadlock; read with get/get_cloned inside the closure and write after it returns."
+                     key's Hash/Eq) called a method that takes this map's shard locks (insert, \
+                     remove, clear, retain, reserve, shrink_to_fit, wait_for_reclamation, ...). \
+                     That would deadlock; read with get/get_cloned inside the closure and write \
+                     after it returns."
                 );
             }
             held.push(map);
