@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Loom model checks: every model in loom-tests/ under a fixed preemption bound, in release, in a
 # target dir of its own (the loom cfgs change every crate's build, so sharing target/ would throw
-# away the normal build). See docs/testing.md, "Loom models". About 1.5 minutes on 2 cores once
-# built, under 3 minutes from a cold target dir.
+# away the normal build). See docs/testing.md, "Loom models". On the shared 2-core machine: 45-65 s
+# with the build warm, 82-157 s from a cold target dir depending on load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
