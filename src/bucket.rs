@@ -10,7 +10,7 @@
 //! * **Tags** let a probe compare keys only where seven hash bits already match.
 //! * **The mark bit** says whether the bucket is known to be empty. It is stored inverted
 //!   (`OCCUPIED`) so that an all-zero bucket is a valid empty bucket, which lets a fresh table come
-//!   from `alloc_zeroed` (lazily mapped zero pages: a large fresh table costs nothing until used).
+//!   from one `alloc_zeroed` call instead of initialising each bucket.
 //!   It lives in the same word as the tags, so the one `Release` store that changes the tags changes
 //!   the mark in the same instant: the two can never disagree.
 //! * **The overflow count** is the number of entries whose probe passed *through* this bucket
@@ -95,10 +95,10 @@ impl Control {
         let next = match (up, count) {
             (_, OVERFLOW_MAX) => OVERFLOW_MAX,
             (true, c) => c + 1,
-            (false, c) => {
-                debug_assert!(c > 0, "overflow count underflow");
-                c.saturating_sub(1)
-            }
+            // Saturating rather than asserting: only a key whose `Hash` changed while it was in the
+            // map (a user bug) can walk a path it never raised, and that must not panic halfway
+            // through a removal. Its lookups may then miss; nothing is freed or leaked wrongly.
+            (false, c) => c.saturating_sub(1),
         };
         Control((self.0 & !OVERFLOW_MASK) | (next << OVERFLOW_SHIFT))
     }

@@ -321,7 +321,7 @@ impl<K, V, S> EpochMap<K, V, S> {
         RawIter::new(&self.shards)
     }
 
-    fn ctx(&self) -> Ctx<'_> {
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
         Ctx {
             counters: &self.counters,
             mode: self.mode,
@@ -341,7 +341,7 @@ where
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &Shard<K, V> {
+    pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V> {
         &self.shards[((hash >> 1) >> self.shard_shift) as usize]
     }
 
@@ -663,7 +663,9 @@ where
 
     /// Like [`clear`](EpochMap::clear), but the fresh tables keep each shard's current capacity, so
     /// refilling the map to its old size does not regrow it: Go's `clear()` semantics without its
-    /// O(n) walk. The fresh tables come from zeroed pages, so they cost no time until used.
+    /// per-entry walk. The caller pays for zeroing the fresh tables (one `memset`-speed pass over
+    /// the table memory, about 10 ms at 1M `u64` entries on our machine; no per-entry work: the
+    /// old entries are still dropped by the reclaimer).
     ///
     /// ```
     /// let map: epochmap::EpochMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
