@@ -252,9 +252,10 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             for (_, entry) in old.entries_in(index) {
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
                 let hash = hasher(unsafe { &(*entry).key });
+                // If `hasher` panics, `fresh` drops and frees only its arrays: the entries still
+                // belong to `old`.
                 // SAFETY: `fresh` is unpublished (we are its only writer), keys are distinct, and
-                // `buckets` was sized to hold every entry below the load threshold. If `hasher`
-                // panics, `fresh` drops and frees only its arrays: the entries still belong to `old`.
+                // `buckets` was sized to hold every entry below the load threshold.
                 unsafe { fresh.insert_new(hash, entry) };
             }
         });
@@ -482,12 +483,11 @@ impl<K, V> Shard<K, V> {
         for entry in std::mem::take(&mut lock(&self.writer).garbage) {
             free(entry);
         }
-        // SAFETY: `&mut self`: nobody else can load the table.
+        // SAFETY: `&mut self`: nobody else can load the table, so no guard is needed.
+        let unguarded = unsafe { epoch::unprotected() };
         let table = self
             .table
-            .swap(epoch::Shared::null(), Ordering::Relaxed, unsafe {
-                epoch::unprotected()
-            });
+            .swap(epoch::Shared::null(), Ordering::Relaxed, unguarded);
         if !table.is_null() {
             // SAFETY: we just unlinked the table and hold the only access to it.
             let table = unsafe { table.into_owned() };
