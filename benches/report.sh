@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the whole benchmark suite in one go and writes the report, so every ratio in it comes from
+# the same run on the same machine. See benches/README.md.
+#
+#   benches/report.sh           full run (~15 min on 2 cores): writes docs/benchmarks.md + docs/img/
+#   benches/report.sh --quick   smoke run (seconds once built): tiny sizes, report under
+#                               target/bench-results/quick/ (docs/ untouched); what CI runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+mode=full
+if [[ ${1:-} == --quick ]]; then
+    mode=quick
+elif [[ $# -gt 0 ]]; then
+    echo "usage: $0 [--quick]" >&2
+    exit 2
+fi
+
+target=${CARGO_TARGET_DIR:-$root/target}
+results=$target/bench-results/$mode
+rm -rf "$results"
+mkdir -p "$results"
+export EPOCHMAP_BENCH_OUT=$results
+export CRITERION_HOME=$results/criterion
+if [[ $mode == quick ]]; then
+    export EPOCHMAP_BENCH_QUICK=1
+    out=$results/benchmarks.md
+    img=$results/img
+    command="benches/report.sh --quick"
+else
+    unset EPOCHMAP_BENCH_QUICK
+    out=$root/docs/benchmarks.md
+    img=$root/docs/img
+    command="benches/report.sh"
+fi
+
+echo "=== building benches and the report tool ($(date -u +%H:%M:%S))"
+cargo bench --no-run --benches
+CARGO_TARGET_DIR=$target cargo build --release --manifest-path benches/report/Cargo.toml
+
+start=$(date +%s)
+# memory first: its counting allocator wants a quiet process, and it is the cheapest.
+for bench in memory single_thread mixes clear iter; do
+    echo "=== $bench ($(date -u +%H:%M:%S))"
+    cargo bench --bench "$bench" 2>&1 | tee "$results/$bench.log" |
+        grep -E '^(map|epochmap|papaya|dashmap|scc|rwlock|hashbrown)|thrpt:|time:' || true
+done
+secs=$(($(date +%s) - start))
+
+rm -rf "$img"
+"$target/release/epochmap-bench-report" \
+    --results "$results" --out "$out" --img "$img" \
+    --analysis "$root/benches/report/analysis.md" \
+    --mode "$mode" --command "$command" \
+    --date "$(date -u '+%Y-%m-%d %H:%M')" \
+    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src benches 2>/dev/null || echo ' (+ uncommitted changes)')" \
+    --rustc "$(rustc -V)" \
+    --runtime "$((secs / 60)) min $((secs % 60)) s (benchmarks only, after the build)"
+echo "=== done in ${secs}s: $out"
