@@ -139,7 +139,6 @@ pub(crate) struct Bucket<K, V> {
 
 impl<K, V> Bucket<K, V> {
     /// An empty bucket, for the loom build where atomics cannot be zero-initialised in bulk.
-    #[cfg_attr(not(epochmap_loom), allow(dead_code))]
     pub(crate) fn empty() -> Self {
         Bucket {
             ctrl: AtomicU64::new(0),

@@ -87,6 +87,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod array;
 mod bucket;
 mod builder;
 mod entry;

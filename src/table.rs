@@ -13,6 +13,7 @@
 
 use std::borrow::Borrow;
 
+use crate::array::ZeroedArray;
 use crate::bucket::{tag_of, Bucket, Control, SLOTS};
 use crate::entry::Entry;
 use crate::sync::{AtomicU64, Ordering};
@@ -43,8 +44,8 @@ pub(crate) struct DrainCounts {
 }
 
 pub(crate) struct Table<K, V> {
-    buckets: Box<[Bucket<K, V>]>,
-    summary: Box<[AtomicU64]>,
+    buckets: ZeroedArray<Bucket<K, V>>,
+    summary: ZeroedArray<AtomicU64>,
     mask: usize,
 }
 
@@ -60,8 +61,10 @@ impl<K, V> Table<K, V> {
             "bucket count must be a power of two"
         );
         Table {
-            buckets: zeroed_slice(buckets, Bucket::empty),
-            summary: zeroed_slice(buckets.div_ceil(64), || AtomicU64::new(0)),
+            // SAFETY: an all-zero bucket is a valid empty bucket (zero control word, null slots).
+            buckets: unsafe { ZeroedArray::new(buckets, Bucket::empty) },
+            // SAFETY: zero is a valid `AtomicU64`.
+            summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) },
             mask: buckets - 1,
         }
     }
@@ -358,32 +361,6 @@ impl<K, V> Table<K, V> {
         // as the caller's guard.
         unsafe { ptr.as_ref() }
     }
-}
-
-/// A boxed slice of `n` values for which all-zero bytes are a valid value.
-///
-/// Outside loom it comes from `alloc_zeroed`, which for large sizes is fresh zero pages from the OS:
-/// a big table costs no page faults until it is used, and never costs a pass over its memory.
-#[cfg(not(epochmap_loom))]
-fn zeroed_slice<T>(n: usize, _make: impl FnMut() -> T) -> Box<[T]> {
-    use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
-    let layout = Layout::array::<T>(n).expect("table size checked by Table::buckets_for");
-    assert!(layout.size() != 0, "tables have at least one bucket");
-    // SAFETY: the layout has a non-zero size (asserted above).
-    let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
-    if ptr.is_null() {
-        handle_alloc_error(layout);
-    }
-    // SAFETY: 1. `ptr` is a fresh allocation of `Layout::array::<T>(n)`, which is exactly the layout
-    // `Box<[T]>` frees with; 2. it is zeroed, and every `T` used here (atomics, atomic pointers,
-    // and buckets made of them) is valid as all-zero bytes: integer zero and a null pointer.
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
-}
-
-/// Loom's atomics are not plain integers, so under loom each element is built by `make`.
-#[cfg(epochmap_loom)]
-fn zeroed_slice<T>(n: usize, make: impl FnMut() -> T) -> Box<[T]> {
-    std::iter::repeat_with(make).take(n).collect()
 }
 
 #[cfg(all(test, not(epochmap_loom)))]

@@ -1,0 +1,364 @@
+//! The reason this crate exists: after `clear`, the memory goes back to the allocator.
+//!
+//! This binary installs a counting global allocator, so its tests run one at a time (they share
+//! the counter) and measure what the allocator really holds, not what the map says it holds.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use epochmap::{EpochMap, ReclaimMode};
+
+struct Counting;
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to `System` unchanged and only adds bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The tests share the allocation counter, so they take turns.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn allocated() -> usize {
+    ALLOCATED.load(Ordering::Relaxed)
+}
+
+const ENTRIES: u64 = 1_000_000;
+const GRACE: Duration = Duration::from_secs(30);
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Runs one fill/clear/reclaim cycle so that everything allocated once per process (crossbeam's
+/// global queue and thread handles, the reclaimer thread and its queue) exists before measuring.
+fn warm_up(mode: ReclaimMode) {
+    let map: EpochMap<u64, u64> = EpochMap::builder().reclaim_mode(mode).build();
+    for k in 0..10_000 {
+        map.insert(k, k);
+    }
+    map.clear();
+    assert!(map.wait_for_reclamation(GRACE));
+}
+
+fn clear_gives_the_memory_back(mode: ReclaimMode) {
+    let _serial = serial();
+    warm_up(mode);
+    let map: EpochMap<u64, u64> = EpochMap::builder().reclaim_mode(mode).build();
+    let baseline = allocated();
+    for k in 0..ENTRIES {
+        map.insert(k, k);
+    }
+    let full = allocated();
+    let stats = map.memory_stats();
+    assert!(
+        full - baseline >= stats.entry_bytes,
+        "the allocator saw at least the entries the map reports"
+    );
+
+    let started = Instant::now();
+    map.clear();
+    let clear_latency = started.elapsed();
+    assert!(map.is_empty());
+    let started = Instant::now();
+    assert!(map.wait_for_reclamation(GRACE), "reclamation finished");
+    let back_after = started.elapsed();
+    let after = allocated();
+
+    println!(
+        "{mode:?}: baseline {:.3} MiB, full {:.2} MiB, after clear+reclaim {:.3} MiB; \
+         clear() {clear_latency:?}, memory back after {back_after:?}",
+        mib(baseline),
+        mib(full),
+        mib(after)
+    );
+    let slack = baseline / 20;
+    assert!(
+        after <= baseline + slack,
+        "after clear + reclamation the allocator holds {after} bytes, more than 5% above the \
+         empty-map baseline of {baseline} bytes"
+    );
+    assert_eq!(map.memory_stats().pending_bytes, 0);
+}
+
+#[test]
+fn clear_returns_a_million_entries_to_the_allocator_in_background_mode() {
+    clear_gives_the_memory_back(ReclaimMode::Background);
+}
+
+#[test]
+fn clear_returns_a_million_entries_to_the_allocator_in_inline_mode() {
+    clear_gives_the_memory_back(ReclaimMode::Inline);
+}
+
+#[test]
+fn clear_keep_capacity_keeps_exactly_one_table_of_the_old_size() {
+    let _serial = serial();
+    warm_up(ReclaimMode::Background);
+    let map: EpochMap<u64, u64> = EpochMap::new();
+    let baseline = allocated() - map.memory_stats().table_bytes;
+    for k in 0..ENTRIES {
+        map.insert(k, k);
+    }
+    let capacity = map.capacity();
+    let full_tables = map.memory_stats().table_bytes;
+
+    map.clear_keep_capacity();
+    assert!(map.wait_for_reclamation(GRACE));
+    let after = allocated();
+    let stats = map.memory_stats();
+    println!(
+        "keep capacity: baseline {:.3} MiB + tables {:.2} MiB; allocator holds {:.2} MiB after",
+        mib(baseline),
+        mib(stats.table_bytes),
+        mib(after)
+    );
+    assert_eq!(map.capacity(), capacity);
+    assert_eq!(
+        stats.table_bytes, full_tables,
+        "the fresh tables have the old size"
+    );
+    let expected = baseline + stats.table_bytes;
+    assert!(
+        after <= expected + expected / 20,
+        "allocator holds {after} bytes, more than 5% above baseline + one table ({expected})"
+    );
+
+    // Refilling to the old size does not grow the tables again.
+    for k in 0..ENTRIES {
+        map.insert(k, k);
+    }
+    assert_eq!(map.memory_stats().tables_retired, stats.tables_retired);
+}
+
+#[test]
+fn a_ref_held_across_clear_keeps_its_value_alive_until_dropped() {
+    let _serial = serial();
+    let drops = Arc::new(AtomicUsize::new(0));
+    struct Tracked(Vec<u8>, Arc<AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let map: EpochMap<u32, Tracked> = EpochMap::new();
+    for k in 0..1000 {
+        map.insert(k, Tracked(vec![k as u8; 100], Arc::clone(&drops)));
+    }
+    let held = map.get(&7).unwrap();
+    map.clear();
+    assert!(
+        map.get(&7).is_none(),
+        "a read that starts after clear sees nothing old"
+    );
+    assert!(
+        !map.wait_for_reclamation(Duration::from_millis(200)),
+        "nothing can be freed while the Ref pins the epoch"
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "no value was dropped under the Ref"
+    );
+    assert_eq!(held.0, vec![7u8; 100], "the held value is intact");
+    drop(held);
+    assert!(map.wait_for_reclamation(GRACE));
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1000,
+        "each value dropped exactly once"
+    );
+}
+
+#[test]
+fn reclaiming_a_sparse_table_skips_its_empty_buckets() {
+    let _serial = serial();
+    // One shard with room for 4M entries: 2^20 buckets, 64 MiB of (untouched, zero-page) memory.
+    let map: EpochMap<u64, u64> = EpochMap::builder().shards(1).capacity(4_000_000).build();
+    let buckets = map.memory_stats().buckets;
+    assert_eq!(buckets, 1 << 20);
+    map.insert(42, 42);
+    let before = map.memory_stats();
+    map.clear();
+    let started = Instant::now();
+    assert!(map.wait_for_reclamation(GRACE));
+    let took = started.elapsed();
+    let after = map.memory_stats();
+    let skipped = after.buckets_skipped - before.buckets_skipped;
+    let scanned = after.buckets_scanned - before.buckets_scanned;
+    println!(
+        "sparse table of {buckets} buckets: scanned {scanned}, skipped {skipped}, in {took:?}"
+    );
+    assert_eq!(scanned, 1, "only the one occupied bucket's slots were read");
+    assert_eq!(skipped, buckets as u64 - 1);
+    assert_eq!(after.entries_reclaimed - before.entries_reclaimed, 1);
+}
+
+#[test]
+fn entries_inserted_concurrently_with_clears_are_each_dropped_exactly_once() {
+    let _serial = serial();
+    let created = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let map: Arc<EpochMap<u64, Counted>> = Arc::new(EpochMap::builder().shards(4).build());
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserter = {
+        let (map, created, dropped, stop) = (
+            Arc::clone(&map),
+            Arc::clone(&created),
+            Arc::clone(&dropped),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) || k < 20_000 {
+                created.fetch_add(1, Ordering::SeqCst);
+                map.insert(k % 5_000, Counted(Arc::clone(&dropped)));
+                k += 1;
+            }
+        })
+    };
+    for _ in 0..200 {
+        map.clear();
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    inserter.join().unwrap();
+    let remaining = map.len();
+    assert!(map.wait_for_reclamation(GRACE));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        created.load(Ordering::SeqCst) - remaining,
+        "everything not in the map was dropped exactly once"
+    );
+    drop(Arc::try_unwrap(map).ok().expect("sole owner"));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        created.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn a_storm_of_clears_keeps_pending_memory_bounded() {
+    let _serial = serial();
+    const BOUND: usize = 4 << 20;
+    let map: EpochMap<u64, [u64; 4]> = EpochMap::builder().backpressure_bytes(BOUND).build();
+    let mut worst = 0;
+    for round in 0..50u64 {
+        for k in 0..20_000 {
+            map.insert(k, [round; 4]);
+        }
+        map.clear();
+        worst = worst.max(map.memory_stats().pending_bytes);
+    }
+    // One round retires about 20_000 * 40 bytes of entries plus its tables (~1.5 MiB); without
+    // backpressure 50 rounds could pile up to ~75 MiB if the reclaimer fell behind.
+    println!(
+        "worst pending after a clear: {:.2} MiB (bound {:.0} MiB)",
+        mib(worst),
+        mib(BOUND)
+    );
+    assert!(
+        worst <= BOUND + (2 << 20),
+        "pending bytes peaked at {worst}"
+    );
+    assert!(map.wait_for_reclamation(GRACE));
+}
+
+#[test]
+fn a_panicking_drop_during_reclamation_neither_kills_the_reclaimer_nor_leaks_the_rest() {
+    let _serial = serial();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct Bomb(u32, Arc<AtomicUsize>);
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            if self.0 % 100 == 0 {
+                panic!("value {} refuses to drop quietly", self.0);
+            }
+        }
+    }
+    // A silent hook: the default one would symbolise a backtrace per panic, and std keeps the
+    // symbol tables it loads for that (tens of MiB) for the life of the process, which would read
+    // as a leak in the other tests of this binary.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let map: EpochMap<u32, Bomb> = EpochMap::new();
+    for round in 0..2 {
+        let before = map.memory_stats().drop_panics;
+        for k in 0..1000 {
+            map.insert(k, Bomb(k, Arc::clone(&dropped)));
+        }
+        map.clear();
+        assert!(
+            map.wait_for_reclamation(GRACE),
+            "round {round}: the reclaimer is alive"
+        );
+        assert_eq!(map.memory_stats().drop_panics - before, 10);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1000 * (round + 1));
+    }
+    std::panic::set_hook(default_hook);
+}
+
+#[test]
+fn shrink_to_fit_after_mass_removal_gives_the_table_memory_back() {
+    let _serial = serial();
+    warm_up(ReclaimMode::Background);
+    let map: EpochMap<u64, u64> = EpochMap::new();
+    for k in 0..ENTRIES {
+        map.insert(k, k);
+    }
+    map.retain(|k, _| *k < 1000);
+    assert!(map.wait_for_reclamation(GRACE));
+    let before = allocated();
+    let tables_before = map.memory_stats().table_bytes;
+    map.shrink_to_fit();
+    assert!(map.wait_for_reclamation(GRACE));
+    let after = allocated();
+    let tables_after = map.memory_stats().table_bytes;
+    println!(
+        "shrink_to_fit: tables {:.2} -> {:.3} MiB, allocator {:.2} -> {:.2} MiB",
+        mib(tables_before),
+        mib(tables_after),
+        mib(before),
+        mib(after)
+    );
+    assert!(tables_after * 100 < tables_before);
+    assert!(before - after >= tables_before - tables_after);
+    assert_eq!(map.len(), 1000);
+    assert!((0..1000).all(|k| map.get(&k).is_some_and(|v| *v == k)));
+}
