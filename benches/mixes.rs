@@ -390,6 +390,9 @@ fn run_threads<M: MixMap>(
     .elapsed()
 }
 
+/// Per-benchmark state: per-thread op streams, their cursors, and the prefilled map (if any).
+type Setup<M> = (Vec<Vec<(Op, u64)>>, Vec<AtomicUsize>, Option<M>);
+
 fn bench_map<M: MixMap>(
     c: &mut Criterion,
     w: Workload,
@@ -404,7 +407,7 @@ fn bench_map<M: MixMap>(
     for threads in thread_counts() {
         // Built on first use: criterion calls the closure once per sample, and not at all when
         // a filter on the command line skips this benchmark.
-        let mut setup: Option<(Vec<Vec<(Op, u64)>>, Vec<AtomicUsize>, Option<M>)> = None;
+        let mut setup: Option<Setup<M>> = None;
         let id = BenchmarkId::new(name, threads);
         group.bench_function(id, |b| {
             let (streams, cursors, map) = setup.get_or_insert_with(|| {

@@ -490,7 +490,7 @@ fn targets(db: &Db, mem: &[MemRow]) -> Vec<Target> {
         });
         t.push(Target {
             what: "single-thread get hit, 1M entries: time ≤ 2x hashbrown's (issue 2)".into(),
-            measured: format!("{}", ratio(r)),
+            measured: ratio(r),
             met: Some(r <= 2.0),
         });
         if let Some(p) = db.get(gh, "papaya", m) {
