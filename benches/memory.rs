@@ -20,26 +20,55 @@ use epochmap::EpochMap;
 mod common;
 use common::{hasher, key, pick};
 
-/// Counts live heap bytes and their high-water mark. `Relaxed` is enough: the counters are read
-/// by the thread that did the work (or after joins) and need no ordering with other memory.
+/// Counts live heap bytes and their high-water mark, twice: the bytes the program *requested*
+/// (`LIVE`/`PEAK`), and the bytes the allocator really sets aside for them (`FOOT`: glibc's usable
+/// size plus its 8-byte chunk header), which matters for maps that make one small allocation per
+/// entry (a 16-byte request occupies a 32-byte chunk). `Relaxed` is enough: the counters are read
+/// by the thread that did the work and need no ordering with other memory.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static FOOT: AtomicUsize = AtomicUsize::new(0);
 
-fn grew(bytes: usize) {
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn footprint(ptr: *mut u8, requested: usize) -> usize {
+    extern "C" {
+        fn malloc_usable_size(ptr: *mut std::ffi::c_void) -> usize;
+    }
+    if requested >= 64 * 1024 {
+        // Large blocks are their own mappings; an over-aligned one may map more address space
+        // than it uses, but pages never touched cost no memory, so count what was asked for.
+        return requested.next_multiple_of(4096);
+    }
+    // SAFETY: `ptr` is a live allocation from glibc's malloc family (System on linux-gnu).
+    unsafe { malloc_usable_size(ptr.cast()) + 8 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn footprint(_ptr: *mut u8, requested: usize) -> usize {
+    requested
+}
+
+fn grew(ptr: *mut u8, bytes: usize) {
     let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
     PEAK.fetch_max(now, Ordering::Relaxed);
+    FOOT.fetch_add(footprint(ptr, bytes), Ordering::Relaxed);
+}
+
+fn shrank(ptr: *mut u8, bytes: usize) {
+    LIVE.fetch_sub(bytes, Ordering::Relaxed);
+    FOOT.fetch_sub(footprint(ptr, bytes), Ordering::Relaxed);
 }
 
 // SAFETY: every method forwards to `System` with the caller's layout unchanged, so `System`'s
-// guarantees hold; the counters do not touch the allocated memory.
+// guarantees hold; the counters only ask the allocator about live pointers.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's (valid, non-zero-size) layout.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            grew(layout.size());
+            grew(p, layout.size());
         }
         p
     }
@@ -47,21 +76,23 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: as in `alloc`.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            grew(layout.size());
+            grew(p, layout.size());
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        shrank(ptr, layout.size());
         // SAFETY: `ptr` came from this allocator (so from `System`) with `layout`.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old_foot = footprint(ptr, layout.size());
         // SAFETY: `ptr` came from `System` with `layout`; `new_size` is the caller's valid size.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
+            FOOT.fetch_sub(old_foot, Ordering::Relaxed);
+            grew(p, new_size);
         }
         p
     }
@@ -74,6 +105,7 @@ struct Row {
     map: &'static str,
     live: usize,
     peak: usize,
+    foot: usize,
 }
 
 /// Measures one map: `build` creates and fills it, `settle` lets deferred frees run.
@@ -84,16 +116,19 @@ fn measure<M>(
     settle: impl Fn(&M),
 ) -> Row {
     let base = LIVE.load(Ordering::Relaxed);
+    let base_foot = FOOT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let map = build(n);
-    let peak = PEAK.load(Ordering::Relaxed) - base;
     settle(&map);
+    let peak = PEAK.load(Ordering::Relaxed) - base;
     let live = LIVE.load(Ordering::Relaxed).saturating_sub(base);
+    let foot = FOOT.load(Ordering::Relaxed).saturating_sub(base_foot);
     drop(map);
     Row {
         map: name,
         live,
         peak,
+        foot,
     }
 }
 
@@ -193,20 +228,21 @@ fn main() {
         .unwrap_or_else(|| "target/bench-results".into());
     std::fs::create_dir_all(&dir).expect("create the results directory");
     let mut out = std::fs::File::create(dir.join("memory.tsv")).expect("create memory.tsv");
-    writeln!(out, "map\tentries\tlive_bytes\tpeak_bytes").unwrap();
+    writeln!(out, "map\tentries\tlive_bytes\tpeak_bytes\tfootprint_bytes").unwrap();
     println!(
-        "{:<12} {:>10} {:>14} {:>10} {:>14}",
-        "map", "entries", "live bytes", "B/entry", "peak bytes"
+        "{:<12} {:>10} {:>14} {:>10} {:>14} {:>14}",
+        "map", "entries", "live bytes", "B/entry", "peak bytes", "footprint"
     );
     for r in &rows {
-        writeln!(out, "{}\t{}\t{}\t{}", r.map, n, r.live, r.peak).unwrap();
+        writeln!(out, "{}\t{}\t{}\t{}\t{}", r.map, n, r.live, r.peak, r.foot).unwrap();
         println!(
-            "{:<12} {:>10} {:>14} {:>10.1} {:>14}",
+            "{:<12} {:>10} {:>14} {:>10.1} {:>14} {:>14}",
             r.map,
             n,
             r.live,
             r.live as f64 / n as f64,
-            r.peak
+            r.peak,
+            r.foot
         );
     }
 }
