@@ -3,10 +3,11 @@
 //! with uniform and Zipf(0.99) keys, against dashmap, papaya, scc and `RwLock<std HashMap>`.
 //!
 //! Shape of one measurement (`iter_custom`): the map is built and prefilled outside the timing;
-//! `threads` workers are started, meet at a barrier with the timing thread, then each runs
-//! `iters / threads` operations from its own pregenerated stream; the clock stops when the last
-//! worker is done. One criterion "iteration" is one operation, so criterion's time per iteration is
-//! the inverse of aggregate throughput (the report turns it into ops/s).
+//! `threads` workers are started and meet at a barrier, then each runs `iters / threads`
+//! operations from its own pregenerated stream; the time is from the first worker's start to the
+//! last worker's finish, read by the workers themselves. One criterion "iteration" is one
+//! operation, so criterion's time per iteration is the inverse of aggregate throughput (the report
+//! turns it into ops/s).
 //!
 //! - read-heavy and exchange: the map is prefilled with 75% of the key universe once per
 //!   (workload, map, threads) and then keeps running across samples (a steady state: inserts and
@@ -353,9 +354,12 @@ fn streams(w: Workload, zipf: Option<&Zipf>, threads: usize) -> Vec<Vec<(Op, u64
         .collect()
 }
 
-/// Runs `iters` operations split over `streams.len()` threads against `map`, timing from the
-/// barrier release to the last thread's finish. `cursors` keep each thread's position in its
-/// stream across samples so consecutive samples do not replay the same prefix.
+/// Runs `iters` operations split over `streams.len()` threads against `map` and returns the wall
+/// time from the first worker's start to the last worker's finish. Each worker reads the clock
+/// itself right after the start barrier and right after its last operation (the spawning thread
+/// may be descheduled on a busy machine, so its clock would miss part of the work). `cursors` keep
+/// each thread's position in its stream across samples so consecutive samples do not replay the
+/// same prefix.
 fn run_threads<M: MixMap>(
     map: &M,
     streams: &[Vec<(Op, u64)>],
@@ -363,31 +367,48 @@ fn run_threads<M: MixMap>(
     iters: u64,
 ) -> Duration {
     let threads = streams.len();
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
-        for (stream, cursor) in streams.iter().zip(cursors) {
-            let barrier = &barrier;
-            s.spawn(move || {
-                let mut todo = (iters as usize).div_ceil(threads);
-                let mut at = cursor.load(Ordering::Relaxed);
-                barrier.wait();
-                let mut sum = 0;
-                while todo > 0 {
-                    let n = todo.min(stream.len() - at);
-                    sum ^= map.run(&stream[at..at + n]);
-                    todo -= n;
-                    at = (at + n) % stream.len();
-                }
-                cursor.store(at, Ordering::Relaxed);
-                black_box(sum);
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        // Leaving the scope joins every worker.
-        start
-    })
-    .elapsed()
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = streams
+            .iter()
+            .zip(cursors)
+            .map(|(stream, cursor)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut todo = (iters as usize).div_ceil(threads);
+                    let mut at = cursor.load(Ordering::Relaxed);
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut sum = 0;
+                    while todo > 0 {
+                        let n = todo.min(stream.len() - at);
+                        sum ^= map.run(&stream[at..at + n]);
+                        todo -= n;
+                        at = (at + n) % stream.len();
+                    }
+                    let end = Instant::now();
+                    cursor.store(at, Ordering::Relaxed);
+                    black_box(sum);
+                    (start, end)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .collect()
+    });
+    let first = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let last = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
+    last - first
 }
 
 /// Per-benchmark state: per-thread op streams, their cursors, and the prefilled map (if any).

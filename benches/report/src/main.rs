@@ -260,6 +260,24 @@ fn mib(b: f64) -> String {
     format!("{:.1} MiB", b / (1024.0 * 1024.0))
 }
 
+/// Distinct, readable line colours (Tableau 10), cycled.
+fn color(i: usize) -> RGBAColor {
+    const C: [(u8, u8, u8); 10] = [
+        (214, 39, 40),
+        (44, 160, 44),
+        (31, 119, 180),
+        (255, 127, 14),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = C[i % C.len()];
+    RGBColor(r, g, b).to_rgba()
+}
+
 /// Throughput vs threads, one line per map.
 fn plot_threads(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let funcs = db.funcs(group);
@@ -292,7 +310,7 @@ fn plot_threads(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::er
         .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()?;
     for (i, f) in funcs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = color(i);
         let pts: Vec<(f64, f64)> = params
             .iter()
             .filter_map(|p| {
@@ -364,7 +382,7 @@ fn plot_clear(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::erro
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()?;
     for (i, f) in funcs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = color(i);
         let pts: Vec<(f64, f64)> = params
             .iter()
             .filter_map(|p| {
