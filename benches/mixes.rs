@@ -494,7 +494,7 @@ fn mixes(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = common::criterion(0.3, 1.0, 10);
+    config = common::criterion(0.3, 1.0, 20);
     targets = mixes
 }
 criterion_main!(benches);
