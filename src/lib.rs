@@ -40,6 +40,98 @@
 //! [`EpochMap::remove_if`] and [`EpochMap::retain`] run under the shard lock: they must not write to
 //! the same map. If they do, the call panics with an explanation instead of deadlocking.
 //!
+//! ## Atomic operations
+//!
+//! Three methods decide and write in one step, under the key's shard writer lock, so no other
+//! writer can change the key in between (readers are never blocked):
+//!
+//! * [`EpochMap::compute`]: the closure sees the current entry and returns an [`Operation`]
+//!   (`Insert(v)`, `Remove`, `Abort`); the call returns a [`Compute`] saying what happened, with
+//!   the old and new entries.
+//! * [`EpochMap::try_insert`]: insert only if absent; otherwise an [`OccupiedError`] with the entry
+//!   that is there and the value handed back.
+//! * [`EpochMap::get_or_try_insert_with`]: a fallible loader; an error inserts nothing.
+//!
+//! ```
+//! use epochmap::{EpochMap, Operation};
+//!
+//! let stock = EpochMap::new();
+//! stock.insert("apple", 2u32);
+//! // Take one apple if there is one; remove the entry when the last one goes.
+//! let take = || {
+//!     stock
+//!         .compute("apple", |entry| match entry {
+//!             Some((_, &1)) => Operation::Remove,
+//!             Some((_, &n)) => Operation::Insert(n - 1),
+//!             None => Operation::Abort,
+//!         })
+//!         .previous()
+//!         .is_some()
+//! };
+//! assert!(take() && take());
+//! assert!(!take()); // none left
+//! assert!(stock.get("apple").is_none());
+//! ```
+//!
+//! **Closures that run under a shard lock** — those given to `compute`, `get_or_insert_with`,
+//! `get_or_try_insert_with`, `update`, `remove_if`, `retain` and `par_retain`, and the key's
+//! `Hash`/`Eq` — make other writers to that shard wait, so keep them short. They may read the map,
+//! but must not write to it: that would wait for a lock the thread already holds. Such a call
+//! panics with an explanation instead of deadlocking.
+//!
+//! ## Async code
+//!
+//! A [`Ref`] or a [`Pinned`] owns a crossbeam-epoch guard. A guard belongs to the thread that
+//! pinned it (it points into that thread's epoch record), so both types are `!Send`. That is also
+//! what you want across an `.await`: a guard held by a suspended task would keep every entry
+//! retired since from being freed, for as long as the task sleeps. In async code, use
+//! [`EpochMap::get_cloned`] (clone the value out) or [`EpochMap::with`] (run a closure on it):
+//! both drop their guard before returning, so the future stays `Send`.
+//!
+//! ```
+//! use epochmap::EpochMap;
+//! use std::sync::Arc;
+//!
+//! fn spawnable<F: std::future::Future + Send>(future: F) -> F {
+//!     future
+//! }
+//!
+//! let map = Arc::new(EpochMap::new());
+//! map.insert("config", Arc::new(String::from("v1")));
+//! let task = spawnable(async move {
+//!     let config = map.get_cloned("config"); // no guard held after this line
+//!     std::future::ready(()).await;
+//!     let len = map.with("config", |v| v.len()); // nor after this one
+//!     (config, len)
+//! });
+//! # drop(task);
+//! ```
+//!
+//! Holding a `Ref` across an `.await` makes the future `!Send`, so the compiler rejects it for a
+//! multi-threaded runtime:
+//!
+//! ```compile_fail,E0277
+//! # use epochmap::EpochMap;
+//! # use std::sync::Arc;
+//! # fn spawnable<F: std::future::Future + Send>(future: F) -> F { future }
+//! let map = Arc::new(EpochMap::new());
+//! map.insert("config", 1);
+//! spawnable(async move {
+//!     let config = map.get("config"); // a `Ref`: owns an epoch guard
+//!     std::future::ready(()).await; // error: the future is not `Send`
+//!     drop(config);
+//! });
+//! ```
+//!
+//! And a `Ref` cannot be sent to another thread:
+//!
+//! ```compile_fail,E0277
+//! fn assert_send<T: Send>(_: T) {}
+//! let map = epochmap::EpochMap::new();
+//! map.insert(1, 1);
+//! assert_send(map.get(&1).unwrap()); // error: `Ref` is not `Send`
+//! ```
+//!
 //! ## Memory: what `clear` does and when it comes back
 //!
 //! [`EpochMap::clear`] swaps a fresh minimal table into every shard and retires the old tables
@@ -78,7 +170,30 @@
 //!
 //! Each operation on one key is linearizable. Operations across keys (`len`, `iter`, `clear`,
 //! `retain`) are per-shard atomic and weakly consistent across shards.
+//!
+//! ## Feature flags
+//!
+//! No feature is on by default.
+//!
+//! * **`rayon`**: parallel iteration and bulk operations, one rayon task per shard.
+//!   `EpochMap::par_iter`, `par_keys` and `par_values` yield owned clones (`(K, V)`, `K`, `V`):
+//!   a reference loaded by a rayon worker is protected only by that worker's epoch pin, which ends
+//!   when its task does, while parallel items routinely outlive the task that produced them
+//!   (`collect`, `reduce`, `find_any`). Also `EpochMap::par_retain`, `ParallelExtend` (for the map
+//!   and for `&EpochMap`), `FromParallelIterator`, and `IntoParallelIterator` for an owned map
+//!   (which drains each shard without guards or locks).
+//! * **`serde`**: `Serialize` (as a map, with an exact length even under concurrent writes) and
+//!   `Deserialize` (last duplicate wins) for `EpochMap<K, V, S>` with `S: BuildHasher + Default`.
+//!
+//! ## Minimum supported Rust version
+//!
+//! `rust-version` in `Cargo.toml` is 1.80: what the dependencies require with every feature on
+//! (rayon 1.12 needs 1.80). CI builds with the machine's toolchain (1.95) and enforces the 1.80
+//! floor for standard-library APIs through clippy's `incompatible_msrv` lint, which reads
+//! `rust-version`; language features are checked by review only (no 1.80 toolchain is available
+//! to CI).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
     missing_docs,
@@ -90,20 +205,28 @@
 mod array;
 mod bucket;
 mod builder;
+mod compute;
 mod entry;
 mod impls;
 mod iter;
 mod map;
 mod pinned;
+#[cfg(feature = "rayon")]
+mod rayon;
 mod reclaim;
 mod reentrancy;
 mod refs;
+#[cfg(feature = "serde")]
+mod serde;
 mod shard;
 mod stats;
 mod sync;
 mod table;
 
+#[cfg(feature = "rayon")]
+pub use crate::rayon::{IntoParIter, ParIter, ParKeys, ParValues};
 pub use builder::{BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, MAX_SHARDS};
+pub use compute::{Compute, OccupiedError, Operation};
 pub use iter::{IntoIter, Iter, Keys, PinnedIter, Values};
 pub use map::EpochMap;
 pub use pinned::Pinned;

@@ -321,7 +321,7 @@ impl<K, V, S> EpochMap<K, V, S> {
         RawIter::new(&self.shards)
     }
 
-    fn ctx(&self) -> Ctx<'_> {
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
         Ctx {
             counters: &self.counters,
             mode: self.mode,
@@ -341,7 +341,7 @@ where
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &Shard<K, V> {
+    pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V> {
         &self.shards[((hash >> 1) >> self.shard_shift) as usize]
     }
 

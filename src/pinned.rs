@@ -11,7 +11,7 @@ use crate::EpochMap;
 /// One epoch guard for many operations on a map: the fast path for batches.
 ///
 /// Returned by [`EpochMap::pin`]. Its methods return plain `&V`/`&K` that live as long as the
-/// `Pinned`, with no per-call pinning. Like [`Ref`] it holds no lock (writers are never blocked by
+/// `Pinned`, with no per-call pinning. Like [`Ref`](crate::Ref) it holds no lock (writers are never blocked by
 /// it) but keeps memory retired after it was created from being freed until it is dropped, so pin
 /// per batch, not per program.
 ///

@@ -15,7 +15,7 @@ use std::ptr::NonNull;
 use crate::entry::Entry;
 use crate::sync::epoch::Guard;
 
-/// A reference to an entry of an [`EpochMap`], returned by `get`, `insert`, `remove` and friends.
+/// A reference to an entry of an [`EpochMap`](crate::EpochMap), returned by `get`, `insert`, `remove` and friends.
 ///
 /// It dereferences to the value, and [`key`](Ref::key) gives the key. The entry it points to is
 /// immutable: a later `insert` of the same key publishes a *new* entry, so a `Ref` keeps showing the
@@ -108,7 +108,7 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Ref<'_, K, V> {
     }
 }
 
-/// A reference to a key, yielded by [`EpochMap::keys`]; like [`Ref`] but dereferences to the key.
+/// A reference to a key, yielded by [`EpochMap::keys`](crate::EpochMap::keys); like [`Ref`] but dereferences to the key.
 ///
 /// ```
 /// let map: epochmap::EpochMap<u32, ()> = [(1, ())].into_iter().collect();
