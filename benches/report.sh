@@ -2,7 +2,7 @@
 # Runs the whole benchmark suite in one go and writes the report, so every ratio in it comes from
 # the same run on the same machine. See benches/README.md.
 #
-#   benches/report.sh           full run (~15 min on 2 cores): writes docs/benchmarks.md + docs/img/
+#   benches/report.sh           full run (~6 min of benches on 2 cores, + build): writes docs/benchmarks.md + docs/img/
 #   benches/report.sh --quick   smoke run (seconds once built): tiny sizes, report under
 #                               target/bench-results/quick/ (docs/ untouched); what CI runs
 #   benches/report.sh --render  re-render docs/benchmarks.md from the last full run's results
