@@ -12,7 +12,15 @@ pub(crate) struct Entry<K, V> {
 
 impl<K, V> Entry<K, V> {
     /// Heap bytes one entry costs, as the map's memory statistics count them.
-    pub(crate) const BYTES: usize = std::mem::size_of::<Self>();
+    ///
+    /// At least 1 even for a zero-sized `(K, V)`: the pending-bytes account is how
+    /// `wait_for_reclamation` knows retired entries are still waiting, and a zero-sized key or value
+    /// may still have a `Drop` whose effects a caller waits for.
+    pub(crate) const BYTES: usize = if std::mem::size_of::<Self>() == 0 {
+        1
+    } else {
+        std::mem::size_of::<Self>()
+    };
 
     /// Allocates an entry and leaks it as a raw pointer; ownership passes to the slot it is
     /// published in.

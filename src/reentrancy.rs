@@ -28,15 +28,22 @@ impl Held {
     /// # Panics
     /// If this thread already holds a shard lock of `map`.
     pub(crate) fn enter(map: usize) -> Held {
-        HELD.with(|held| {
+        // `try_with`: a write may come from another thread-local's destructor (say, a per-thread
+        // token that deregisters itself from a global map on thread exit) after `HELD` is already
+        // destroyed. `with` would panic there, and a panic in a thread-local destructor aborts the
+        // process. Detection is skipped there: a destructor runs at thread exit, outside any closure
+        // of ours, so only a write nested in a closure *within* that destructor goes undetected.
+        let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
             if held.contains(&map) {
                 drop(held);
                 panic!(
                     "epochmap: re-entrant write. Code running under one of this map's shard locks \
                      (a closure given to get_or_insert_with/update/retain/remove_if/compute, or a \
-                     key's Hash/Eq) called a method that writes to the same map. That would \
-                     deadlock; read with get/get_cloned inside the closure and write after it returns."
+                     key's Hash/Eq) called a method that takes this map's shard locks (insert, \
+                     remove, clear, retain, reserve, shrink_to_fit, wait_for_reclamation, ...). \
+                     That would deadlock; read with get/get_cloned inside the closure and write \
+                     after it returns."
                 );
             }
             held.push(map);

@@ -7,6 +7,7 @@
 //! stored under the lock, so writers read it `Relaxed`.
 
 use std::borrow::Borrow;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::entry::Entry;
@@ -46,12 +47,32 @@ impl<K, V> Copy for Slot<'_, K, V> {}
 /// The methods keep the shard consistent at every point where user code can panic: `find` runs
 /// `Eq`, `insert` may run `Hash` (growth) before it changes anything, and the caller's closures run
 /// between calls. A panic unwinds through the handle, which releases the lock.
+///
+/// Whatever a write retires is flushed to the epoch's global queue when the handle drops, *after*
+/// the lock is released: flushing also runs deferred functions that have become ready, and in
+/// [`ReclaimMode::Inline`] those drop users' keys and values. A `Drop` that writes to this map
+/// must not run under its lock (it would be a re-entrant write), nor one that writes to another
+/// map (two threads doing that in opposite directions would deadlock).
 pub(crate) struct ShardWriter<'s, 'g, K, V> {
     shard: &'s Shard<K, V>,
     ctx: &'s Ctx<'s>,
     guard: &'g epoch::Guard,
     table: &'g Table<K, V>,
-    locked: Locked<'s, K, V>,
+    /// Released in `Drop`, before the flush.
+    locked: ManuallyDrop<Locked<'s, K, V>>,
+    /// Set when this write handed garbage to the epoch, which must be flushed after unlocking.
+    flush: bool,
+}
+
+impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: `locked` is dropped exactly once, here, and not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.locked) };
+        if self.flush {
+            // Unlocked now: user `Drop`s that the flush may run can write to any map.
+            self.guard.flush();
+        }
+    }
 }
 
 /// State only the lock holder touches.
@@ -161,33 +182,37 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         ctx: &'s Ctx<'s>,
         guard: &'g epoch::Guard,
     ) -> ShardWriter<'s, 'g, K, V> {
-        let locked = self.lock(ctx.map_id);
+        let locked = ManuallyDrop::new(self.lock(ctx.map_id));
         ShardWriter {
             table: self.current_locked(guard),
             shard: self,
             ctx,
             guard,
             locked,
+            flush: false,
         }
     }
 
-    /// Queues an unlinked entry for retirement, handing a full batch to the epoch.
+    /// Queues an unlinked entry for retirement, handing a full batch to the epoch. Returns true if
+    /// it did: the caller then flushes the guard once it has released the lock (the batch must not
+    /// wait in this thread's local bag for unrelated activity, and see [`ShardWriter`] for why not
+    /// under the lock).
+    #[must_use]
     fn discard(
         &self,
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
         locked: &mut Locked<'_, K, V>,
         entry: *mut Entry<K, V>,
-    ) {
+    ) -> bool {
         let garbage = &mut locked.writer.garbage;
         garbage.push(entry);
         if garbage.len() >= ENTRY_BATCH {
             self.retire_garbage(ctx, guard, locked);
-            // Writers flush nowhere else, so do it here: the batch must not wait in this thread's
-            // local bag for unrelated activity.
-            guard.flush();
+            true
         } else {
             self.garbage_len.store(garbage.len(), Ordering::Relaxed);
+            false
         }
     }
 
@@ -212,7 +237,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 
     /// Builds a table of `buckets` buckets holding the current entries, publishes it and retires the
-    /// old array as a shell. Caller holds the lock.
+    /// old array as a shell. Caller holds the lock, and flushes the guard after releasing it.
     fn resize<'g>(
         &self,
         ctx: &Ctx<'_>,
@@ -250,7 +275,6 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 ctx.counters,
             )
         };
-        guard.flush();
         // SAFETY: just published; retired only after `guard` unpins.
         unsafe { fresh.deref() }
     }
@@ -266,7 +290,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         grow: bool,
         shrink: bool,
     ) -> bool {
-        let _locked = self.lock(ctx.map_id);
+        let locked = self.lock(ctx.map_id);
         let table = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
         let Some(buckets) = len
@@ -278,6 +302,8 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         let current = table.bucket_count();
         if (grow && buckets > current) || (shrink && buckets < current) {
             self.resize(ctx, guard, table, buckets, hasher);
+            drop(locked);
+            guard.flush();
         }
         true
     }
@@ -327,6 +353,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ) {
         let mut locked = self.lock(ctx.map_id);
         let table = self.current_locked(guard);
+        let mut flush = false;
         table.for_each_occupied(|index| {
             for (slot, ptr) in table.entries_in(index) {
                 // SAFETY: current table, lock held: the entry is live and only we can unlink it.
@@ -338,9 +365,15 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 // SAFETY: lock held; (index, slot) is where this entry lives and `hash` is its hash.
                 let old = unsafe { table.remove_at(hash, index, slot) };
                 self.len.fetch_sub(1, Ordering::Relaxed);
-                self.discard(ctx, guard, &mut locked, old);
+                flush |= self.discard(ctx, guard, &mut locked, old);
             }
         });
+        // After unlocking (see `ShardWriter`). If `keep` or `hasher` panicked, the batch waits in
+        // this thread's bag for its next flush or collection instead.
+        drop(locked);
+        if flush {
+            guard.flush();
+        }
     }
 }
 
@@ -378,6 +411,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
             self.table = self
                 .shard
                 .resize(self.ctx, self.guard, self.table, buckets, hasher);
+            self.flush = true;
         }
         let entry = Entry::alloc(key, value);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
@@ -395,7 +429,8 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
-        self.shard
+        self.flush |= self
+            .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
         // SAFETY: as in `insert`.
         unsafe { &*entry }
@@ -407,7 +442,8 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
         let len = self.shard.len.load(Ordering::Relaxed);
         self.shard.len.store(len - 1, Ordering::Relaxed);
-        self.shard
+        self.flush |= self
+            .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
     }
 }

@@ -71,7 +71,8 @@ pub struct MemoryStats {
     pub buckets: usize,
     /// Bytes of the live tables (bucket arrays, summary bitmaps, headers).
     pub table_bytes: usize,
-    /// Bytes of the live entries: `len * size_of::<(K, V)>()` (per-entry heap records).
+    /// Bytes of the live entries: `len * size_of::<(K, V)>()` (per-entry heap records; a
+    /// zero-sized entry counts as one byte).
     pub entry_bytes: usize,
     /// Bytes retired (by `clear`, growth, `shrink_to_fit`, `remove`, replacing inserts) and not yet
     /// freed: they wait for the epoch grace period, the reclaimer, or a writer's batch to fill.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Long stress and differential runs: the `#[ignore]`d tests of tests/stress.rs and
+# tests/differential.rs, in release, one at a time (the machine may have only 2 cores), each for
+# EPOCHMAP_STRESS_SECS seconds (default 20): about 2.5 minutes of running, plus the release build.
+# The run (not the build) is killed after EPOCHMAP_STRESS_BUDGET_SECS (default 300) seconds.
+#
+# Run from the repository root: `.ci/stress.sh`. Replay a failure with `EPOCHMAP_TEST_SEED=<seed>`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export EPOCHMAP_STRESS_SECS="${EPOCHMAP_STRESS_SECS:-20}"
+budget_secs="${EPOCHMAP_STRESS_BUDGET_SECS:-300}"
+tests=(--test stress --test differential)
+
+start=$(date +%s)
+cargo test --release "${tests[@]}" --no-run
+built=$(date +%s)
+timeout --signal=INT --kill-after=30 "$budget_secs" \
+    cargo test --release --no-fail-fast "${tests[@]}" -- --ignored --test-threads=1
+echo "stress: build $((built - start)) s, run $(($(date +%s) - built)) s (EPOCHMAP_STRESS_SECS=$EPOCHMAP_STRESS_SECS)"

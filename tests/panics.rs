@@ -1,0 +1,386 @@
+//! Panic safety: user code that panics in the middle of a map operation (a key's `Hash` or `Eq`,
+//! a closure, a value's `Drop`) leaves the map usable and consistent, releases the shard lock, and
+//! neither leaks nor double-drops anything. Runs in every configuration of `common::with_map`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    completes_within, expect_panic, quiet_expected_panics, with_map, Config, PanicKey, PanicSwitch,
+    TestHasher, Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
+};
+use epochmap::EpochMap;
+
+type Map = EpochMap<PanicKey, Tracked, TestHasher>;
+
+/// A map under test, the keys' switch and tracker, and a model of what it must hold (key id →
+/// value id).
+struct Harness {
+    map: Arc<Map>,
+    switch: PanicSwitch,
+    tracker: Tracker,
+    model: HashMap<u64, u64>,
+    config: Config,
+}
+
+impl Harness {
+    fn new(config: Config, make: &dyn Fn() -> Map) -> Self {
+        quiet_expected_panics();
+        Harness {
+            map: Arc::new(make()),
+            switch: PanicSwitch::new(),
+            tracker: Tracker::new(),
+            model: HashMap::new(),
+            config,
+        }
+    }
+
+    fn key(&self, id: u64) -> PanicKey {
+        self.switch.key(&self.tracker, id)
+    }
+
+    fn insert(&mut self, id: u64, value: u64) {
+        self.map.insert(self.key(id), self.tracker.value(value));
+        self.model.insert(id, value);
+    }
+
+    fn fill(&mut self, ids: std::ops::Range<u64>) {
+        for id in ids {
+            self.insert(id, id);
+        }
+    }
+
+    /// After a panic: disarms the switch and checks that the map matches the model, that its
+    /// shard locks are free (a write from this thread and one from another thread both complete),
+    /// and that only the map's own keys and values are alive once reclamation has run.
+    #[track_caller]
+    fn assert_consistent(&mut self, context: &str) {
+        self.switch.disarm();
+        let ctx = format!("{context}, {}", self.config);
+        assert_eq!(self.map.len(), self.model.len(), "len, {ctx}");
+        for (&id, &value) in &self.model {
+            let got = self.map.get(&self.key(id)).map(|r| r.id);
+            assert_eq!(got, Some(value), "key {id}, {ctx}");
+        }
+        let mut seen: Vec<u64> = self.map.iter().map(|r| r.key().id()).collect();
+        seen.sort_unstable();
+        let mut expected: Vec<u64> = self.model.keys().copied().collect();
+        expected.sort_unstable();
+        assert_eq!(seen, expected, "iteration, {ctx}");
+
+        // The lock of every shard a model key lives in is free, for this thread and another one.
+        let probe = u64::MAX - 1;
+        for &id in self.model.keys().take(64) {
+            self.map.update(&self.key(id), |v| self.tracker.value(v.id));
+        }
+        let (map, key, value) = (
+            Arc::clone(&self.map),
+            self.key(probe),
+            self.tracker.value(probe),
+        );
+        let ids: Vec<PanicKey> = self.model.keys().take(64).map(|&id| self.key(id)).collect();
+        let tracker = self.tracker.clone();
+        completes_within(
+            Duration::from_secs(20),
+            "a write from another thread",
+            move || {
+                map.insert(key.clone(), value);
+                for k in &ids {
+                    map.update(k, |v| tracker.value(v.id));
+                }
+                map.remove(&key);
+            },
+        );
+
+        assert!(
+            self.map.wait_for_reclamation(RECLAIM_TIMEOUT),
+            "reclamation, {ctx}"
+        );
+        self.tracker.assert_no_double_drop();
+        assert_eq!(
+            self.tracker.live(),
+            2 * self.map.len(),
+            "live keys+values, {ctx}"
+        );
+    }
+
+    /// Drops the map and checks every key and value was dropped exactly once.
+    #[track_caller]
+    fn finish(self) {
+        let Harness { map, tracker, .. } = self;
+        drop(Arc::try_unwrap(map).unwrap_or_else(|_| panic!("no other owner")));
+        tracker.assert_all_dropped_once();
+    }
+}
+
+fn n(config: Config) -> u64 {
+    config.scale(800) as u64
+}
+
+#[test]
+fn a_panicking_hash_during_insert_changes_nothing() {
+    with_map(|config, make| {
+        let mut h = Harness::new(config, make);
+        h.fill(0..n(config));
+        h.switch.panic_on_hash(5);
+        let msg = expect_panic(|| h.map.insert(h.key(5), h.tracker.value(99)));
+        assert!(msg.contains("Hash of key 5"));
+        h.switch.panic_on_hash(7_000);
+        expect_panic(|| h.map.insert(h.key(7_000), h.tracker.value(99)));
+        expect_panic(|| h.map.get_or_insert_with(h.key(7_000), || unreachable!()));
+        h.assert_consistent("hash panic during insert");
+        h.insert(7_000, 1);
+        h.assert_consistent("after re-inserting");
+        h.finish();
+    });
+}
+
+#[test]
+fn a_panicking_hash_of_another_key_during_growth_changes_nothing() {
+    with_map(|config, make| {
+        let mut h = Harness::new(config, make);
+        h.fill(0..40);
+        // Key 3's hash now panics: the first insert that grows key 3's shard must fail cleanly.
+        h.switch.panic_on_hash(3);
+        let mut next = 1_000;
+        let mut panicked = false;
+        while next < 1_000 + 100_000 {
+            let (key, value) = (h.key(next), h.tracker.value(next));
+            let map = Arc::clone(&h.map);
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.insert(key, value)));
+            match result {
+                Ok(_) => {
+                    h.model.insert(next, next);
+                }
+                Err(_) => {
+                    panicked = true;
+                    break;
+                }
+            }
+            next += 1;
+        }
+        assert!(panicked, "some insert grows key 3's shard, {config}");
+        h.assert_consistent("hash panic during growth");
+        assert!(
+            h.map.get(&h.key(next)).is_none(),
+            "the failed insert left nothing behind"
+        );
+        // Disarmed: the same insert now grows the shard and succeeds.
+        h.insert(next, next);
+        h.fill(next + 1..next + 200);
+        h.assert_consistent("after growth succeeded");
+
+        // The same through reserve and shrink_to_fit, which also rehash every key.
+        h.switch.panic_on_hash(3);
+        expect_panic(|| h.map.reserve(100_000));
+        h.assert_consistent("hash panic during reserve");
+        for id in 1_000..next + 200 {
+            h.map.remove(&h.key(id));
+            h.model.remove(&id);
+        }
+        h.switch.panic_on_hash(3);
+        expect_panic(|| h.map.shrink_to_fit());
+        h.assert_consistent("hash panic during shrink_to_fit");
+        h.map.shrink_to_fit();
+        h.assert_consistent("after shrink_to_fit succeeded");
+        h.finish();
+    });
+}
+
+#[test]
+fn a_panicking_eq_leaves_the_map_consistent_and_unlocked() {
+    with_map(|config, make| {
+        let mut h = Harness::new(config, make);
+        h.fill(0..n(config));
+        // Lock-free lookups.
+        h.switch.panic_on_eq(9);
+        expect_panic(|| h.map.get(&h.key(9)).map(|r| r.id));
+        expect_panic(|| h.map.contains_key(&h.key(9)));
+        // Under the lock: replacing insert, update.
+        expect_panic(|| h.map.insert(h.key(9), h.tracker.value(1)));
+        h.assert_consistent("eq panic in insert");
+        h.switch.panic_on_eq(9);
+        expect_panic(|| h.map.update(&h.key(9), |v| h.tracker.value(v.id + 1)));
+        h.assert_consistent("eq panic in update");
+        // remove and remove_if look up lock-free first; skip that comparison to panic under the lock.
+        for op in 0..2 {
+            h.switch.panic_on_eq_after(9, 1);
+            if op == 0 {
+                expect_panic(|| h.map.remove(&h.key(9)).map(|r| r.id));
+            } else {
+                expect_panic(|| h.map.remove_if(&h.key(9), |_, _| true).map(|r| r.id));
+            }
+            h.assert_consistent("eq panic in remove under the lock");
+        }
+        h.finish();
+    });
+}
+
+#[test]
+fn panicking_closures_change_nothing_they_did_not_finish() {
+    with_map(|config, make| {
+        let mut h = Harness::new(config, make);
+        h.fill(0..n(config));
+
+        let msg = expect_panic(|| {
+            h.map
+                .get_or_insert_with(h.key(5_000), || panic!("{EXPECTED_PANIC} make"))
+        });
+        assert!(msg.contains("make"));
+        h.assert_consistent("get_or_insert_with closure panic");
+        assert!(!h.map.contains_key(&h.key(5_000)));
+
+        expect_panic(|| {
+            h.map
+                .update(&h.key(3), |_| panic!("{EXPECTED_PANIC} update"))
+        });
+        h.assert_consistent("update closure panic");
+
+        expect_panic(|| {
+            h.map
+                .remove_if(&h.key(3), |_, _| panic!("{EXPECTED_PANIC} remove_if"))
+        });
+        h.assert_consistent("remove_if closure panic");
+
+        for id in [3, 6_000] {
+            expect_panic(|| {
+                h.map
+                    .compute(h.key(id), |_| -> epochmap::Operation<Tracked> {
+                        panic!("{EXPECTED_PANIC} compute")
+                    })
+            });
+            h.assert_consistent("compute closure panic");
+        }
+        expect_panic(|| {
+            h.map
+                .get_or_try_insert_with(h.key(6_001), || -> Result<Tracked, ()> {
+                    panic!("{EXPECTED_PANIC} get_or_try_insert_with")
+                })
+        });
+        h.assert_consistent("get_or_try_insert_with closure panic");
+
+        // retain: entries the closure rejected before the panic are gone, the rest stay.
+        let mut visited = Vec::new();
+        let stop_at = n(config) / 2;
+        expect_panic(|| {
+            h.map.retain(|k, _| {
+                if visited.len() as u64 == stop_at {
+                    panic!("{EXPECTED_PANIC} retain");
+                }
+                visited.push(k.id());
+                k.id() % 2 == 0
+            })
+        });
+        assert_eq!(visited.len() as u64, stop_at);
+        for id in visited.iter().filter(|&&id| id % 2 == 1) {
+            h.model.remove(id);
+        }
+        h.assert_consistent("retain closure panic");
+
+        // retain again, with the hasher of a rejected key panicking (retain rehashes what it removes).
+        h.switch.panic_on_hash(0);
+        expect_panic(|| h.map.retain(|k, _| k.id() != 0));
+        h.switch.disarm();
+        h.assert_consistent("hash panic inside retain");
+        h.map.retain(|k, _| k.id() != 0);
+        h.model.remove(&0);
+        h.assert_consistent("retain after the panic");
+        h.finish();
+    });
+}
+
+#[test]
+fn a_panicking_drop_during_map_drop_still_drops_the_rest_and_resumes_the_first_panic() {
+    quiet_expected_panics();
+    with_map::<u64, Tracked>(|config, make| {
+        let tracker = Tracker::new();
+        let map = make();
+        for i in 0..200 {
+            let value = if i % 50 == 7 {
+                tracker.panicking_value(i)
+            } else {
+                tracker.value(i)
+            };
+            map.insert(i, value);
+        }
+        // A panicking value also waits in the removal batch.
+        map.insert(1_000, tracker.panicking_value(1_000));
+        map.remove(&1_000);
+        let msg = expect_panic(move || drop(map));
+        assert!(
+            msg.contains(EXPECTED_PANIC) && msg.contains("panicked in Drop"),
+            "{msg}, {config}"
+        );
+        tracker.assert_all_dropped_once();
+
+        // The same when a partly consumed `into_iter` is dropped.
+        let tracker = Tracker::new();
+        let map = make();
+        for i in 0..100 {
+            let value = if i % 10 == 3 {
+                tracker.panicking_value(i)
+            } else {
+                tracker.value(i)
+            };
+            map.insert(i, value);
+        }
+        let mut iter = map.into_iter();
+        let first = iter.next().expect("non-empty");
+        expect_panic(move || drop(iter));
+        if first.1.id % 10 == 3 {
+            expect_panic(move || drop(first));
+        } else {
+            drop(first);
+        }
+        tracker.assert_all_dropped_once();
+    });
+}
+
+#[test]
+fn a_panicking_drop_during_reclamation_is_counted_and_the_rest_is_freed() {
+    quiet_expected_panics();
+    with_map::<u64, Tracked>(|config, make| {
+        let tracker = Tracker::new();
+        let map = make();
+        let mut expected_panics = 0;
+        for i in 0..300 {
+            let panics = i % 20 == 0;
+            expected_panics += u64::from(panics);
+            let value = if panics {
+                tracker.panicking_value(i)
+            } else {
+                tracker.value(i)
+            };
+            map.insert(i, value);
+        }
+        // Out by replacement, removal, retain and clear: every way into reclamation.
+        for i in (0..300).step_by(40) {
+            map.insert(i, tracker.value(i));
+        }
+        for i in (20..300).step_by(80) {
+            map.remove(&i);
+        }
+        map.retain(|k, _| k % 60 != 40);
+        assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{config}");
+        let before_clear = map.memory_stats().drop_panics;
+        map.clear();
+        assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{config}");
+        let stats = map.memory_stats();
+        assert_eq!(stats.drop_panics, expected_panics, "{config}");
+        assert!(
+            before_clear > 0 && before_clear < expected_panics,
+            "{config}"
+        );
+        assert_eq!(tracker.live(), 0, "{config}");
+        tracker.assert_all_dropped_once();
+        // Still usable afterwards.
+        map.insert(1, tracker.value(1));
+        assert_eq!(map.get(&1).unwrap().id, 1);
+        drop(map);
+        tracker.assert_all_dropped_once();
+    });
+}

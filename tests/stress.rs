@@ -1,0 +1,566 @@
+//! Multi-threaded stress tests with deterministic seeds, bounded in time.
+//!
+//! The default variants run in a few seconds in debug builds; the `#[ignore]`d `_long` variants
+//! run for `EPOCHMAP_STRESS_SECS` seconds each in release, from `.ci/stress.sh`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{rng, Config, HasherKind, Rng, TestHasher, Tracked, Tracker, RECLAIM_TIMEOUT};
+use epochmap::{EpochMap, ReclaimMode};
+
+const THREADS: u64 = 4;
+
+fn config(shards: usize, mode: ReclaimMode) -> Config {
+    Config {
+        shards,
+        mode,
+        hasher: HasherKind::Random,
+    }
+}
+
+/// A value that says who wrote it: `key` in the high 32 bits, writer in bits 24..32, sequence
+/// number in the low 24 bits. A reader can check it belongs to the key it looked up and was
+/// written by an existing writer.
+fn encode(key: u64, writer: u64, seq: u64) -> u64 {
+    (key << 32) | (writer << 24) | (seq & 0xff_ffff)
+}
+
+/// Writers overwrite and remove overlapping keys; readers check that every value they see was
+/// written for that key by some writer. Runs until `ops` operations per writer or `budget`.
+fn writers_and_readers(config: Config, keys: u64, ops: u64, budget: Duration, seed: u64) {
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    let deadline = Instant::now() + budget;
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let root = Rng::new(seed);
+    let writers: Vec<_> = (0..THREADS / 2)
+        .map(|w| {
+            let (map, mut rng) = (Arc::clone(&map), root.fork(w));
+            thread::spawn(move || {
+                for seq in 0..ops {
+                    if seq % 256 == 0 && Instant::now() > deadline {
+                        break;
+                    }
+                    let key = rng.below(keys);
+                    match rng.below(10) {
+                        0 => drop(map.remove(&key)),
+                        1 => drop(map.update(&key, |v| encode(key, w, (v & 0xff_ffff) + 1))),
+                        2 => drop(map.get_or_insert_with(key, || encode(key, w, seq))),
+                        _ => drop(map.insert(key, encode(key, w, seq))),
+                    }
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..THREADS / 2)
+        .map(|r| {
+            let (map, done, reads) = (Arc::clone(&map), Arc::clone(&done), Arc::clone(&reads));
+            let mut rng = root.fork(100 + r);
+            thread::spawn(move || {
+                let mut n = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let key = rng.below(keys);
+                    let check = |k: u64, v: u64| {
+                        assert_eq!(
+                            v >> 32,
+                            k,
+                            "value {v:#x} read for key {k} was written for another key"
+                        );
+                        assert!((v >> 24) & 0xff < THREADS / 2, "value {v:#x} has no writer");
+                    };
+                    match n % 3 {
+                        0 => {
+                            if let Some(r) = map.get(&key) {
+                                assert_eq!(*r.key(), key);
+                                check(key, *r);
+                            }
+                        }
+                        1 => {
+                            let pinned = map.pin();
+                            for k in key..key + 8 {
+                                if let Some(v) = pinned.get(&k) {
+                                    check(k, *v);
+                                }
+                            }
+                        }
+                        _ => {
+                            if n % 300 == 2 {
+                                for r in map.iter().take(64) {
+                                    check(*r.key(), *r);
+                                }
+                            } else if let Some(v) = map.get_cloned(&key) {
+                                check(key, v);
+                            }
+                        }
+                    }
+                    n += 1;
+                }
+                reads.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    for k in 0..keys {
+        if let Some(v) = map.get_cloned(&k) {
+            assert_eq!(v >> 32, k);
+        }
+    }
+    assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT));
+}
+
+#[test]
+fn readers_only_see_values_some_writer_wrote_for_that_key() {
+    let seed = rng::seed(0x57_0001);
+    for (shards, mode) in [
+        (1, ReclaimMode::Inline),
+        (4, ReclaimMode::Background),
+        (64, ReclaimMode::Inline),
+    ] {
+        writers_and_readers(
+            config(shards, mode),
+            512,
+            60_000,
+            Duration::from_secs(3),
+            seed,
+        );
+    }
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn readers_only_see_values_some_writer_wrote_for_that_key_long() {
+    let budget = common::stress_budget() / 3;
+    let seed = rng::seed(0x57_1001);
+    for (shards, mode) in [
+        (1, ReclaimMode::Inline),
+        (8, ReclaimMode::Background),
+        (64, ReclaimMode::Background),
+    ] {
+        writers_and_readers(config(shards, mode), 100_000, u64::MAX, budget, seed);
+    }
+}
+
+/// Readers repeatedly look up keys inserted before any growth began while writers insert enough
+/// new keys to grow every shard many times (and remove some of the new ones, shrink and reserve):
+/// no stable key may ever be missing or carry a wrong value.
+fn no_key_lost_across_growth(config: Config, stable: u64, fresh: u64, budget: Duration) {
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    for k in 0..stable {
+        map.insert(k, k * 7);
+    }
+    let buckets_before = map.memory_stats().buckets;
+    let done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + budget;
+    let checks = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                let mut k = stable + w;
+                while k < stable + fresh {
+                    map.insert(k, k * 7);
+                    if k % 5 == 0 && k >= stable + 10 {
+                        map.remove(&(k - 10));
+                    }
+                    // Writer 0 also rebuilds tables on demand: shrinking and reserving move every
+                    // entry to a new table, like growth, while the readers look.
+                    if w == 0 && k % 4096 == 0 {
+                        map.shrink_to_fit();
+                    } else if w == 0 && k % 4096 == 2048 {
+                        map.reserve(1024);
+                    }
+                    k += 2;
+                    if k % 1024 == 0 && Instant::now() > deadline {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let (map, done, checks) = (Arc::clone(&map), Arc::clone(&done), Arc::clone(&checks));
+            thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !done.load(Ordering::Relaxed) || rounds == 0 {
+                    let pinned = map.pin();
+                    for k in (r..stable).step_by(2) {
+                        assert_eq!(
+                            pinned.get(&k),
+                            Some(&(k * 7)),
+                            "stable key {k} lost during growth"
+                        );
+                    }
+                    drop(pinned);
+                    for k in ((1 - r)..stable).step_by(97) {
+                        assert_eq!(
+                            map.get_cloned(&k),
+                            Some(k * 7),
+                            "stable key {k} lost during growth"
+                        );
+                    }
+                    rounds += 1;
+                }
+                checks.fetch_add(rounds, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let stats = map.memory_stats();
+    assert!(
+        stats.buckets >= buckets_before * 4,
+        "the tables should have grown several times ({} -> {} buckets)",
+        buckets_before,
+        stats.buckets
+    );
+    assert!(stats.tables_retired >= config.shards as u64 * 2);
+    for k in 0..stable {
+        assert_eq!(map.get_cloned(&k), Some(k * 7));
+    }
+    assert!(checks.load(Ordering::Relaxed) >= 2);
+    assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT));
+}
+
+#[test]
+fn no_key_present_before_growth_is_ever_missed_during_growth() {
+    for (shards, mode) in [(1, ReclaimMode::Inline), (4, ReclaimMode::Background)] {
+        no_key_lost_across_growth(config(shards, mode), 2_000, 60_000, Duration::from_secs(4));
+    }
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn no_key_present_before_growth_is_ever_missed_during_growth_long() {
+    let budget = common::stress_budget() / 2;
+    for (shards, mode) in [(1, ReclaimMode::Background), (16, ReclaimMode::Inline)] {
+        no_key_lost_across_growth(config(shards, mode), 50_000, 5_000_000, budget);
+    }
+}
+
+/// Threads race `get_or_insert_with` on the same keys, released together by a barrier each round:
+/// per key the closure must run exactly once, and every caller must get the winner's value.
+fn get_or_insert_with_contention(config: Config, rounds: u64, keys_per_round: u64) {
+    let map: Arc<EpochMap<u64, (u64, u64), TestHasher>> = Arc::new(config.build());
+    let runs: Arc<Vec<AtomicUsize>> = Arc::new(
+        (0..rounds * keys_per_round)
+            .map(|_| AtomicUsize::new(0))
+            .collect(),
+    );
+    let barrier = Arc::new(Barrier::new(THREADS as usize));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (map, runs, barrier) = (Arc::clone(&map), Arc::clone(&runs), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let mut seen = Vec::with_capacity((rounds * keys_per_round) as usize);
+                for round in 0..rounds {
+                    barrier.wait();
+                    for i in 0..keys_per_round {
+                        // Half the threads walk the keys backwards, so they meet in the middle.
+                        let i = if t % 2 == 0 {
+                            i
+                        } else {
+                            keys_per_round - 1 - i
+                        };
+                        let key = round * keys_per_round + i;
+                        let got = map.get_or_insert_with(key, || {
+                            runs[key as usize].fetch_add(1, Ordering::SeqCst);
+                            (t, key)
+                        });
+                        assert_eq!(got.value().1, key);
+                        seen.push((key, *got));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let all: Vec<Vec<(u64, (u64, u64))>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (key, count) in runs.iter().enumerate() {
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "closure for key {key} ran more or less than once"
+        );
+    }
+    let winners: HashMap<u64, (u64, u64)> = all[0].iter().copied().collect();
+    for seen in &all {
+        for (key, value) in seen {
+            assert_eq!(
+                winners[key], *value,
+                "callers disagree on the value of key {key}"
+            );
+            assert_eq!(map.get_cloned(key), Some(*value));
+        }
+    }
+    assert_eq!(map.len() as u64, rounds * keys_per_round);
+}
+
+#[test]
+fn get_or_insert_with_runs_one_closure_per_key_and_all_callers_agree() {
+    get_or_insert_with_contention(config(1, ReclaimMode::Inline), 200, 64);
+    get_or_insert_with_contention(config(8, ReclaimMode::Background), 200, 64);
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn get_or_insert_with_runs_one_closure_per_key_and_all_callers_agree_long() {
+    let start = Instant::now();
+    let budget = common::stress_budget();
+    while start.elapsed() < budget {
+        get_or_insert_with_contention(config(1, ReclaimMode::Background), 2_000, 256);
+        get_or_insert_with_contention(config(16, ReclaimMode::Inline), 2_000, 256);
+    }
+}
+
+/// Threads insert, replace, remove, update, retain and clear drop-counted values concurrently;
+/// afterwards, once reclamation has caught up and the map is dropped, every value ever created
+/// must have been dropped exactly once.
+fn churn_with_drop_counters(config: Config, keys: u64, ops: u64, budget: Duration, seed: u64) {
+    let tracker = Tracker::new();
+    let map: Arc<EpochMap<u64, Tracked, TestHasher>> = Arc::new(config.build());
+    let deadline = Instant::now() + budget;
+    let root = Rng::new(seed);
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (map, tracker, mut rng) = (Arc::clone(&map), tracker.clone(), root.fork(t));
+            thread::spawn(move || {
+                for i in 0..ops {
+                    if i % 256 == 0 && Instant::now() > deadline {
+                        break;
+                    }
+                    let key = rng.below(keys);
+                    match rng.below(1000) {
+                        0..=449 => drop(map.insert(key, tracker.value(key))),
+                        450..=649 => drop(map.remove(&key)),
+                        650..=749 => drop(map.get_or_insert_with(key, || tracker.value(key))),
+                        750..=849 => drop(map.update(&key, |v| tracker.value(v.id))),
+                        850..=899 => drop(map.remove_if(&key, |_, v| v.id % 2 == 0)),
+                        900..=949 => {
+                            if let Some(r) = map.get(&key) {
+                                assert_eq!(r.id, key);
+                            }
+                        }
+                        950..=989 => {
+                            // A `Pinned` batch: the references stay valid while writers retire.
+                            let pinned = map.pin();
+                            let v = pinned.insert(key, tracker.value(key));
+                            let got = pinned.get(&key).map(|v| v.id);
+                            if let Some(v) = v {
+                                assert_eq!(v.id, key);
+                            }
+                            assert!(got.is_none() || got == Some(key));
+                        }
+                        990..=996 => {
+                            let salt = rng.below(5) + 2;
+                            map.retain(|k, _| k % salt != 0);
+                        }
+                        997 => map.clear_keep_capacity(),
+                        998 => map.shrink_to_fit(),
+                        _ => map.clear(),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let map = Arc::try_unwrap(map).unwrap_or_else(|_| panic!("all threads joined"));
+    assert!(
+        map.wait_for_reclamation(RECLAIM_TIMEOUT),
+        "reclamation stuck"
+    );
+    tracker.assert_no_double_drop();
+    assert_eq!(
+        tracker.live(),
+        map.len(),
+        "after reclamation only the map's values are alive"
+    );
+    drop(map);
+    tracker.assert_all_dropped_once();
+}
+
+#[test]
+fn concurrent_churn_drops_every_value_exactly_once() {
+    let seed = rng::seed(0x57_0004);
+    for (shards, mode) in [
+        (1, ReclaimMode::Inline),
+        (4, ReclaimMode::Background),
+        (64, ReclaimMode::Background),
+    ] {
+        churn_with_drop_counters(
+            config(shards, mode),
+            1_000,
+            40_000,
+            Duration::from_secs(3),
+            seed,
+        );
+    }
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn concurrent_churn_drops_every_value_exactly_once_long() {
+    let budget = common::stress_budget() / 4;
+    let seed = rng::seed(0x57_1004);
+    for (shards, mode) in [
+        (1, ReclaimMode::Inline),
+        (1, ReclaimMode::Background),
+        (16, ReclaimMode::Inline),
+        (64, ReclaimMode::Background),
+    ] {
+        churn_with_drop_counters(config(shards, mode), 50_000, u64::MAX, budget, seed);
+    }
+}
+
+/// One thread iterates while another inserts and removes keys outside the stable set: each
+/// iteration must yield every stable key exactly once, with its value, and never a key that was
+/// never inserted.
+fn weakly_consistent_iteration(config: Config, stable: u64, iterations: usize) {
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    for k in 0..stable {
+        map.insert(k, k + 1);
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (map, done) = (Arc::clone(&map), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut rng = Rng::new(config.seed(99));
+            while !done.load(Ordering::Relaxed) {
+                // Volatile keys live above the stable range; enough of them to grow shards.
+                let key = stable + rng.below(stable * 4);
+                if rng.chance(1, 2) {
+                    map.insert(key, key + 1);
+                } else {
+                    map.remove(&key);
+                }
+            }
+        })
+    };
+    for i in 0..iterations {
+        let mut seen = vec![0u8; stable as usize];
+        let mut check = |k: u64, v: u64| {
+            assert_eq!(v, k + 1, "iteration {i} yielded a wrong value for {k}");
+            assert!(
+                k < stable * 5,
+                "iteration {i} yielded a key nobody inserted: {k}"
+            );
+            if k < stable {
+                seen[k as usize] += 1;
+            }
+        };
+        if i % 2 == 0 {
+            for r in map.iter() {
+                check(*r.key(), *r);
+            }
+        } else {
+            for (k, v) in map.pin().iter() {
+                check(*k, *v);
+            }
+        }
+        for (k, &n) in seen.iter().enumerate() {
+            assert_eq!(n, 1, "iteration {i} yielded stable key {k} {n} times");
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+}
+
+#[test]
+fn iteration_yields_every_stable_entry_exactly_once_under_concurrent_writes() {
+    weakly_consistent_iteration(config(1, ReclaimMode::Inline), 2_000, 60);
+    weakly_consistent_iteration(config(16, ReclaimMode::Background), 2_000, 60);
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn iteration_yields_every_stable_entry_exactly_once_under_concurrent_writes_long() {
+    let start = Instant::now();
+    while start.elapsed() < common::stress_budget() {
+        weakly_consistent_iteration(config(1, ReclaimMode::Background), 50_000, 50);
+        weakly_consistent_iteration(config(64, ReclaimMode::Inline), 50_000, 50);
+    }
+}
+
+/// The colliding hasher under concurrency: every operation scans one long chain while writers
+/// change it.
+#[test]
+fn colliding_hasher_survives_concurrent_readers_and_writers() {
+    let config = Config {
+        shards: 4,
+        mode: ReclaimMode::Background,
+        hasher: HasherKind::Colliding,
+    };
+    writers_and_readers(
+        config,
+        300,
+        3_000,
+        Duration::from_secs(3),
+        rng::seed(0x57_0005),
+    );
+    churn_with_drop_counters(
+        config,
+        200,
+        2_000,
+        Duration::from_secs(3),
+        rng::seed(0x57_0006),
+    );
+}
+
+/// Threads increment shared counters through `update`, `compute` and `remove_if` + re-insert
+/// races: read-modify-writes under the shard lock must never lose an increment.
+fn increments_are_never_lost(config: Config, counters: u64, per_thread: u64) {
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    for k in 0..counters {
+        map.insert(k, 0);
+    }
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                let mut rng = Rng::new(config.seed(t));
+                for _ in 0..per_thread {
+                    let key = rng.below(counters);
+                    if rng.chance(1, 2) {
+                        map.update(&key, |v| v + 1)
+                            .expect("counters are never removed");
+                    } else {
+                        map.compute(key, |entry| {
+                            epochmap::Operation::Insert(entry.expect("present").1 + 1)
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total: u64 = (0..counters).map(|k| map.get_cloned(&k).unwrap()).sum();
+    assert_eq!(total, THREADS * per_thread, "lost increments, {config}");
+}
+
+#[test]
+fn update_and_compute_never_lose_an_increment() {
+    increments_are_never_lost(config(1, ReclaimMode::Inline), 8, 5_000);
+    increments_are_never_lost(config(16, ReclaimMode::Background), 64, 5_000);
+}
