@@ -18,6 +18,8 @@
 //! Operations: `get` reads the value; `insert` inserts or replaces (std semantics; scc's `upsert`);
 //! `remove` removes; `update` adds 1 to the value if present. Forms: one call per operation for every
 //! map, and for epochmap and papaya also one pinned handle per batch of 64 operations.
+//! `epochmap-inline` is epochmap built with `ReclaimMode::Inline` (no background reclaimer), to
+//! show what the hand-off to the reclaimer thread costs.
 
 use std::collections::HashMap as StdHashMap;
 use std::hint::black_box;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use epochmap::EpochMap;
+use epochmap::{EpochMap, ReclaimMode};
 
 mod common;
 use common::{hasher, key, pick, Hasher, Rng, Zipf};
@@ -469,6 +471,17 @@ fn mixes(c: &mut Criterion) {
         for (dist, z) in [("uniform", None), ("zipf", Some(&zipf))] {
             bench_map(c, w, dist, z, "epochmap", || {
                 EpochOneCall(EpochMap::with_hasher(hasher()))
+            });
+            // Same map, entries freed by whichever thread runs the deferred function instead of
+            // the background reclaimer: isolates the cost of the reclaimer hand-off (wake-ups,
+            // cross-thread frees) on 2 cores.
+            bench_map(c, w, dist, z, "epochmap-inline", || {
+                EpochOneCall(
+                    EpochMap::builder()
+                        .hasher(hasher())
+                        .reclaim_mode(ReclaimMode::Inline)
+                        .build(),
+                )
             });
             bench_map(c, w, dist, z, "epochmap-pinned", || {
                 EpochPinned(EpochMap::with_hasher(hasher()))

@@ -213,6 +213,7 @@ impl Db {
 const ORDER: &[&str] = &[
     "epochmap",
     "epochmap-pinned",
+    "epochmap-inline",
     "papaya",
     "papaya-pinned",
     "dashmap",
@@ -657,7 +658,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          epochmap is faster; for times (clear) the ratio column says how many times longer than \
          epochmap's `clear` the strategy took. `-pinned` rows hold one pinned guard per batch of 64 \
          operations (1024 lookups in the single-thread gets); the others make one call per \
-         operation.\n"
+         operation. `epochmap-inline` is epochmap with `ReclaimMode::Inline` (no background \
+         reclaimer thread).\n"
     )?;
 
     writeln!(
