@@ -2,9 +2,12 @@
 //!
 //! Two properties matter for a hash table that is probed at random and swapped out whole:
 //!
-//! * **Zeroed, not written.** An all-zero bucket is a valid empty bucket, so a fresh table comes
-//!   from `alloc_zeroed`. For large sizes the allocator hands out fresh zero pages from the OS, so a
-//!   big table (say, from `clear_keep_capacity`) costs no pass over its memory up front.
+//! * **Zeroed in one pass.** An all-zero bucket is a valid empty bucket, so a fresh table is one
+//!   `alloc_zeroed` call and needs no per-bucket initialisation. Because buckets are 64-byte
+//!   aligned, std's `System` allocator serves this with an aligned allocation plus a `memset`
+//!   (`calloc`'s lazily zeroed pages are only used for alignments of 16 or less), so a fresh table
+//!   costs one pass over its memory at memset speed: about 10 ms for the 16 MiB of tables of a
+//!   1M-entry map on our machine, which is what `clear_keep_capacity` pays.
 //! * **Huge pages for big arrays.** Random probes into a multi-megabyte array miss the TLB on nearly
 //!   every access with 4 KiB pages. Arrays of at least 2 MiB are therefore aligned to 2 MiB and, on
 //!   Linux, advised `MADV_HUGEPAGE`, so that transparent huge pages back them when the system allows

@@ -10,7 +10,7 @@
 //! * **Tags** let a probe compare keys only where seven hash bits already match.
 //! * **The mark bit** says whether the bucket is known to be empty. It is stored inverted
 //!   (`OCCUPIED`) so that an all-zero bucket is a valid empty bucket, which lets a fresh table come
-//!   from `alloc_zeroed` (lazily mapped zero pages: a large fresh table costs nothing until used).
+//!   from one `alloc_zeroed` call instead of initialising each bucket.
 //!   It lives in the same word as the tags, so the one `Release` store that changes the tags changes
 //!   the mark in the same instant: the two can never disagree.
 //! * **The overflow count** is the number of entries whose probe passed *through* this bucket

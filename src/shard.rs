@@ -48,11 +48,12 @@ impl<K, V> Copy for Slot<'_, K, V> {}
 /// `Eq`, `insert` may run `Hash` (growth) before it changes anything, and the caller's closures run
 /// between calls. A panic unwinds through the handle, which releases the lock.
 ///
-/// Whatever a write retires is flushed to the epoch's global queue when the handle drops, *after*
-/// the lock is released: flushing also runs deferred functions that have become ready, and in
-/// [`ReclaimMode::Inline`] those drop users' keys and values. A `Drop` that writes to this map
-/// must not run under its lock (it would be a re-entrant write), nor one that writes to another
-/// map (two threads doing that in opposite directions would deadlock).
+/// A table this write retired (growth) is flushed to the epoch's global queue when the handle
+/// drops, *after* the lock is released: flushing also runs deferred functions that have become
+/// ready, and in [`ReclaimMode::Inline`] those drop users' keys and values. A `Drop` that writes to
+/// this map must not run under its lock (it would be a re-entrant write), nor one that writes to
+/// another map (two threads doing that in opposite directions would deadlock). Entry batches are
+/// not flushed per write (see `reclaim::retire_entries`).
 pub(crate) struct ShardWriter<'s, 'g, K, V> {
     shard: &'s Shard<K, V>,
     ctx: &'s Ctx<'s>,
@@ -60,7 +61,7 @@ pub(crate) struct ShardWriter<'s, 'g, K, V> {
     table: &'g Table<K, V>,
     /// Released in `Drop`, before the flush.
     locked: ManuallyDrop<Locked<'s, K, V>>,
-    /// Set when this write handed garbage to the epoch, which must be flushed after unlocking.
+    /// Set when this write retired a table, which must be flushed after unlocking.
     flush: bool,
 }
 
@@ -193,32 +194,27 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         }
     }
 
-    /// Queues an unlinked entry for retirement, handing a full batch to the epoch. Returns true if
-    /// it did: the caller then flushes the guard once it has released the lock (the batch must not
-    /// wait in this thread's local bag for unrelated activity, and see [`ShardWriter`] for why not
-    /// under the lock).
-    #[must_use]
+    /// Queues an unlinked entry for retirement, handing a full batch to the epoch (without a
+    /// flush: see `reclaim::retire_entries`).
     fn discard(
         &self,
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
         locked: &mut Locked<'_, K, V>,
         entry: *mut Entry<K, V>,
-    ) -> bool {
+    ) {
         let garbage = &mut locked.writer.garbage;
         garbage.push(entry);
         if garbage.len() >= ENTRY_BATCH {
             self.retire_garbage(ctx, guard, locked);
-            true
         } else {
             self.garbage_len.store(garbage.len(), Ordering::Relaxed);
-            false
         }
     }
 
     /// Hands the pending batch to the epoch; the caller flushes the guard.
     fn retire_garbage(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, locked: &mut Locked<'_, K, V>) {
-        let batch = std::mem::take(&mut locked.writer.garbage);
+        let batch = std::mem::replace(&mut locked.writer.garbage, Vec::with_capacity(ENTRY_BATCH));
         let bytes = batch.len() * Entry::<K, V>::BYTES;
         Counters::add(&ctx.counters.pending_bytes, bytes);
         self.garbage_len.store(0, Ordering::Relaxed);
@@ -353,7 +349,6 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ) {
         let mut locked = self.lock(ctx.map_id);
         let table = self.current_locked(guard);
-        let mut flush = false;
         table.for_each_occupied(|index| {
             for (slot, ptr) in table.entries_in(index) {
                 // SAFETY: current table, lock held: the entry is live and only we can unlink it.
@@ -365,15 +360,9 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 // SAFETY: lock held; (index, slot) is where this entry lives and `hash` is its hash.
                 let old = unsafe { table.remove_at(hash, index, slot) };
                 self.len.fetch_sub(1, Ordering::Relaxed);
-                flush |= self.discard(ctx, guard, &mut locked, old);
+                self.discard(ctx, guard, &mut locked, old);
             }
         });
-        // After unlocking (see `ShardWriter`). If `keep` or `hasher` panicked, the batch waits in
-        // this thread's bag for its next flush or collection instead.
-        drop(locked);
-        if flush {
-            guard.flush();
-        }
     }
 }
 
@@ -429,8 +418,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
-        self.flush |= self
-            .shard
+        self.shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
         // SAFETY: as in `insert`.
         unsafe { &*entry }
@@ -442,8 +430,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
         let len = self.shard.len.load(Ordering::Relaxed);
         self.shard.len.store(len - 1, Ordering::Relaxed);
-        self.flush |= self
-            .shard
+        self.shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
     }
 }

@@ -202,7 +202,7 @@ fn a_ref_held_across_clear_keeps_its_value_alive_until_dropped() {
 #[test]
 fn reclaiming_a_sparse_table_skips_its_empty_buckets() {
     let _serial = serial();
-    // One shard with room for 4M entries: 2^20 buckets, 64 MiB of (untouched, zero-page) memory.
+    // One shard with room for 4M entries: 2^20 buckets, 64 MiB of table memory.
     let map: EpochMap<u64, u64> = EpochMap::builder().shards(1).capacity(4_000_000).build();
     let buckets = map.memory_stats().buckets;
     assert_eq!(buckets, 1 << 20);
