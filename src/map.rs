@@ -740,11 +740,8 @@ where
     /// It hands each shard's partial batch of removed entries to the epoch, then repeatedly advances
     /// the epoch and runs queued reclamation on the calling thread. A thread that stays pinned
     /// (a live [`Ref`], [`Pinned`], or iterator, on any thread) holds the epoch back and makes this
-    /// return `false`, including one held by the caller. So do removed entries that another,
-    /// still-running thread retired and has not flushed: crossbeam keeps deferred work in a
-    /// thread-local bag until it holds 64 items (here: 64 batches of up to 64 entries), the thread
-    /// flushes (any table retirement does) or the thread exits. A testing and observability tool:
-    /// correct programs never need to call it.
+    /// return `false`, including one held by the caller. A testing and observability tool: correct
+    /// programs never need to call it.
     ///
     /// ```
     /// use std::time::Duration;

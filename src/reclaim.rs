@@ -120,12 +120,11 @@ impl<K: Send, V: Send> Job for EntryJob<K, V> {
     }
 }
 
-/// Hands a batch of unlinked entries to the epoch. Batches are not flushed one by one: the
-/// deferred function waits in this thread's local bag, which crossbeam moves to the global queue
-/// once it holds 64 of them (so at most 64 x 64 removed entries per thread wait there), or at the
-/// next flush (a table retirement, `wait_for_reclamation`) or thread exit. Flushing every batch
-/// cost a ~2 KiB allocation per 64 removals, and in glibc that allocation consolidates the fast
-/// bins full of freed entries: a quarter of the cycles of a remove-heavy loop.
+/// Hands a batch of unlinked entries to the epoch. The caller flushes the guard after releasing
+/// the shard lock, so the batch does not wait in this thread's local bag: a thread that removes
+/// some entries and then goes idle must not keep them from being freed (crossbeam#566). In
+/// `Background` mode the deferred function only queues the batch for the reclaimer, without waking
+/// it (see the `background` module).
 ///
 /// # Safety
 /// Every pointer in `batch` was unlinked from its table before `guard` called this (so every reader

@@ -48,12 +48,11 @@ impl<K, V> Copy for Slot<'_, K, V> {}
 /// `Eq`, `insert` may run `Hash` (growth) before it changes anything, and the caller's closures run
 /// between calls. A panic unwinds through the handle, which releases the lock.
 ///
-/// A table this write retired (growth) is flushed to the epoch's global queue when the handle
-/// drops, *after* the lock is released: flushing also runs deferred functions that have become
-/// ready, and in [`ReclaimMode::Inline`] those drop users' keys and values. A `Drop` that writes to
-/// this map must not run under its lock (it would be a re-entrant write), nor one that writes to
-/// another map (two threads doing that in opposite directions would deadlock). Entry batches are
-/// not flushed per write (see `reclaim::retire_entries`).
+/// Whatever a write retires is flushed to the epoch's global queue when the handle drops, *after*
+/// the lock is released: flushing also runs deferred functions that have become ready, and in
+/// [`ReclaimMode::Inline`] those drop users' keys and values. A `Drop` that writes to this map
+/// must not run under its lock (it would be a re-entrant write), nor one that writes to another
+/// map (two threads doing that in opposite directions would deadlock).
 pub(crate) struct ShardWriter<'s, 'g, K, V> {
     shard: &'s Shard<K, V>,
     ctx: &'s Ctx<'s>,
@@ -61,7 +60,7 @@ pub(crate) struct ShardWriter<'s, 'g, K, V> {
     table: &'g Table<K, V>,
     /// Released in `Drop`, before the flush.
     locked: ManuallyDrop<Locked<'s, K, V>>,
-    /// Set when this write retired a table, which must be flushed after unlocking.
+    /// Set when this write handed garbage to the epoch, which must be flushed after unlocking.
     flush: bool,
 }
 
@@ -194,26 +193,32 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         }
     }
 
-    /// Queues an unlinked entry for retirement, handing a full batch to the epoch (without a
-    /// flush: see `reclaim::retire_entries`).
+    /// Queues an unlinked entry for retirement, handing a full batch to the epoch. Returns true if
+    /// it did: the caller then flushes the guard once it has released the lock (the batch must not
+    /// wait in this thread's local bag for unrelated activity, and see [`ShardWriter`] for why not
+    /// under the lock).
+    #[must_use]
     fn discard(
         &self,
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
         locked: &mut Locked<'_, K, V>,
         entry: *mut Entry<K, V>,
-    ) {
+    ) -> bool {
         let garbage = &mut locked.writer.garbage;
         garbage.push(entry);
         if garbage.len() >= ENTRY_BATCH {
             self.retire_garbage(ctx, guard, locked);
+            true
         } else {
             self.garbage_len.store(garbage.len(), Ordering::Relaxed);
+            false
         }
     }
 
     /// Hands the pending batch to the epoch; the caller flushes the guard.
     fn retire_garbage(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, locked: &mut Locked<'_, K, V>) {
+        // Pre-sized: the next batch fills to `ENTRY_BATCH` without regrowing.
         let batch = std::mem::replace(&mut locked.writer.garbage, Vec::with_capacity(ENTRY_BATCH));
         let bytes = batch.len() * Entry::<K, V>::BYTES;
         Counters::add(&ctx.counters.pending_bytes, bytes);
@@ -349,6 +354,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ) {
         let mut locked = self.lock(ctx.map_id);
         let table = self.current_locked(guard);
+        let mut flush = false;
         table.for_each_occupied(|index| {
             for (slot, ptr) in table.entries_in(index) {
                 // SAFETY: current table, lock held: the entry is live and only we can unlink it.
@@ -360,9 +366,15 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 // SAFETY: lock held; (index, slot) is where this entry lives and `hash` is its hash.
                 let old = unsafe { table.remove_at(hash, index, slot) };
                 self.len.fetch_sub(1, Ordering::Relaxed);
-                self.discard(ctx, guard, &mut locked, old);
+                flush |= self.discard(ctx, guard, &mut locked, old);
             }
         });
+        // After unlocking (see `ShardWriter`). If `keep` or `hasher` panicked, the batch waits in
+        // this thread's bag for its next flush or collection instead.
+        drop(locked);
+        if flush {
+            guard.flush();
+        }
     }
 }
 
@@ -418,7 +430,8 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
-        self.shard
+        self.flush |= self
+            .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
         // SAFETY: as in `insert`.
         unsafe { &*entry }
@@ -430,7 +443,8 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
         let len = self.shard.len.load(Ordering::Relaxed);
         self.shard.len.store(len - 1, Ordering::Relaxed);
-        self.shard
+        self.flush |= self
+            .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
     }
 }
