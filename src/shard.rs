@@ -259,25 +259,49 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 unsafe { fresh.insert_new(hash, entry) };
             }
         });
-        let (old_bytes, new_bytes) = (old.bytes(), fresh.bytes());
+        // SAFETY: the lock is held, `fresh` holds every entry of the current table, so the old
+        // array is retired as a shell.
+        unsafe { self.publish(ctx, guard, fresh, Retire::Shell, 0) }
+    }
+
+    /// Publishes `fresh` as the shard's table and retires the one it replaces as `kind`, keeping
+    /// the bucket count and the map's table bytes in step. Returns the published table.
+    ///
+    /// # Safety
+    /// The caller holds the shard lock. For [`Retire::Shell`], `fresh` holds every entry of the
+    /// current table; for [`Retire::Full`], it holds none of them and `entries` is how many the
+    /// current table holds.
+    unsafe fn publish<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        fresh: epoch::Owned<Table<K, V>>,
+        kind: Retire,
+        entries: usize,
+    ) -> &'g Table<K, V> {
+        let buckets = fresh.bucket_count();
+        let new_bytes = fresh.bytes();
         let fresh = fresh.into_shared(guard);
-        // Release: readers that acquire the new pointer see the fully built table.
-        let old_ptr = self.table.swap(fresh, Ordering::Release, guard);
+        // Release: readers that acquire the new pointer see the fully built (or empty) table.
+        let old = self.table.swap(fresh, Ordering::Release, guard);
         self.buckets.store(buckets, Ordering::Relaxed);
+        // SAFETY: the swap happened under the lock and `guard`, so the old table is still alive.
+        let old_bytes = unsafe { old.deref() }.bytes();
         Counters::add(&ctx.counters.table_bytes, new_bytes);
         Counters::sub(&ctx.counters.table_bytes, old_bytes);
-        // SAFETY: `old_ptr` was just unlinked under the lock and its entries live on in `fresh`.
+        // SAFETY: `old` was just unlinked under the lock, exactly once; the caller's contract says
+        // whether its entries live on in `fresh` (shell) or nowhere else (full).
         unsafe {
             reclaim::retire_table(
                 guard,
-                old_ptr.as_raw() as *mut Table<K, V>,
-                Retire::Shell,
-                0,
+                old.as_raw() as *mut Table<K, V>,
+                kind,
+                entries,
                 ctx.mode,
                 ctx.counters,
             )
         };
-        // SAFETY: just published; retired only after `guard` unpins.
+        // SAFETY: just published; it can only be retired after `guard` unpins.
         unsafe { fresh.deref() }
     }
 
@@ -321,25 +345,10 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         }
         let buckets = if keep_capacity { old.bucket_count() } else { 1 };
         let fresh = epoch::Owned::new(Table::new(buckets));
-        let (old_bytes, new_bytes) = (old.bytes(), fresh.bytes());
-        // Release: readers that acquire the fresh pointer see an initialised (empty) table.
-        let old_ptr = self.table.swap(fresh, Ordering::Release, guard);
+        // SAFETY: the lock is held and the fresh table is empty; no other live table holds the
+        // old one's `len` entries (growth moves entries, it never shares them between tables).
+        unsafe { self.publish(ctx, guard, fresh, Retire::Full, len) };
         self.len.store(0, Ordering::Relaxed);
-        self.buckets.store(buckets, Ordering::Relaxed);
-        Counters::add(&ctx.counters.table_bytes, new_bytes);
-        Counters::sub(&ctx.counters.table_bytes, old_bytes);
-        // SAFETY: unlinked under the lock just now; no other table holds its entries (growth moves
-        // entries, it never shares them between live tables).
-        unsafe {
-            reclaim::retire_table(
-                guard,
-                old_ptr.as_raw() as *mut Table<K, V>,
-                Retire::Full,
-                len,
-                ctx.mode,
-                ctx.counters,
-            )
-        };
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
         }
