@@ -412,10 +412,20 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         value: V,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Entry<K, V> {
+        self.insert_entry(hash, Box::new(Entry { key, value }), hasher)
+    }
+
+    /// [`insert`](Self::insert) for an entry the caller allocated before taking the lock.
+    pub(crate) fn insert_entry(
+        &mut self,
+        hash: u64,
+        entry: Box<Entry<K, V>>,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Entry<K, V> {
         let len = self.shard.len.load(Ordering::Relaxed);
         if len >= self.table.max_len() {
-            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and our key
-            // and value are dropped by the unwinding caller.
+            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and `entry`
+            // is dropped (with its key and value) by the unwinding.
             let buckets = Table::<K, V>::buckets_for(len + 1)
                 .expect("epochmap: capacity overflow")
                 .max(self.table.bucket_count() * 2);
@@ -424,7 +434,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
                 .resize(self.ctx, self.guard, self.table, buckets, hasher);
             self.flush = true;
         }
-        let entry = Entry::alloc(key, value);
+        let entry = Box::into_raw(entry);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
         // insert); the table is below its load threshold after the growth check.
         unsafe { self.table.insert_new(hash, entry) };
@@ -436,14 +446,23 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
     pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
-        let entry = Entry::alloc(key, value);
+        self.replace_entry(at, Box::new(Entry { key, value }))
+    }
+
+    /// [`replace`](Self::replace) with an entry the caller allocated before taking the lock.
+    pub(crate) fn replace_entry(
+        &mut self,
+        at: Slot<'_, K, V>,
+        entry: Box<Entry<K, V>>,
+    ) -> &'g Entry<K, V> {
+        let entry = Box::into_raw(entry);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
-        // SAFETY: as in `insert`.
+        // SAFETY: as in `insert_entry`.
         unsafe { &*entry }
     }
 

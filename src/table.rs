@@ -367,7 +367,10 @@ mod tests {
     use super::*;
 
     fn boxed(k: u64) -> *mut Entry<u64, u64> {
-        Entry::alloc(k, k * 10)
+        Box::into_raw(Box::new(Entry {
+            key: k,
+            value: k * 10,
+        }))
     }
 
     #[test]
