@@ -255,11 +255,13 @@ where
         // Each `Ref` gets its own guard: `guard` itself, or a nested pin taken while `guard` is
         // still pinned, which keeps this thread pinned without a gap from the look-up until that
         // `Ref` drops.
-        // SAFETY: every pointer `done` holds was found or published under `guard` while holding
-        // the shard lock, and anything unlinked was retired after `guard` was pinned; each `Ref`
-        // below owns `guard` or a guard pinned while `guard` still was, so its entry outlives it.
-        let make =
-            |guard: epoch::Guard, entry: *const Entry<K, V>| unsafe { Ref::new(guard, &*entry) };
+        // Every pointer `done` holds was found or published under `guard` while holding the shard
+        // lock, and anything unlinked was retired after `guard` was pinned.
+        let make = |guard: epoch::Guard, entry: *const Entry<K, V>| {
+            // SAFETY: each `Ref` owns `guard` or a guard pinned while `guard` still was, so the
+            // entry (protected since before `guard`'s retirements) outlives it.
+            unsafe { Ref::new(guard, &*entry) }
+        };
         match done {
             Done::Inserted(new) => Compute::Inserted(make(guard, new)),
             Done::Updated(old, new) => {

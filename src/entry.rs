@@ -22,20 +22,14 @@ impl<K, V> Entry<K, V> {
         std::mem::size_of::<Self>()
     };
 
-    /// Allocates an entry and leaks it as a raw pointer; ownership passes to the slot it is
-    /// published in.
-    pub(crate) fn alloc(key: K, value: V) -> *mut Self {
-        Box::into_raw(Box::new(Entry { key, value }))
-    }
-
     /// Drops and frees an entry.
     ///
     /// # Safety
-    /// `ptr` came from [`Entry::alloc`], is reachable from no table, and no reader that could have
-    /// loaded it is still pinned (its grace period has passed, or the caller has exclusive access to
-    /// the map). It is freed at most once.
+    /// `ptr` came from `Box::into_raw` of a `Box<Entry>`, is reachable from no table, and no reader
+    /// that could have loaded it is still pinned (its grace period has passed, or the caller has
+    /// exclusive access to the map). It is freed at most once.
     pub(crate) unsafe fn free(ptr: *mut Self) {
-        // SAFETY: the caller guarantees `ptr` is a live allocation from `alloc` that nobody else can
+        // SAFETY: the caller guarantees `ptr` is a live `Box` allocation that nobody else can
         // reach any more, so turning it back into its `Box` and dropping it is the single release.
         drop(unsafe { Box::from_raw(ptr) });
     }

@@ -441,15 +441,21 @@ where
         guard: &'g epoch::Guard,
     ) -> Option<&'g Entry<K, V>> {
         let hash = self.hash(&key);
+        let shard = self.shard(hash);
+        // Allocate, and take the probe's cache misses with a lock-free look-up, before locking:
+        // the critical section that other writers of this shard wait for then holds neither a
+        // `malloc` nor a trip to memory.
+        let entry = Box::new(Entry { key, value });
+        let _ = shard.find(hash, &entry.key, guard);
         let ctx = self.ctx();
-        let mut writer = self.shard(hash).writer(&ctx, guard);
-        match writer.find(hash, &key) {
+        let mut writer = shard.writer(&ctx, guard);
+        match writer.find(hash, &entry.key) {
             Some(at) => {
-                writer.replace(at, key, value);
+                writer.replace_entry(at, entry);
                 Some(at.entry)
             }
             None => {
-                writer.insert(hash, key, value, &|k| self.hash(k));
+                writer.insert_entry(hash, entry, &|k| self.hash(k));
                 None
             }
         }

@@ -252,31 +252,56 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             for (_, entry) in old.entries_in(index) {
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
                 let hash = hasher(unsafe { &(*entry).key });
+                // If `hasher` panics, `fresh` drops and frees only its arrays: the entries still
+                // belong to `old`.
                 // SAFETY: `fresh` is unpublished (we are its only writer), keys are distinct, and
-                // `buckets` was sized to hold every entry below the load threshold. If `hasher`
-                // panics, `fresh` drops and frees only its arrays: the entries still belong to `old`.
+                // `buckets` was sized to hold every entry below the load threshold.
                 unsafe { fresh.insert_new(hash, entry) };
             }
         });
-        let (old_bytes, new_bytes) = (old.bytes(), fresh.bytes());
+        // SAFETY: the lock is held, `fresh` holds every entry of the current table, so the old
+        // array is retired as a shell.
+        unsafe { self.publish(ctx, guard, fresh, Retire::Shell, 0) }
+    }
+
+    /// Publishes `fresh` as the shard's table and retires the one it replaces as `kind`, keeping
+    /// the bucket count and the map's table bytes in step. Returns the published table.
+    ///
+    /// # Safety
+    /// The caller holds the shard lock. For [`Retire::Shell`], `fresh` holds every entry of the
+    /// current table; for [`Retire::Full`], it holds none of them and `entries` is how many the
+    /// current table holds.
+    unsafe fn publish<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        fresh: epoch::Owned<Table<K, V>>,
+        kind: Retire,
+        entries: usize,
+    ) -> &'g Table<K, V> {
+        let buckets = fresh.bucket_count();
+        let new_bytes = fresh.bytes();
         let fresh = fresh.into_shared(guard);
-        // Release: readers that acquire the new pointer see the fully built table.
-        let old_ptr = self.table.swap(fresh, Ordering::Release, guard);
+        // Release: readers that acquire the new pointer see the fully built (or empty) table.
+        let old = self.table.swap(fresh, Ordering::Release, guard);
         self.buckets.store(buckets, Ordering::Relaxed);
+        // SAFETY: the swap happened under the lock and `guard`, so the old table is still alive.
+        let old_bytes = unsafe { old.deref() }.bytes();
         Counters::add(&ctx.counters.table_bytes, new_bytes);
         Counters::sub(&ctx.counters.table_bytes, old_bytes);
-        // SAFETY: `old_ptr` was just unlinked under the lock and its entries live on in `fresh`.
+        // SAFETY: `old` was just unlinked under the lock, exactly once; the caller's contract says
+        // whether its entries live on in `fresh` (shell) or nowhere else (full).
         unsafe {
             reclaim::retire_table(
                 guard,
-                old_ptr.as_raw() as *mut Table<K, V>,
-                Retire::Shell,
-                0,
+                old.as_raw() as *mut Table<K, V>,
+                kind,
+                entries,
                 ctx.mode,
                 ctx.counters,
             )
         };
-        // SAFETY: just published; retired only after `guard` unpins.
+        // SAFETY: just published; it can only be retired after `guard` unpins.
         unsafe { fresh.deref() }
     }
 
@@ -320,25 +345,10 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         }
         let buckets = if keep_capacity { old.bucket_count() } else { 1 };
         let fresh = epoch::Owned::new(Table::new(buckets));
-        let (old_bytes, new_bytes) = (old.bytes(), fresh.bytes());
-        // Release: readers that acquire the fresh pointer see an initialised (empty) table.
-        let old_ptr = self.table.swap(fresh, Ordering::Release, guard);
+        // SAFETY: the lock is held and the fresh table is empty; no other live table holds the
+        // old one's `len` entries (growth moves entries, it never shares them between tables).
+        unsafe { self.publish(ctx, guard, fresh, Retire::Full, len) };
         self.len.store(0, Ordering::Relaxed);
-        self.buckets.store(buckets, Ordering::Relaxed);
-        Counters::add(&ctx.counters.table_bytes, new_bytes);
-        Counters::sub(&ctx.counters.table_bytes, old_bytes);
-        // SAFETY: unlinked under the lock just now; no other table holds its entries (growth moves
-        // entries, it never shares them between live tables).
-        unsafe {
-            reclaim::retire_table(
-                guard,
-                old_ptr.as_raw() as *mut Table<K, V>,
-                Retire::Full,
-                len,
-                ctx.mode,
-                ctx.counters,
-            )
-        };
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
         }
@@ -402,10 +412,20 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         value: V,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Entry<K, V> {
+        self.insert_entry(hash, Box::new(Entry { key, value }), hasher)
+    }
+
+    /// [`insert`](Self::insert) for an entry the caller allocated before taking the lock.
+    pub(crate) fn insert_entry(
+        &mut self,
+        hash: u64,
+        entry: Box<Entry<K, V>>,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Entry<K, V> {
         let len = self.shard.len.load(Ordering::Relaxed);
         if len >= self.table.max_len() {
-            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and our key
-            // and value are dropped by the unwinding caller.
+            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and `entry`
+            // is dropped (with its key and value) by the unwinding.
             let buckets = Table::<K, V>::buckets_for(len + 1)
                 .expect("epochmap: capacity overflow")
                 .max(self.table.bucket_count() * 2);
@@ -414,7 +434,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
                 .resize(self.ctx, self.guard, self.table, buckets, hasher);
             self.flush = true;
         }
-        let entry = Entry::alloc(key, value);
+        let entry = Box::into_raw(entry);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
         // insert); the table is below its load threshold after the growth check.
         unsafe { self.table.insert_new(hash, entry) };
@@ -426,14 +446,23 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
     pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
-        let entry = Entry::alloc(key, value);
+        self.replace_entry(at, Box::new(Entry { key, value }))
+    }
+
+    /// [`replace`](Self::replace) with an entry the caller allocated before taking the lock.
+    pub(crate) fn replace_entry(
+        &mut self,
+        at: Slot<'_, K, V>,
+        entry: Box<Entry<K, V>>,
+    ) -> &'g Entry<K, V> {
+        let entry = Box::into_raw(entry);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
-        // SAFETY: as in `insert`.
+        // SAFETY: as in `insert_entry`.
         unsafe { &*entry }
     }
 
@@ -482,12 +511,11 @@ impl<K, V> Shard<K, V> {
         for entry in std::mem::take(&mut lock(&self.writer).garbage) {
             free(entry);
         }
-        // SAFETY: `&mut self`: nobody else can load the table.
+        // SAFETY: `&mut self`: nobody else can load the table, so no guard is needed.
+        let unguarded = unsafe { epoch::unprotected() };
         let table = self
             .table
-            .swap(epoch::Shared::null(), Ordering::Relaxed, unsafe {
-                epoch::unprotected()
-            });
+            .swap(epoch::Shared::null(), Ordering::Relaxed, unguarded);
         if !table.is_null() {
             // SAFETY: we just unlinked the table and hold the only access to it.
             let table = unsafe { table.into_owned() };

@@ -129,9 +129,8 @@ impl<K, V> Table<K, V> {
                 // Acquire pairs with the Release store that published the entry (insert or
                 // replace), so the entry's key and value are initialised before we read them.
                 let ptr = bucket.slots[slot].load(Ordering::Acquire);
-                // SAFETY: a non-null slot pointer is a live entry for `'g` by this function's
-                // contract (it is unlinked only through the epoch, after which `'g`'s guard still
-                // protects it).
+                // Unlinking goes through the epoch, and `'g`'s guard was pinned before it.
+                // SAFETY: a non-null slot pointer is a live entry for `'g` (this fn's contract).
                 if let Some(entry) = unsafe { ptr.as_ref() } {
                     if entry.key.borrow() == key {
                         return Some(Found {
@@ -368,7 +367,10 @@ mod tests {
     use super::*;
 
     fn boxed(k: u64) -> *mut Entry<u64, u64> {
-        Entry::alloc(k, k * 10)
+        Box::into_raw(Box::new(Entry {
+            key: k,
+            value: k * 10,
+        }))
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! What emptying a map costs the caller, at 1K / 100K / 1M `u64 -> u64` entries, and how long
+//! until the memory is back.
+//!
+//! `clear/latency` (the caller's cost of one call; the map is filled outside the timing and
+//! dropped outside it afterwards):
+//! - epochmap `clear()` and `clear_keep_capacity()` (O(shards): swap tables, retire the old ones);
+//! - dashmap `clear()` (a `retain(|_, _| false)` over every shard), papaya `clear()`, scc `clear()`;
+//! - a remove loop over every key (epochmap and dashmap);
+//! - dropping the map and creating a new one (epochmap and dashmap).
+//!
+//! `clear/memory-back` (from the call until the memory is back with the allocator):
+//! - epochmap `clear()` followed by `wait_for_reclamation` (the background reclaimer frees the
+//!   retired tables and entries);
+//! - dashmap `clear()` followed by `shrink_to_fit()` (dashmap keeps its capacity after `clear`);
+//! - epochmap drop + re-create (drop frees inline).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use epochmap::EpochMap;
+
+mod common;
+use common::{hasher, key, Hasher};
+
+type Epoch = EpochMap<u64, u64, Hasher>;
+type Dash = dashmap::DashMap<u64, u64, Hasher>;
+
+fn epoch_filled(n: u64) -> Epoch {
+    let m = EpochMap::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    // Start every measurement with nothing pending from the fill's growth.
+    m.wait_for_reclamation(Duration::from_secs(10));
+    m
+}
+
+fn dash_filled(n: u64) -> Dash {
+    let m = Dash::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    m
+}
+
+fn papaya_filled(n: u64) -> papaya::HashMap<u64, u64, Hasher> {
+    let m = papaya::HashMap::with_hasher(hasher());
+    {
+        let p = m.pin();
+        for i in 0..n {
+            p.insert(key(i), i);
+        }
+    }
+    m
+}
+
+fn scc_filled(n: u64) -> scc::HashMap<u64, u64, Hasher> {
+    let m = scc::HashMap::with_hasher(hasher());
+    for i in 0..n {
+        m.upsert(key(i), i);
+    }
+    m
+}
+
+/// Times one emptying operation. Criterion sizes `iters` from the *timed* part only, so for a
+/// cheap call on a big map it would ask for thousands of 1M-entry fills; instead each call runs
+/// `min(iters, rounds(n))` rounds of: `fill` (untimed), `op` (timed), drop of what `op` returns
+/// (untimed), and scales the measured mean to `iters`. Every sample still consists of real,
+/// whole calls; only their number is capped.
+fn time_op<M, R>(iters: u64, n: u64, fill: impl Fn() -> M, op: impl Fn(M) -> (M, R)) -> Duration {
+    let rounds = iters.min((300_000 / n).clamp(1, 64));
+    let mut took = Duration::ZERO;
+    for _ in 0..rounds {
+        let map = fill();
+        let start = Instant::now();
+        let out = black_box(op(map));
+        took += start.elapsed();
+        drop(out);
+    }
+    took.mul_f64(iters as f64 / rounds as f64)
+}
+
+fn clear(c: &mut Criterion) {
+    let sizes: &[u64] = if common::quick() {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 100_000, 1_000_000]
+    };
+
+    let mut g = c.benchmark_group("clear/latency");
+    g.sampling_mode(SamplingMode::Flat);
+    for &n in sizes {
+        g.bench_function(BenchmarkId::new("epochmap clear", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || epoch_filled(n),
+                    |m| {
+                        m.clear();
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("epochmap clear_keep_capacity", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || epoch_filled(n),
+                    |m| {
+                        m.clear_keep_capacity();
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("epochmap remove loop", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || epoch_filled(n),
+                    |m| {
+                        for i in 0..n {
+                            m.remove(&key(i));
+                        }
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("epochmap drop+new", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || epoch_filled(n),
+                    |m| {
+                        drop(m);
+                        (Epoch::with_hasher(hasher()), ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("dashmap clear", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || dash_filled(n),
+                    |m| {
+                        m.clear();
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("dashmap remove loop", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || dash_filled(n),
+                    |m| {
+                        for i in 0..n {
+                            m.remove(&key(i));
+                        }
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("dashmap drop+new", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || dash_filled(n),
+                    |m| {
+                        drop(m);
+                        (Dash::with_hasher(hasher()), ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("papaya clear", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || papaya_filled(n),
+                    |m| {
+                        m.pin().clear();
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("scc clear", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || scc_filled(n),
+                    |m| {
+                        m.clear();
+                        (m, ())
+                    },
+                )
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("clear/memory-back");
+    g.sampling_mode(SamplingMode::Flat);
+    for &n in sizes {
+        g.bench_function(BenchmarkId::new("epochmap clear+reclaimed", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || epoch_filled(n),
+                    |m| {
+                        m.clear();
+                        let done = m.wait_for_reclamation(Duration::from_secs(30));
+                        assert!(done, "reclamation did not finish within 30 s");
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("epochmap drop+new", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || epoch_filled(n),
+                    |m| {
+                        drop(m);
+                        (Epoch::with_hasher(hasher()), ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("dashmap clear+shrink_to_fit", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || dash_filled(n),
+                    |m| {
+                        m.clear();
+                        m.shrink_to_fit();
+                        (m, ())
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("dashmap drop+new", n), |b| {
+            b.iter_custom(|it| {
+                time_op(
+                    it,
+                    n,
+                    || dash_filled(n),
+                    |m| {
+                        drop(m);
+                        (Dash::with_hasher(hasher()), ())
+                    },
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Flat sampling, 10 samples, (almost) no warm-up: every timed call needs a fresh fill, see
+    // `time_op`.
+    config = common::criterion(1e-6, 0.5, 10);
+    targets = clear
+}
+criterion_main!(benches);

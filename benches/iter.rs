@@ -1,0 +1,119 @@
+//! Iteration throughput: visiting every entry of a 1M-entry `u64 -> u64` map once, summing the
+//! values, one thread. epochmap `iter()` and `pin().iter()`, papaya's pinned `iter()`, dashmap
+//! `iter()`, scc `scan`, `RwLock<std HashMap>` under one read lock, and hashbrown / std as the
+//! single-thread limit.
+
+use std::collections::HashMap as StdHashMap;
+use std::sync::RwLock;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use epochmap::EpochMap;
+
+mod common;
+use common::{hasher, key, pick};
+
+fn iter(c: &mut Criterion) {
+    let n: u64 = pick(1_000_000, 10_000);
+    let entries = || (0..n).map(|i| (key(i), i));
+    let mut g = c.benchmark_group("iter/sum-values");
+    g.throughput(Throughput::Elements(n));
+
+    let epoch = EpochMap::with_hasher(hasher());
+    entries().for_each(|(k, v)| {
+        epoch.insert(k, v);
+    });
+    g.bench_function(BenchmarkId::new("epochmap", n), |b| {
+        b.iter(|| {
+            epoch
+                .iter()
+                .map(|r| *r.value())
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    g.bench_function(BenchmarkId::new("epochmap-pinned", n), |b| {
+        b.iter(|| {
+            epoch
+                .pin()
+                .iter()
+                .map(|(_, v)| *v)
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    drop(epoch);
+
+    let papaya = papaya::HashMap::with_hasher(hasher());
+    entries().for_each(|(k, v)| {
+        papaya.pin().insert(k, v);
+    });
+    g.bench_function(BenchmarkId::new("papaya-pinned", n), |b| {
+        b.iter(|| {
+            papaya
+                .pin()
+                .iter()
+                .map(|(_, v)| *v)
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    drop(papaya);
+
+    let dash = dashmap::DashMap::with_hasher(hasher());
+    entries().for_each(|(k, v)| {
+        dash.insert(k, v);
+    });
+    g.bench_function(BenchmarkId::new("dashmap", n), |b| {
+        b.iter(|| {
+            dash.iter()
+                .map(|r| *r.value())
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    drop(dash);
+
+    let scc = scc::HashMap::with_hasher(hasher());
+    entries().for_each(|(k, v)| {
+        let _ = scc.insert(k, v);
+    });
+    g.bench_function(BenchmarkId::new("scc", n), |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            scc.scan(|_, v| sum = sum.wrapping_add(*v));
+            sum
+        })
+    });
+    drop(scc);
+
+    let mut locked = StdHashMap::with_hasher(hasher());
+    locked.extend(entries());
+    let rw = RwLock::new(locked);
+    g.bench_function(BenchmarkId::new("rwlock-std", n), |b| {
+        b.iter(|| {
+            rw.read()
+                .unwrap()
+                .values()
+                .copied()
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    drop(rw);
+
+    let mut brown = hashbrown::HashMap::with_hasher(hasher());
+    brown.extend(entries());
+    g.bench_function(BenchmarkId::new("hashbrown", n), |b| {
+        b.iter(|| brown.values().copied().fold(0u64, u64::wrapping_add))
+    });
+    drop(brown);
+
+    let mut std_map = StdHashMap::with_hasher(hasher());
+    std_map.extend(entries());
+    g.bench_function(BenchmarkId::new("std", n), |b| {
+        b.iter(|| std_map.values().copied().fold(0u64, u64::wrapping_add))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion(0.3, 1.0, 10);
+    targets = iter
+}
+criterion_main!(benches);

@@ -1,0 +1,359 @@
+//! Single-thread `get` (hit and miss), `insert` and `remove` on maps holding 1K / 100K / 1M
+//! `u64 -> u64` entries: epochmap (`get` per call, and `pin()` per batch), papaya (one call, and
+//! pinned), dashmap, scc, and the single-thread limits `hashbrown::HashMap` and std's `HashMap`.
+//!
+//! - get hit / miss: random present / absent keys (a shuffled order, so no map gets a sequential
+//!   access pattern); the pinned forms pin once per batch of 1024 lookups.
+//! - insert: a batch of 256 absent keys is inserted (timed), then removed again (untimed), so the
+//!   map stays at its size however many iterations criterion asks for.
+//! - remove: a batch of 256 present keys is removed (timed), then inserted again (untimed).
+
+use std::cell::RefCell;
+use std::collections::HashMap as StdHashMap;
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use epochmap::EpochMap;
+
+mod common;
+use common::{hasher, key, Hasher, Rng};
+
+const GET_BATCH: usize = 1024;
+const WRITE_BATCH: usize = 256;
+
+/// A map driven one batch at a time. Single-threaded maps take `&mut self` for writes.
+trait StMap {
+    fn get_batch(&self, keys: &[u64]) -> u64;
+    fn insert_batch(&mut self, keys: &[u64]);
+    fn remove_batch(&mut self, keys: &[u64]);
+}
+
+struct Epoch(EpochMap<u64, u64, Hasher>);
+struct EpochPinned(EpochMap<u64, u64, Hasher>);
+struct Papaya(papaya::HashMap<u64, u64, Hasher>);
+struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
+struct Dash(dashmap::DashMap<u64, u64, Hasher>);
+struct Scc(scc::HashMap<u64, u64, Hasher>);
+struct Brown(hashbrown::HashMap<u64, u64, Hasher>);
+struct Std(StdHashMap<u64, u64, Hasher>);
+
+impl StMap for Epoch {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.get(k).map_or(0, |v| *v))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
+impl StMap for EpochPinned {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        let p = self.0.pin();
+        keys.iter()
+            .map(|k| p.get(k).copied().unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        let p = self.0.pin();
+        for &k in keys {
+            p.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        let p = self.0.pin();
+        for k in keys {
+            p.remove(k);
+        }
+    }
+}
+
+impl StMap for Papaya {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.pin().get(k).copied().unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.pin().insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.pin().remove(k);
+        }
+    }
+}
+
+impl StMap for PapayaPinned {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        let m = self.0.pin();
+        keys.iter()
+            .map(|k| m.get(k).copied().unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        let m = self.0.pin();
+        for &k in keys {
+            m.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        let m = self.0.pin();
+        for k in keys {
+            m.remove(k);
+        }
+    }
+}
+
+impl StMap for Dash {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.get(k).map_or(0, |v| *v))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
+impl StMap for Scc {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.read(k, |_, v| *v).unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.upsert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
+impl StMap for Brown {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.get(k).copied().unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
+impl StMap for Std {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.get(k).copied().unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
+/// The key streams for one map size `n`: present keys are `key(0..n)`, absent ones `key(n..)`.
+struct Keys {
+    hits: Vec<u64>,
+    misses: Vec<u64>,
+    fresh: Vec<u64>,
+}
+
+impl Keys {
+    fn new(n: u64) -> Self {
+        let mut rng = Rng::new(n);
+        let len = n.min(1 << 20) as usize;
+        let mut idx: Vec<u64> = (0..n).collect();
+        rng.shuffle(&mut idx);
+        let hits = idx[..len].iter().map(|&i| key(i)).collect();
+        let misses = (0..len).map(|_| key(n + rng.below(n))).collect();
+        // Absent keys for the insert bench, never overlapping the misses' range.
+        let fresh = (0..(n as usize).clamp(WRITE_BATCH, 1 << 16))
+            .map(|i| key(3 * n + i as u64))
+            .collect();
+        Keys {
+            hits,
+            misses,
+            fresh,
+        }
+    }
+}
+
+/// Times `iters` lookups cycling through `keys` in batches.
+fn time_gets<M: StMap>(map: &M, keys: &[u64], iters: u64) -> Duration {
+    let mut left = iters as usize;
+    let mut at = 0;
+    let mut sum = 0u64;
+    let start = Instant::now();
+    while left > 0 {
+        let n = left.min(GET_BATCH).min(keys.len() - at);
+        sum = sum.wrapping_add(map.get_batch(&keys[at..at + n]));
+        left -= n;
+        at = (at + n) % keys.len();
+    }
+    let took = start.elapsed();
+    black_box(sum);
+    took
+}
+
+/// Times `iters` writes of `timed` in batches, undoing each batch with `undo` outside the timing.
+fn time_writes<M: StMap>(
+    map: &mut M,
+    keys: &[u64],
+    iters: u64,
+    timed: fn(&mut M, &[u64]),
+    undo: fn(&mut M, &[u64]),
+) -> Duration {
+    let mut left = iters as usize;
+    let mut at = 0;
+    let mut took = Duration::ZERO;
+    while left > 0 {
+        let n = left.min(WRITE_BATCH).min(keys.len() - at);
+        let batch = &keys[at..at + n];
+        let start = Instant::now();
+        timed(map, batch);
+        took += start.elapsed();
+        undo(map, batch);
+        left -= n;
+        at = (at + n) % keys.len();
+    }
+    took
+}
+
+fn bench_map<M: StMap>(
+    c: &mut Criterion,
+    n: u64,
+    keys: &OnceLock<Keys>,
+    name: &str,
+    make: impl Fn() -> M,
+) {
+    // Built on first use: criterion calls a bench closure once per sample, and not at all when
+    // a filter on the command line skips the benchmark.
+    let state: RefCell<Option<M>> = RefCell::new(None);
+    let with_map = |f: &mut dyn FnMut(&mut M, &Keys)| {
+        let keys = keys.get_or_init(|| Keys::new(n));
+        let mut st = state.borrow_mut();
+        let map = st.get_or_insert_with(|| {
+            let mut m = make();
+            let present: Vec<u64> = (0..n).map(key).collect();
+            m.insert_batch(&present);
+            m
+        });
+        f(map, keys)
+    };
+
+    let id = BenchmarkId::new(name, n);
+    let mut g = c.benchmark_group("single/get-hit");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(id.clone(), |b| {
+        with_map(&mut |map, keys| b.iter_custom(|iters| time_gets(map, &keys.hits, iters)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("single/get-miss");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(id.clone(), |b| {
+        with_map(&mut |map, keys| b.iter_custom(|iters| time_gets(map, &keys.misses, iters)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("single/insert");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(id.clone(), |b| {
+        with_map(&mut |map, keys| {
+            b.iter_custom(|iters| {
+                time_writes(map, &keys.fresh, iters, M::insert_batch, M::remove_batch)
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("single/remove");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(id, |b| {
+        with_map(&mut |map, keys| {
+            b.iter_custom(|iters| {
+                time_writes(map, &keys.hits, iters, M::remove_batch, M::insert_batch)
+            })
+        })
+    });
+    g.finish();
+}
+
+fn single_thread(c: &mut Criterion) {
+    let sizes: &[u64] = if common::quick() {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 100_000, 1_000_000]
+    };
+    for &n in sizes {
+        let keys = OnceLock::new();
+        let keys = &keys;
+        bench_map(c, n, keys, "epochmap", || {
+            Epoch(EpochMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "epochmap-pinned", || {
+            EpochPinned(EpochMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "papaya", || {
+            Papaya(papaya::HashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "papaya-pinned", || {
+            PapayaPinned(papaya::HashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "dashmap", || {
+            Dash(dashmap::DashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "scc", || {
+            Scc(scc::HashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "hashbrown", || {
+            Brown(hashbrown::HashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "std", || Std(StdHashMap::with_hasher(hasher())));
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion(0.2, 0.6, 10);
+    targets = single_thread
+}
+criterion_main!(benches);
