@@ -42,13 +42,16 @@ unsafe impl<T: Sync> Sync for ZeroedArray<T> {}
 
 #[cfg(not(epochmap_loom))]
 impl<T> ZeroedArray<T> {
-    /// `len` zeroed elements.
+    /// `len` zeroed elements, or the layout the allocator could not provide.
     ///
     /// # Safety
     /// All-zero bytes must be a valid `T` (integers, atomics of integers and pointers, and structs of
     /// those). `make` is only used by the loom build.
-    pub(crate) unsafe fn new(len: usize, _make: impl FnMut() -> T) -> Self {
-        use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+    pub(crate) unsafe fn new(
+        len: usize,
+        _make: impl FnMut() -> T,
+    ) -> Result<Self, std::alloc::Layout> {
+        use std::alloc::{alloc_zeroed, Layout};
         let layout = Layout::array::<T>(len).expect("array size checked by Table::buckets_for");
         assert!(layout.size() != 0, "tables have at least one bucket");
         let layout = if layout.size() >= HUGE_PAGE {
@@ -61,12 +64,12 @@ impl<T> ZeroedArray<T> {
         // SAFETY: the layout has a non-zero size (asserted above).
         let raw = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = std::ptr::NonNull::new(raw.cast::<T>()) else {
-            handle_alloc_error(layout);
+            return Err(layout);
         };
         if layout.size() >= HUGE_PAGE {
             advise_huge_pages(raw, layout.size());
         }
-        ZeroedArray { ptr, len, layout }
+        Ok(ZeroedArray { ptr, len, layout })
     }
 }
 
@@ -76,10 +79,13 @@ impl<T> ZeroedArray<T> {
     ///
     /// # Safety
     /// None under loom; the signature matches the non-loom build.
-    pub(crate) unsafe fn new(len: usize, make: impl FnMut() -> T) -> Self {
-        ZeroedArray {
+    pub(crate) unsafe fn new(
+        len: usize,
+        make: impl FnMut() -> T,
+    ) -> Result<Self, std::alloc::Layout> {
+        Ok(ZeroedArray {
             items: std::iter::repeat_with(make).take(len).collect(),
-        }
+        })
     }
 }
 
@@ -147,7 +153,7 @@ mod tests {
     fn small_and_huge_arrays_start_zeroed_and_aligned() {
         for len in [1, 100, (4 << 20) / 8] {
             // SAFETY: zero is a valid AtomicU64.
-            let array = unsafe { ZeroedArray::new(len, || AtomicU64::new(0)) };
+            let array = unsafe { ZeroedArray::new(len, || AtomicU64::new(0)) }.unwrap();
             assert_eq!(array.len(), len);
             assert!(array.iter().all(|a| a.load(Ordering::Relaxed) == 0));
             if len * 8 >= HUGE_PAGE {

@@ -38,6 +38,11 @@ pub enum BuildError {
         /// The capacity asked for.
         requested: usize,
     },
+    /// The initial tables fit in the address space, but the allocator could not provide them.
+    AllocationFailed {
+        /// Bytes the initial tables of all shards need.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -53,6 +58,11 @@ impl fmt::Display for BuildError {
             BuildError::CapacityOverflow { requested } => write!(
                 f,
                 "capacity {requested} is too large: its tables would not fit in the address space"
+            ),
+            BuildError::AllocationFailed { bytes } => write!(
+                f,
+                "the allocator could not provide the {bytes} bytes the initial tables need; ask \
+                 for a smaller capacity"
             ),
         }
     }

@@ -169,9 +169,20 @@ impl<K, V, S> EpochMap<K, V, S> {
             return Err(overflow);
         }
         let counters = Arc::new(Counters::default());
-        let shards: Box<[_]> = (0..shards)
-            .map(|_| CachePadded::new(Shard::new(buckets, &counters)))
-            .collect();
+        let mut built = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            match Shard::try_new(buckets, &counters) {
+                Some(shard) => built.push(CachePadded::new(shard)),
+                None => {
+                    // Free what was built: shards own their tables only through a map's `Drop`.
+                    for shard in &mut built {
+                        shard.free_all(&counters);
+                    }
+                    return Err(BuildError::AllocationFailed { bytes: total });
+                }
+            }
+        }
+        let shards: Box<[_]> = built.into_boxed_slice();
         Ok(EpochMap {
             shard_shift: 63 - shards.len().trailing_zeros(),
             shards,

@@ -100,10 +100,11 @@ struct Locked<'s, K, V> {
 }
 
 impl<K, V> Shard<K, V> {
-    pub(crate) fn new(buckets: usize, counters: &Counters) -> Self {
-        let table = Table::new(buckets);
+    /// A shard with an empty table of `buckets` buckets, or `None` if the allocator refused it.
+    pub(crate) fn try_new(buckets: usize, counters: &Counters) -> Option<Self> {
+        let table = Table::try_new(buckets).ok()?;
         Counters::add(&counters.table_bytes, table.bytes());
-        Shard {
+        Some(Shard {
             table: epoch::Atomic::new(table),
             writer: Mutex::new(Writer {
                 garbage: Vec::new(),
@@ -111,7 +112,7 @@ impl<K, V> Shard<K, V> {
             len: AtomicUsize::new(0),
             buckets: AtomicUsize::new(buckets),
             garbage_len: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Entries in the shard; exact when no writer is active. Relaxed: a statistic.

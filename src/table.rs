@@ -54,19 +54,25 @@ impl<K, V> Table<K, V> {
     ///
     /// # Panics
     /// If `buckets` is not a power of two or its byte size does not fit in `isize`; callers size
-    /// tables through [`Table::buckets_for`], which rules both out.
+    /// tables through [`Table::buckets_for`], which rules both out. If the allocator fails, this
+    /// calls `handle_alloc_error` like std's collections; [`Table::try_new`] reports it instead.
     pub(crate) fn new(buckets: usize) -> Self {
+        Self::try_new(buckets).unwrap_or_else(|layout| std::alloc::handle_alloc_error(layout))
+    }
+
+    /// [`Table::new`], or the layout the allocator could not provide.
+    pub(crate) fn try_new(buckets: usize) -> Result<Self, std::alloc::Layout> {
         assert!(
             buckets.is_power_of_two(),
             "bucket count must be a power of two"
         );
-        Table {
+        Ok(Table {
             // SAFETY: an all-zero bucket is a valid empty bucket (zero control word, null slots).
-            buckets: unsafe { ZeroedArray::new(buckets, Bucket::empty) },
+            buckets: unsafe { ZeroedArray::new(buckets, Bucket::empty) }?,
             // SAFETY: zero is a valid `AtomicU64`.
-            summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) },
+            summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) }?,
             mask: buckets - 1,
-        }
+        })
     }
 
     /// The smallest power-of-two bucket count whose load threshold admits `len` entries, or `None`

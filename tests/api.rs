@@ -150,6 +150,32 @@ fn builder_rounds_shards_up_to_a_power_of_two_up_to_the_maximum() {
 }
 
 #[test]
+fn builder_reports_a_refused_allocation_instead_of_aborting() {
+    // 2^50 entries fit in the address space (about 2^54 bytes of tables) but in no machine's memory:
+    // the allocator refuses, and `try_build` must say so rather than abort the process.
+    let err = EpochMap::builder()
+        .shards(1)
+        .capacity(1 << 50)
+        .try_build::<u64, u64>()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::AllocationFailed { bytes } if bytes > 1 << 50),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("could not provide"), "{err}");
+    // The same with many shards: the error, not an abort, whatever shard the refusal hits.
+    let err = EpochMap::builder()
+        .shards(64)
+        .capacity(1 << 56)
+        .try_build::<u64, u64>()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::AllocationFailed { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn builder_reports_capacity_overflow_instead_of_allocating() {
     for capacity in [
         usize::MAX,
