@@ -17,7 +17,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+};
 use epochmap::EpochMap;
 
 mod common;
@@ -81,6 +84,20 @@ fn time_op<M, R>(iters: u64, n: u64, fill: impl Fn() -> M, op: impl Fn(M) -> (M,
     took.mul_f64(iters as f64 / rounds as f64)
 }
 
+/// Registers one emptying strategy under `name`: `fill` builds the map (untimed), `op` empties it
+/// (timed), through [`time_op`].
+fn strategy<M, R>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    n: u64,
+    fill: impl Fn() -> M,
+    op: impl Fn(M) -> (M, R),
+) {
+    g.bench_function(BenchmarkId::new(name, n), |b| {
+        b.iter_custom(|it| time_op(it, n, &fill, &op))
+    });
+}
+
 fn clear(c: &mut Criterion) {
     let sizes: &[u64] = if common::quick() {
         &[1_000, 10_000]
@@ -91,188 +108,149 @@ fn clear(c: &mut Criterion) {
     let mut g = c.benchmark_group("clear/latency");
     g.sampling_mode(SamplingMode::Flat);
     for &n in sizes {
-        g.bench_function(BenchmarkId::new("epochmap clear", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || epoch_filled(n),
-                    |m| {
-                        m.clear();
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("epochmap clear_keep_capacity", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || epoch_filled(n),
-                    |m| {
-                        m.clear_keep_capacity();
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("epochmap remove loop", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || epoch_filled(n),
-                    |m| {
-                        for i in 0..n {
-                            m.remove(&key(i));
-                        }
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("epochmap drop+new", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || epoch_filled(n),
-                    |m| {
-                        drop(m);
-                        (Epoch::with_hasher(hasher()), ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("dashmap clear", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || dash_filled(n),
-                    |m| {
-                        m.clear();
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("dashmap remove loop", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || dash_filled(n),
-                    |m| {
-                        for i in 0..n {
-                            m.remove(&key(i));
-                        }
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("dashmap drop+new", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || dash_filled(n),
-                    |m| {
-                        drop(m);
-                        (Dash::with_hasher(hasher()), ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("papaya clear", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || papaya_filled(n),
-                    |m| {
-                        m.pin().clear();
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("scc clear", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || scc_filled(n),
-                    |m| {
-                        m.clear();
-                        (m, ())
-                    },
-                )
-            })
-        });
+        strategy(
+            &mut g,
+            "epochmap clear",
+            n,
+            || epoch_filled(n),
+            |m| {
+                m.clear();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "epochmap clear_keep_capacity",
+            n,
+            || epoch_filled(n),
+            |m| {
+                m.clear_keep_capacity();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "epochmap remove loop",
+            n,
+            || epoch_filled(n),
+            |m| {
+                for i in 0..n {
+                    m.remove(&key(i));
+                }
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "epochmap drop+new",
+            n,
+            || epoch_filled(n),
+            |m| {
+                drop(m);
+                (Epoch::with_hasher(hasher()), ())
+            },
+        );
+        strategy(
+            &mut g,
+            "dashmap clear",
+            n,
+            || dash_filled(n),
+            |m| {
+                m.clear();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "dashmap remove loop",
+            n,
+            || dash_filled(n),
+            |m| {
+                for i in 0..n {
+                    m.remove(&key(i));
+                }
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "dashmap drop+new",
+            n,
+            || dash_filled(n),
+            |m| {
+                drop(m);
+                (Dash::with_hasher(hasher()), ())
+            },
+        );
+        strategy(
+            &mut g,
+            "papaya clear",
+            n,
+            || papaya_filled(n),
+            |m| {
+                m.pin().clear();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "scc clear",
+            n,
+            || scc_filled(n),
+            |m| {
+                m.clear();
+                (m, ())
+            },
+        );
     }
     g.finish();
 
     let mut g = c.benchmark_group("clear/memory-back");
     g.sampling_mode(SamplingMode::Flat);
     for &n in sizes {
-        g.bench_function(BenchmarkId::new("epochmap clear+reclaimed", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || epoch_filled(n),
-                    |m| {
-                        m.clear();
-                        let done = m.wait_for_reclamation(Duration::from_secs(30));
-                        assert!(done, "reclamation did not finish within 30 s");
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("epochmap drop+new", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || epoch_filled(n),
-                    |m| {
-                        drop(m);
-                        (Epoch::with_hasher(hasher()), ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("dashmap clear+shrink_to_fit", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || dash_filled(n),
-                    |m| {
-                        m.clear();
-                        m.shrink_to_fit();
-                        (m, ())
-                    },
-                )
-            })
-        });
-        g.bench_function(BenchmarkId::new("dashmap drop+new", n), |b| {
-            b.iter_custom(|it| {
-                time_op(
-                    it,
-                    n,
-                    || dash_filled(n),
-                    |m| {
-                        drop(m);
-                        (Dash::with_hasher(hasher()), ())
-                    },
-                )
-            })
-        });
+        strategy(
+            &mut g,
+            "epochmap clear+reclaimed",
+            n,
+            || epoch_filled(n),
+            |m| {
+                m.clear();
+                let done = m.wait_for_reclamation(Duration::from_secs(30));
+                assert!(done, "reclamation did not finish within 30 s");
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "epochmap drop+new",
+            n,
+            || epoch_filled(n),
+            |m| {
+                drop(m);
+                (Epoch::with_hasher(hasher()), ())
+            },
+        );
+        strategy(
+            &mut g,
+            "dashmap clear+shrink_to_fit",
+            n,
+            || dash_filled(n),
+            |m| {
+                m.clear();
+                m.shrink_to_fit();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "dashmap drop+new",
+            n,
+            || dash_filled(n),
+            |m| {
+                drop(m);
+                (Dash::with_hasher(hasher()), ())
+            },
+        );
     }
     g.finish();
 }
