@@ -154,12 +154,7 @@ impl<K, V, S> EpochMap<K, V, S> {
         let overflow = BuildError::CapacityOverflow {
             requested: capacity,
         };
-        let per_shard = capacity.div_ceil(shards);
-        // Keys spread over shards binomially; three standard deviations of slack keeps every shard
-        // below its threshold for a capacity's worth of well-hashed keys.
-        let slack = 3 * (per_shard as f64).sqrt() as usize;
-        let buckets = per_shard
-            .checked_add(slack)
+        let buckets = per_shard_share(capacity, shards)
             .and_then(Table::<K, V>::buckets_for)
             .ok_or(overflow.clone())?;
         let total = Table::<K, V>::bytes_for(buckets)
@@ -720,12 +715,11 @@ where
     /// assert!(map.capacity() >= 10_000);
     /// ```
     pub fn reserve(&self, additional: usize) {
-        let per_shard = additional.div_ceil(self.shards.len());
-        let slack = 3 * (per_shard as f64).sqrt() as usize;
+        let share = per_shard_share(additional, self.shards.len()).unwrap_or(usize::MAX);
         let guard = epoch::pin();
         let ctx = self.ctx();
         for shard in self.shards.iter() {
-            let target = shard.len().saturating_add(per_shard).saturating_add(slack);
+            let target = shard.len().saturating_add(share);
             if !shard.fit(&ctx, &guard, &|k| self.hash(k), target, true, false) {
                 panic!("epochmap: capacity overflow reserving {additional} more entries");
             }
@@ -781,6 +775,13 @@ where
         }
         reclaim::drive_until_reclaimed(&self.counters, deadline)
     }
+}
+
+/// How many of `entries` one of `shards` shards should make room for: an even share plus three
+/// standard deviations, since well-hashed keys spread over shards binomially. `None` on overflow.
+fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
+    let even = entries.div_ceil(shards);
+    even.checked_add(3 * (even as f64).sqrt() as usize)
 }
 
 impl<K, V, S> Drop for EpochMap<K, V, S> {
