@@ -153,41 +153,30 @@ impl StMap for Scc {
     }
 }
 
-impl StMap for Brown {
-    fn get_batch(&self, keys: &[u64]) -> u64 {
-        keys.iter()
-            .map(|k| self.0.get(k).copied().unwrap_or(0))
-            .fold(0, u64::wrapping_add)
-    }
-    fn insert_batch(&mut self, keys: &[u64]) {
-        for &k in keys {
-            self.0.insert(k, k);
+/// hashbrown and std share one API (`get`/`insert`/`remove` through `&mut`), so one impl serves both.
+macro_rules! std_like_st_map {
+    ($($map:ty),*) => {$(
+        impl StMap for $map {
+            fn get_batch(&self, keys: &[u64]) -> u64 {
+                keys.iter()
+                    .map(|k| self.0.get(k).copied().unwrap_or(0))
+                    .fold(0, u64::wrapping_add)
+            }
+            fn insert_batch(&mut self, keys: &[u64]) {
+                for &k in keys {
+                    self.0.insert(k, k);
+                }
+            }
+            fn remove_batch(&mut self, keys: &[u64]) {
+                for k in keys {
+                    self.0.remove(k);
+                }
+            }
         }
-    }
-    fn remove_batch(&mut self, keys: &[u64]) {
-        for k in keys {
-            self.0.remove(k);
-        }
-    }
+    )*};
 }
 
-impl StMap for Std {
-    fn get_batch(&self, keys: &[u64]) -> u64 {
-        keys.iter()
-            .map(|k| self.0.get(k).copied().unwrap_or(0))
-            .fold(0, u64::wrapping_add)
-    }
-    fn insert_batch(&mut self, keys: &[u64]) {
-        for &k in keys {
-            self.0.insert(k, k);
-        }
-    }
-    fn remove_batch(&mut self, keys: &[u64]) {
-        for k in keys {
-            self.0.remove(k);
-        }
-    }
-}
+std_like_st_map!(Brown, Std);
 
 /// The key streams for one map size `n`: present keys are `key(0..n)`, absent ones `key(n..)`.
 struct Keys {

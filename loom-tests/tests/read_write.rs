@@ -12,7 +12,7 @@ use loom_tests::{model, one_shard_map, reclaim_all, Drops, Tracked};
 /// Writers in these models build their values after pinning (`map.pin().insert(..)`): under loom,
 /// crossbeam's pin contains a `SeqCst` fence (its stand-in for a compiler fence), which would make
 /// even a `Relaxed` publication carry a value built before the pin. Building after the pin is also
-/// what the real entry is: `Entry::alloc` runs under the lock, after the pin.
+/// what the real entry is: `insert` boxes it after pinning (and before taking the lock).
 #[test]
 fn get_sees_nothing_or_the_whole_inserted_value() {
     model(|| {
