@@ -6,8 +6,8 @@ use std::fmt;
 use crate::reclaim::ReclaimMode;
 use crate::EpochMap;
 
-/// The most shards a map may have. The shard index uses the hash's top bits, and the tag that
-/// filters probes uses seven bits just below the top sixteen, so more shards would make them overlap.
+/// The most shards a map may have. The shard index comes from the hash's top sixteen bits, and the
+/// tag that filters probes uses seven bits just below them, so more shards would make them overlap.
 pub const MAX_SHARDS: usize = 1 << 16;
 
 /// Retired bytes a map may have pending before its writers help reclaim (see

@@ -32,6 +32,15 @@ pub(crate) struct Found<'g, K, V> {
     pub(crate) entry: &'g Entry<K, V>,
 }
 
+/// The outcome of looking in one bucket.
+enum Probe<'g, K, V> {
+    Found(Found<'g, K, V>),
+    /// Not here, and no entry ever probed past this bucket: the key is absent.
+    Absent,
+    /// Not here, but entries did probe past: the search goes on in the next bucket.
+    Overflowed,
+}
+
 /// What reclaiming a table's entries cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DrainCounts {
@@ -124,35 +133,81 @@ impl<K, V> Table<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let tag = tag_of(hash);
-        let mut index = self.home(hash);
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[index];
-            // Acquire pairs with the writer's Release store of this word, which follows its store
-            // of the slot pointer: a tag we see comes with the pointer it describes.
-            let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
-            for slot in ctrl.matches(tag) {
-                // Acquire pairs with the Release store that published the entry (insert or
-                // replace), so the entry's key and value are initialised before we read them.
-                let ptr = bucket.slots[slot].load(Ordering::Acquire);
-                // Unlinking goes through the epoch, and `'g`'s guard was pinned before it.
-                // SAFETY: a non-null slot pointer is a live entry for `'g` (this fn's contract).
-                if let Some(entry) = unsafe { ptr.as_ref() } {
-                    if entry.key.borrow() == key {
-                        return Some(Found {
-                            bucket: index,
-                            slot,
-                            entry,
-                        });
-                    }
-                }
-            }
-            if ctrl.overflow() == 0 {
-                return None;
-            }
+        // The home bucket is probed inline and the rest of the path out of line: nearly every
+        // lookup ends in its home bucket, and a short inline path lets the CPU overlap the cache
+        // misses of more consecutive lookups.
+        let index = self.home(hash);
+        // SAFETY: forwarded from this function's contract.
+        match unsafe { self.find_in(index, tag_of(hash), key) } {
+            Probe::Found(found) => Some(found),
+            Probe::Absent => None,
+            // SAFETY: as above.
+            Probe::Overflowed => unsafe { self.find_past(index, tag_of(hash), key) },
+        }
+    }
+
+    /// [`find`](Self::find) beyond the home bucket `home`, whose overflow count was non-zero.
+    ///
+    /// # Safety
+    /// As for [`Table::find`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn find_past<'g, Q>(&'g self, home: usize, tag: u8, key: &Q) -> Option<Found<'g, K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let mut index = home;
+        // Bounded so that a table whose every overflow count has saturated still terminates.
+        for _ in 0..self.mask {
             index = (index + 1) & self.mask;
+            // SAFETY: forwarded from this function's contract.
+            match unsafe { self.find_in(index, tag, key) } {
+                Probe::Found(found) => return Some(found),
+                Probe::Absent => return None,
+                Probe::Overflowed => {}
+            }
         }
         None
+    }
+
+    /// Looks for `key` in bucket `index` alone.
+    ///
+    /// # Safety
+    /// As for [`Table::find`].
+    #[inline(always)]
+    unsafe fn find_in<'g, Q>(&'g self, index: usize, tag: u8, key: &Q) -> Probe<'g, K, V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        // SAFETY: callers mask `index` by `mask`, which is the bucket count minus one.
+        let bucket = unsafe { self.buckets.get_unchecked(index & self.mask) };
+        // Acquire pairs with the writer's Release store of this word, which follows its store
+        // of the slot pointer: a tag we see comes with the pointer it describes.
+        let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
+        for slot in ctrl.matches(tag) {
+            // Acquire pairs with the Release store that published the entry (insert or
+            // replace), so the entry's key and value are initialised before we read them.
+            // SAFETY: `matches` yields slot numbers below `SLOTS`.
+            let ptr = unsafe { bucket.slots.get_unchecked(slot) }.load(Ordering::Acquire);
+            // Unlinking goes through the epoch, and `'g`'s guard was pinned before it.
+            // SAFETY: a non-null slot pointer is a live entry for `'g` (this fn's contract).
+            if let Some(entry) = unsafe { ptr.as_ref() } {
+                if entry.key.borrow() == key {
+                    return Probe::Found(Found {
+                        bucket: index,
+                        slot,
+                        entry,
+                    });
+                }
+            }
+        }
+        if ctrl.overflow() == 0 {
+            Probe::Absent
+        } else {
+            Probe::Overflowed
+        }
     }
 
     /// Publishes `entry` in the first free slot on `hash`'s probe path.
