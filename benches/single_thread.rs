@@ -1,6 +1,8 @@
 //! Single-thread `get` (hit and miss), `insert` and `remove` on maps holding 1K / 100K / 1M
 //! `u64 -> u64` entries: epochmap (`get` per call, and `pin()` per batch), papaya (one call, and
 //! pinned), dashmap, scc, and the single-thread limits `hashbrown::HashMap` and std's `HashMap`.
+//! `hashbrown+pin` (gets only) is hashbrown with a crossbeam-epoch pin around every lookup: the
+//! floor for any map whose one-call `get` pins crossbeam, whatever its table looks like.
 //!
 //! - get hit / miss: random present / absent keys (a shuffled order, so no map gets a sequential
 //!   access pattern); the pinned forms pin once per batch of 1024 lookups.
@@ -37,6 +39,7 @@ struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
 struct Dash(dashmap::DashMap<u64, u64, Hasher>);
 struct Scc(scc::HashMap<u64, u64, Hasher>);
 struct Brown(hashbrown::HashMap<u64, u64, Hasher>);
+struct BrownPin(hashbrown::HashMap<u64, u64, Hasher>);
 struct Std(StdHashMap<u64, u64, Hasher>);
 
 impl StMap for Epoch {
@@ -178,6 +181,28 @@ macro_rules! std_like_st_map {
 
 std_like_st_map!(Brown, Std);
 
+impl StMap for BrownPin {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| {
+                // What `EpochMap::get` pays besides its probe: pin, and unpin when the guard drops.
+                let _guard = crossbeam_epoch::pin();
+                self.0.get(k).copied().unwrap_or(0)
+            })
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            self.0.insert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
 /// The key streams for one map size `n`: present keys are `key(0..n)`, absent ones `key(n..)`.
 struct Keys {
     hits: Vec<u64>,
@@ -246,11 +271,20 @@ fn time_writes<M: StMap>(
     took
 }
 
+/// Which operations a map is benchmarked on.
+#[derive(Clone, Copy, PartialEq)]
+enum Ops {
+    All,
+    /// Lookups only: for reference rows whose writes would just repeat another row's.
+    Gets,
+}
+
 fn bench_map<M: StMap>(
     c: &mut Criterion,
     n: u64,
     keys: &OnceLock<Keys>,
     name: &str,
+    ops: Ops,
     make: impl Fn() -> M,
 ) {
     // Built on first use: criterion calls a bench closure once per sample, and not at all when
@@ -282,6 +316,9 @@ fn bench_map<M: StMap>(
         with_map(&mut |map, keys| b.iter_custom(|iters| time_gets(map, &keys.misses, iters)))
     });
     g.finish();
+    if ops == Ops::Gets {
+        return;
+    }
 
     let mut g = c.benchmark_group("single/insert");
     g.throughput(Throughput::Elements(1));
@@ -315,28 +352,33 @@ fn single_thread(c: &mut Criterion) {
     for &n in sizes {
         let keys = OnceLock::new();
         let keys = &keys;
-        bench_map(c, n, keys, "epochmap", || {
+        bench_map(c, n, keys, "epochmap", Ops::All, || {
             Epoch(EpochMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "epochmap-pinned", || {
+        bench_map(c, n, keys, "epochmap-pinned", Ops::All, || {
             EpochPinned(EpochMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "papaya", || {
+        bench_map(c, n, keys, "papaya", Ops::All, || {
             Papaya(papaya::HashMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "papaya-pinned", || {
+        bench_map(c, n, keys, "papaya-pinned", Ops::All, || {
             PapayaPinned(papaya::HashMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "dashmap", || {
+        bench_map(c, n, keys, "dashmap", Ops::All, || {
             Dash(dashmap::DashMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "scc", || {
+        bench_map(c, n, keys, "scc", Ops::All, || {
             Scc(scc::HashMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "hashbrown", || {
+        bench_map(c, n, keys, "hashbrown", Ops::All, || {
             Brown(hashbrown::HashMap::with_hasher(hasher()))
         });
-        bench_map(c, n, keys, "std", || Std(StdHashMap::with_hasher(hasher())));
+        bench_map(c, n, keys, "hashbrown+pin", Ops::Gets, || {
+            BrownPin(hashbrown::HashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "std", Ops::All, || {
+            Std(StdHashMap::with_hasher(hasher()))
+        });
     }
 }
 

@@ -220,6 +220,7 @@ const ORDER: &[&str] = &[
     "scc",
     "rwlock-std",
     "hashbrown",
+    "hashbrown+pin",
     "std",
 ];
 
@@ -568,6 +569,15 @@ fn targets(db: &Db, mem: &[MemRow]) -> Vec<Target> {
         t.push(Target {
             what: "(context) single-thread get hit with `pin()`, 1M entries, vs hashbrown".into(),
             measured: format!("{} ({} vs {})", ratio(e.ns / h.ns), dur(e.ns), dur(h.ns)),
+            met: None,
+        });
+    }
+    if let (Some(f), Some(h)) = (db.get(gh, "hashbrown+pin", m), db.get(gh, "hashbrown", m)) {
+        t.push(Target {
+            what: "(context) the floor for a one-call get that pins crossbeam: hashbrown with a pin \
+                   around each lookup, 1M entries, vs hashbrown"
+                .into(),
+            measured: format!("{} ({} vs {})", ratio(f.ns / h.ns), dur(f.ns), dur(h.ns)),
             met: None,
         });
     }
