@@ -4,7 +4,8 @@
 //! after that: replacing a value publishes a new entry and retires the old one. That is what lets
 //! readers hold `&K`/`&V` without a lock for as long as their epoch guard lives.
 
-/// One key-value pair, allocated on its own so readers can keep it alive past its unlinking.
+/// One key-value pair, in a slot of its shard's slab (`slab.rs`), so readers can keep it alive past
+/// its unlinking.
 pub(crate) struct Entry<K, V> {
     pub(crate) key: K,
     pub(crate) value: V,
@@ -21,16 +22,4 @@ impl<K, V> Entry<K, V> {
     } else {
         std::mem::size_of::<Self>()
     };
-
-    /// Drops and frees an entry.
-    ///
-    /// # Safety
-    /// `ptr` came from `Box::into_raw` of a `Box<Entry>`, is reachable from no table, and no reader
-    /// that could have loaded it is still pinned (its grace period has passed, or the caller has
-    /// exclusive access to the map). It is freed at most once.
-    pub(crate) unsafe fn free(ptr: *mut Self) {
-        // SAFETY: the caller guarantees `ptr` is a live `Box` allocation that nobody else can
-        // reach any more, so turning it back into its `Box` and dropping it is the single release.
-        drop(unsafe { Box::from_raw(ptr) });
-    }
 }

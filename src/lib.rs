@@ -219,6 +219,7 @@ mod refs;
 #[cfg(feature = "serde")]
 mod serde;
 mod shard;
+mod slab;
 mod stats;
 mod sync;
 mod table;

@@ -262,6 +262,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             buckets: self.shards.iter().map(|s| s.bucket_count()).sum(),
             table_bytes: c.table_bytes.load(Ordering::Relaxed),
             entry_bytes: len * Entry::<K, V>::BYTES,
+            slab_bytes: self.shards.iter().map(|s| s.slab_bytes()).sum(),
             pending_bytes: c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES,
             tables_retired: Counters::get(&c.tables_retired),
             tables_reclaimed: Counters::get(&c.tables_reclaimed),
@@ -452,20 +453,19 @@ where
     ) -> Option<&'g Entry<K, V>> {
         let hash = self.hash(&key);
         let shard = self.shard(hash);
-        // Allocate, and take the probe's cache misses with a lock-free look-up, before locking:
-        // the critical section that other writers of this shard wait for then holds neither a
-        // `malloc` nor a trip to memory.
-        let entry = Box::new(Entry { key, value });
-        let _ = shard.find(hash, &entry.key, guard);
+        // Take the probe's cache misses with a lock-free look-up before locking: the critical
+        // section that other writers of this shard wait for then holds no trip to memory (and
+        // the entry's slot comes from the shard's slab cache, no `malloc` either).
+        let _ = shard.find(hash, &key, guard);
         let ctx = self.ctx();
         let mut writer = shard.writer(&ctx, guard);
-        match writer.find(hash, &entry.key) {
+        match writer.find(hash, &key) {
             Some(at) => {
-                writer.replace_entry(at, entry);
+                writer.replace(at, key, value);
                 Some(at.entry)
             }
             None => {
-                writer.insert_entry(hash, entry, &|k| self.hash(k));
+                writer.insert(hash, key, value, &|k| self.hash(k));
                 None
             }
         }

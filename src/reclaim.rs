@@ -22,9 +22,8 @@
 //! is wrapped in `catch_unwind`: a panicking destructor is counted, never allowed to unwind through
 //! crossbeam's collector or kill the reclaimer, and never stops the rest of a table from being freed.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use crate::entry::Entry;
+use crate::slab::{EntrySlab, Releaser};
 use crate::stats::Counters;
 use crate::sync::{epoch, Arc, Ordering};
 use crate::table::Table;
@@ -83,14 +82,18 @@ struct SendPtr<T>(*mut T);
 // retires, so moving ownership of the pointee to another thread is sound.
 unsafe impl<T> Send for SendPtr<T> {}
 
-/// Frees one retired entry, containing a panic from its `Drop`.
+/// Frees one retired entry into its slab, containing a panic from its `Drop`.
 ///
 /// # Safety
-/// As for [`Entry::free`].
-pub(crate) unsafe fn free_entry<K, V>(ptr: *mut Entry<K, V>, counters: &Counters) {
+/// As for [`Releaser::free`]: `ptr` is a slot of the releaser's slab, owned by the caller, whose
+/// grace period has passed.
+unsafe fn free_entry<K, V>(
+    releaser: &mut Releaser<'_, K, V>,
+    ptr: *mut Entry<K, V>,
+    counters: &Counters,
+) {
     // SAFETY: forwarded from this function's contract.
-    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { Entry::free(ptr) }));
-    if outcome.is_err() {
+    if unsafe { releaser.free(ptr) }.is_err() {
         Counters::bump(&counters.drop_panics, 1);
     }
     Counters::bump(&counters.entries_reclaimed, 1);
@@ -101,15 +104,21 @@ struct EntryJob<K, V> {
     batch: Vec<SendPtr<Entry<K, V>>>,
     bytes: usize,
     counters: Arc<Counters>,
+    /// The slab the entries live in, kept alive by the job even if the map is gone.
+    slab: Arc<EntrySlab<K, V>>,
 }
 
 impl<K, V> EntryJob<K, V> {
     fn run(self) {
+        let mut releaser = self.slab.releaser();
         for entry in self.batch {
-            // SAFETY: the grace period has passed (jobs are created by deferred functions) and the
-            // batch owns each entry exactly once.
-            unsafe { free_entry(entry.0, &self.counters) };
+            // SAFETY: the grace period has passed (jobs are created by deferred functions), the
+            // batch owns each entry exactly once, and the entries came from the shard's slab.
+            unsafe { free_entry(&mut releaser, entry.0, &self.counters) };
         }
+        // Returns the slots before the pending bytes go down, so a caller that waits for them
+        // sees the slab's memory back too.
+        drop(releaser);
         Counters::sub(&self.counters.pending_bytes, self.bytes);
     }
 }
@@ -134,6 +143,7 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     batch: Vec<*mut Entry<K, V>>,
     mode: ReclaimMode,
     counters: &Arc<Counters>,
+    slab: &Arc<EntrySlab<K, V>>,
 ) {
     if batch.is_empty() {
         return;
@@ -142,6 +152,7 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
         bytes: batch.len() * Entry::<K, V>::BYTES,
         batch: batch.into_iter().map(SendPtr).collect(),
         counters: Arc::clone(counters),
+        slab: Arc::clone(slab),
     };
     let free = move || match mode {
         ReclaimMode::Background => background::enqueue(Box::new(job), false),
@@ -167,6 +178,8 @@ struct TableJob<K, V> {
     kind: Retire,
     bytes: usize,
     counters: Arc<Counters>,
+    /// The slab a full retire's entries live in.
+    slab: Arc<EntrySlab<K, V>>,
 }
 
 // SAFETY: the job owns the table and (for a full retire) its entries; moving them to the thread
@@ -180,11 +193,15 @@ impl<K, V> TableJob<K, V> {
             kind,
             bytes,
             counters,
+            slab,
         } = self;
         if kind == Retire::Full {
+            let mut releaser = slab.releaser();
             // SAFETY: the job owns the table (its grace period has passed, no writer can reach it)
-            // and takes every entry it is handed, freeing it exactly once.
-            let counts = unsafe { table.drain_entries(|entry| free_entry(entry, &counters)) };
+            // and takes every entry it is handed, freeing it exactly once into the shard's slab.
+            let counts =
+                unsafe { table.drain_entries(|entry| free_entry(&mut releaser, entry, &counters)) };
+            drop(releaser);
             Counters::bump(&counters.buckets_scanned, counts.scanned);
             Counters::bump(&counters.buckets_skipped, counts.skipped);
         }
@@ -221,6 +238,7 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
     entries: usize,
     mode: ReclaimMode,
     counters: &Arc<Counters>,
+    slab: &Arc<EntrySlab<K, V>>,
 ) {
     // SAFETY: the caller just unlinked it; it is alive until the grace period ends.
     let table_bytes = unsafe { &*table }.bytes();
@@ -232,6 +250,7 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
     Counters::bump(&counters.tables_retired, 1);
     let ptr = SendPtr(table);
     let counters = Arc::clone(counters);
+    let slab = Arc::clone(slab);
     let reclaim = move || {
         let ptr = ptr;
         // SAFETY: this runs after the grace period of an unlinked table that was allocated as a
@@ -242,6 +261,7 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
             kind,
             bytes,
             counters,
+            slab,
         };
         match mode {
             // A cleared table is memory the caller expects back soon: wake the reclaimer for it.

@@ -8,11 +8,11 @@
 
 use std::borrow::Borrow;
 use std::mem::ManuallyDrop;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::entry::Entry;
 use crate::reclaim::{self, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
+use crate::slab::{EntrySlab, SlabCache};
 use crate::stats::Counters;
 use crate::sync::{epoch, lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::table::Table;
@@ -79,6 +79,8 @@ impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
 struct Writer<K, V> {
     /// Unlinked entries waiting to be handed to the epoch as one batch.
     garbage: Vec<*mut Entry<K, V>>,
+    /// Slots for new entries, taken from the shard's slab a few at a time.
+    cache: SlabCache,
 }
 
 // SAFETY: the garbage pointers are owned entries, moved between threads only together with the lock
@@ -91,6 +93,8 @@ pub(crate) struct Shard<K, V> {
     len: AtomicUsize,
     buckets: AtomicUsize,
     garbage_len: AtomicUsize,
+    /// Where this shard's entries live; shared with the reclamation jobs that free them.
+    slab: Arc<EntrySlab<K, V>>,
 }
 
 /// The shard lock, registered with the re-entrancy detector.
@@ -108,10 +112,12 @@ impl<K, V> Shard<K, V> {
             table: epoch::Atomic::new(table),
             writer: Mutex::new(Writer {
                 garbage: Vec::new(),
+                cache: SlabCache::new(),
             }),
             len: AtomicUsize::new(0),
             buckets: AtomicUsize::new(buckets),
             garbage_len: AtomicUsize::new(0),
+            slab: Arc::new(EntrySlab::new()),
         })
     }
 
@@ -123,6 +129,11 @@ impl<K, V> Shard<K, V> {
     /// Buckets in the current table. Relaxed: a statistic.
     pub(crate) fn bucket_count(&self) -> usize {
         self.buckets.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of this shard's entry slab. Relaxed: a statistic.
+    pub(crate) fn slab_bytes(&self) -> usize {
+        self.slab.chunk_bytes()
     }
 
     /// Removed entries waiting in this shard's batch. Relaxed: a statistic.
@@ -226,7 +237,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         self.garbage_len.store(0, Ordering::Relaxed);
         // SAFETY: every entry in the batch was unlinked under the lock before this call, and the
         // batch is their only owner.
-        unsafe { reclaim::retire_entries(guard, batch, ctx.mode, ctx.counters) };
+        unsafe { reclaim::retire_entries(guard, batch, ctx.mode, ctx.counters, &self.slab) };
     }
 
     /// Hands this shard's partial batch of removed entries to the epoch now; the caller flushes
@@ -300,6 +311,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 entries,
                 ctx.mode,
                 ctx.counters,
+                &self.slab,
             )
         };
         // SAFETY: just published; it can only be retired after `guard` unpins.
@@ -353,6 +365,9 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
         }
+        // Cached slots would keep a chunk of the slab alive; give them back so that, once the old
+        // entries are reclaimed, all of the slab's memory can go.
+        self.slab.return_cache(&mut locked.writer.cache);
     }
 
     /// Removes every entry for which `keep` returns false. `keep` and `hasher` run under the lock.
@@ -413,20 +428,10 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         value: V,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Entry<K, V> {
-        self.insert_entry(hash, Box::new(Entry { key, value }), hasher)
-    }
-
-    /// [`insert`](Self::insert) for an entry the caller allocated before taking the lock.
-    pub(crate) fn insert_entry(
-        &mut self,
-        hash: u64,
-        entry: Box<Entry<K, V>>,
-        hasher: &dyn Fn(&K) -> u64,
-    ) -> &'g Entry<K, V> {
         let len = self.shard.len.load(Ordering::Relaxed);
         if len >= self.table.max_len() {
-            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and `entry`
-            // is dropped (with its key and value) by the unwinding.
+            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and `key`
+            // and `value` are dropped by the unwinding.
             let buckets = Table::<K, V>::buckets_for(len + 1)
                 .expect("epochmap: capacity overflow")
                 .max(self.table.bucket_count() * 2);
@@ -435,7 +440,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
                 .resize(self.ctx, self.guard, self.table, buckets, hasher);
             self.flush = true;
         }
-        let entry = Box::into_raw(entry);
+        let entry = self.new_entry(key, value);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
         // insert); the table is below its load threshold after the growth check.
         unsafe { self.table.insert_new(hash, entry) };
@@ -447,24 +452,22 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
     pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
-        self.replace_entry(at, Box::new(Entry { key, value }))
-    }
-
-    /// [`replace`](Self::replace) with an entry the caller allocated before taking the lock.
-    pub(crate) fn replace_entry(
-        &mut self,
-        at: Slot<'_, K, V>,
-        entry: Box<Entry<K, V>>,
-    ) -> &'g Entry<K, V> {
-        let entry = Box::into_raw(entry);
+        let entry = self.new_entry(key, value);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
-        // SAFETY: as in `insert_entry`.
+        // SAFETY: as in `insert`.
         unsafe { &*entry }
+    }
+
+    /// An unpublished entry in a slot of the shard's slab.
+    fn new_entry(&mut self, key: K, value: V) -> *mut Entry<K, V> {
+        self.shard
+            .slab
+            .alloc(&mut self.locked.writer.cache, Entry { key, value })
     }
 
     /// Unlinks the entry at `at`, which `find` located for a key with `hash`.
@@ -490,8 +493,9 @@ impl<K, V> Shard<K, V> {
         };
         let entry = table.take_next(cursor)?;
         self.len.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: `take_next` unlinked the entry and we own the shard, so we own the entry.
-        let entry = unsafe { Box::from_raw(entry) };
+        // SAFETY: `take_next` unlinked the entry and we own the shard, so we own the entry; it
+        // came from this shard's slab.
+        let entry = unsafe { self.slab.take(entry) };
         Some((entry.key, entry.value))
     }
 
@@ -502,10 +506,12 @@ impl<K, V> Shard<K, V> {
         counters: &Counters,
     ) -> Option<Box<dyn std::any::Any + Send>> {
         let mut first_panic = None;
+        let mut releaser = self.slab.releaser();
         let mut free = |entry: *mut Entry<K, V>| {
             // SAFETY: exclusive access (the map is being dropped, so no `Ref` or guard of it exists)
-            // and each entry is reachable from exactly one place we free it from.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| unsafe { Entry::free(entry) })) {
+            // and each entry is reachable from exactly one place we free it from; every entry of
+            // this shard lives in its slab.
+            if let Err(payload) = unsafe { releaser.free(entry) } {
                 first_panic.get_or_insert(payload);
             }
         };
@@ -524,6 +530,8 @@ impl<K, V> Shard<K, V> {
             // SAFETY: exclusive ownership; `free` takes each entry once.
             unsafe { table.drain_entries(&mut free) };
         }
+        drop(releaser);
+        self.slab.return_cache(&mut lock(&self.writer).cache);
         self.len.store(0, Ordering::Relaxed);
         first_panic
     }

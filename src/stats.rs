@@ -74,6 +74,12 @@ pub struct MemoryStats {
     /// Bytes of the live entries: `len * size_of::<(K, V)>()` (per-entry heap records; a
     /// zero-sized entry counts as one byte).
     pub entry_bytes: usize,
+    /// Bytes the shards' entry slabs hold from the allocator, in 64 KiB chunks: slots of live
+    /// entries, of retired entries not yet freed, and free slots kept for reuse. Entries are
+    /// pooled this way unless one is larger than 4 KiB (then each is its own allocation, counted
+    /// in `entry_bytes` and `pending_bytes` only, and this is 0). Well above `entry_bytes` after
+    /// mass removals: a chunk goes back to the allocator only once none of its slots is in use.
+    pub slab_bytes: usize,
     /// Bytes retired (by `clear`, growth, `shrink_to_fit`, `remove`, replacing inserts) and not yet
     /// freed: they wait for the epoch grace period, the reclaimer, or a writer's batch to fill.
     pub pending_bytes: usize,

@@ -467,7 +467,11 @@ mod tests {
             // SAFETY: the test owns the table; `found` came from a find under the same ownership.
             unsafe {
                 let found = table.find(hash, &k).unwrap();
-                Entry::free(table.remove_at(hash, found.bucket, found.slot));
+                drop(Box::from_raw(table.remove_at(
+                    hash,
+                    found.bucket,
+                    found.slot,
+                )));
             }
         }
         for b in 0..4 {
@@ -488,7 +492,7 @@ mod tests {
         let counts = unsafe {
             table.drain_entries(|e| {
                 seen.push((*e).key);
-                Entry::free(e);
+                drop(Box::from_raw(e));
             })
         };
         assert_eq!(seen, vec![7]);

@@ -149,7 +149,7 @@ impl Drop for Tracked {
 
 /// A hasher builder that hashes a `u64` key to itself.
 ///
-/// With it a model picks the key's shard (`(hash >> 1) >> shard_shift`), home bucket (low bits)
+/// With it a model picks the key's shard (`(hash >> 48) & (shards - 1)`), home bucket (low bits)
 /// and tag (bits 40..47), so it can force collisions and overflow on purpose. Small keys all land
 /// in shard 0 with the same tag.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,0 +1,582 @@
+//! [`EntrySlab`]: where a shard's entries live.
+//!
+//! Entries used to be one `Box` each. That cost a `malloc` per insert and, worse, a `free` on
+//! whichever thread reclaimed the entry (usually the `epochmap-reclaim` thread): glibc then moves
+//! the chunk back to the inserting thread's arena under the arena lock, and in an insert/remove
+//! workload the two threads spent about 40% of their samples in the allocator and in its lock's
+//! futex wake-ups. A hit also pays for the spread-out heap: each 16-byte entry sat in its own
+//! 32-byte glibc chunk.
+//!
+//! A slab hands out fixed-size slots from 64 KiB chunks it allocates from the global allocator:
+//!
+//! * **Allocation** happens under the shard lock, from a small per-shard cache of slots
+//!   ([`SlabCache`]) that is refilled [`REFILL`] slots at a time under the slab's own mutex.
+//! * **Release** happens after an entry was dropped (or moved out), on whichever thread reclaims it.
+//!   Releasers return slots in batches under the slab mutex, so a batch of 64 removed entries costs
+//!   one lock, not 64 `free`s.
+//! * **Memory comes back**: each chunk counts the slots handed out of it; a chunk whose count drops
+//!   to zero goes back to the global allocator, except that one empty chunk is kept while the slab
+//!   still holds live entries (so a workload hovering around a chunk boundary does not allocate and
+//!   free 64 KiB over and over). When the slab holds no entry at all, every chunk goes: after
+//!   `clear` and the grace period the allocator gets all of it back.
+//! * **Lifetime**: the slab is shared (`Arc`) by its shard and by every reclamation job that frees
+//!   entries into it, so it outlives the map when retired entries are still waiting for their grace
+//!   period; the last owner frees whatever chunks remain.
+//!
+//! The slab mutex is a leaf lock: nothing else is locked and no user code runs while it is held
+//! (entries are dropped before their slots are returned). Lock order: shard lock, then slab mutex.
+//!
+//! Entries whose slot would exceed [`MAX_SLOT`] bytes (or need more than 64-byte alignment) are not
+//! worth pooling in 64 KiB chunks; they keep one `Box` each, behind the same interface.
+
+use std::alloc::Layout;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ptr::{self, NonNull};
+
+use crate::entry::Entry;
+use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+
+/// Bytes per chunk, and its alignment: a slot's chunk is found by masking the slot's address.
+const CHUNK: usize = 64 << 10;
+/// The largest slot the slab pools; bigger entries are boxed one by one.
+const MAX_SLOT: usize = 4 << 10;
+/// The largest alignment the slab serves; entries that need more are boxed.
+const MAX_ALIGN: usize = 64;
+/// Slots a shard takes from the slab per refill of its cache.
+#[cfg(not(epochmap_loom))]
+const REFILL: usize = 32;
+/// Slots a releaser collects before it takes the slab mutex to return them.
+#[cfg(not(epochmap_loom))]
+const RELEASE_BATCH: usize = 1024;
+/// Under loom, tiny refills and release batches, so a model with a handful of entries refills
+/// and releases several times and the slab mutex's interleavings get explored.
+#[cfg(epochmap_loom)]
+const REFILL: usize = 2;
+#[cfg(epochmap_loom)]
+const RELEASE_BATCH: usize = 2;
+
+/// The start of every chunk. Its fields are read and written only under the slab mutex.
+#[repr(C)]
+struct ChunkHeader {
+    /// Slots handed out of this chunk and not yet returned (live entries and cached slots).
+    in_use: usize,
+    /// Indices of returned slots, ready to hand out again. A dense stack rather than a list
+    /// threaded through the free slots: a refill then reads one array instead of chasing a cold
+    /// slot per pop (measured: the list walk was 13% of an insert/remove workload).
+    free: Vec<u16>,
+    /// The next slot never handed out yet; `slots_per_chunk` once the chunk has been carved up.
+    bump: usize,
+    /// This chunk's index in `SlabState::chunks`.
+    at: usize,
+    /// This chunk's index in `SlabState::partial` (it has a free or never-used slot), or
+    /// [`NOT_PARTIAL`].
+    partial_at: usize,
+}
+
+const NOT_PARTIAL: usize = usize::MAX;
+
+/// Where a slab's chunks are; guarded by the slab mutex.
+struct SlabState {
+    /// Every chunk the slab owns.
+    chunks: Vec<NonNull<ChunkHeader>>,
+    /// Chunks with a free or never-used slot; refills take from the back.
+    partial: Vec<NonNull<ChunkHeader>>,
+    /// Slots handed out over all chunks.
+    in_use: usize,
+    /// An empty chunk kept for reuse while the slab is in use (it may have been reused since, so
+    /// its `in_use` is checked before it is trusted to be empty).
+    spare: Option<NonNull<ChunkHeader>>,
+}
+
+impl SlabState {
+    /// Removes `chunk` from `partial`.
+    ///
+    /// # Safety
+    /// The caller holds the slab mutex and `chunk` is a live chunk of this state in `partial`.
+    unsafe fn unlist_partial(&mut self, chunk: NonNull<ChunkHeader>) {
+        // SAFETY: headers are only touched under the slab mutex (the caller's contract).
+        let at = unsafe { std::mem::replace(&mut (*chunk.as_ptr()).partial_at, NOT_PARTIAL) };
+        self.partial.swap_remove(at);
+        if let Some(moved) = self.partial.get(at) {
+            // SAFETY: as above.
+            unsafe { (*moved.as_ptr()).partial_at = at };
+        }
+    }
+}
+
+// SAFETY: the chunk pointers are owned memory that only the holder of the slab mutex touches.
+unsafe impl Send for SlabState {}
+
+/// The slot allocator of one shard's entries. See the module docs.
+pub(crate) struct EntrySlab<K, V> {
+    state: Mutex<SlabState>,
+    /// `chunks.len() * CHUNK`, readable without the mutex (a statistic: `Relaxed`).
+    chunk_bytes: AtomicUsize,
+    _entries: PhantomData<fn(Entry<K, V>)>,
+}
+
+/// A shard's private stock of slots, taken from its slab and used under the shard lock.
+pub(crate) struct SlabCache {
+    slots: Vec<NonNull<u8>>,
+}
+
+// SAFETY: the cached slots are unused memory owned by whoever owns the cache; the cache moves
+// between threads only inside the shard lock.
+unsafe impl Send for SlabCache {}
+
+impl SlabCache {
+    pub(crate) fn new() -> Self {
+        SlabCache {
+            slots: Vec::with_capacity(REFILL),
+        }
+    }
+}
+
+/// Slots an owner has finished with (their entries already dropped or moved out), returned to the
+/// slab in batches. Dropping a `Releaser` returns what it holds.
+pub(crate) struct Releaser<'s, K, V> {
+    slab: &'s EntrySlab<K, V>,
+    slots: Vec<NonNull<u8>>,
+}
+
+impl<K, V> EntrySlab<K, V> {
+    /// Bytes of one slot: the entry, but at least one byte so that slots have distinct addresses.
+    const SLOT: usize = round_up(max(size_of::<Entry<K, V>>(), 1), Self::ALIGN);
+    const ALIGN: usize = align_of::<Entry<K, V>>();
+    /// Whether entries of this type are pooled (`true`) or boxed one by one.
+    const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
+    /// Offset of the first slot: the header, rounded up to the slot alignment.
+    const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
+    const SLOTS_PER_CHUNK: usize = {
+        let slots = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
+        assert!(
+            slots <= u16::MAX as usize,
+            "slot indices fit in the u16 free stack"
+        );
+        slots
+    };
+
+    pub(crate) fn new() -> Self {
+        EntrySlab {
+            state: Mutex::new(SlabState {
+                chunks: Vec::new(),
+                partial: Vec::new(),
+                in_use: 0,
+                spare: None,
+            }),
+            chunk_bytes: AtomicUsize::new(0),
+            _entries: PhantomData,
+        }
+    }
+
+    /// Moves `entry` into a slot and returns it. The caller holds the shard lock that guards
+    /// `cache`, and later frees the entry with a [`Releaser`] of this slab (or [`take`](Self::take)).
+    pub(crate) fn alloc(&self, cache: &mut SlabCache, entry: Entry<K, V>) -> *mut Entry<K, V> {
+        if !Self::POOLED {
+            return Box::into_raw(Box::new(entry));
+        }
+        let slot = match cache.slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.refill(cache);
+                cache
+                    .slots
+                    .pop()
+                    .expect("a refill provides at least one slot")
+            }
+        };
+        let ptr = slot.as_ptr().cast::<Entry<K, V>>();
+        // SAFETY: the slot is unused memory of `SLOT >= size_of::<Entry>()` bytes, aligned to
+        // `ALIGN >= align_of::<Entry>()` (chunks are `CHUNK`-aligned and slots `ALIGN`-strided from
+        // an `ALIGN`-aligned offset), and owned by the cache we popped it from.
+        unsafe { ptr.write(entry) };
+        ptr
+    }
+
+    /// Moves the entry out of `ptr` and returns its slot to the slab.
+    ///
+    /// # Safety
+    /// `ptr` came from [`alloc`](Self::alloc) on this slab, is owned by the caller (reachable from
+    /// no table and from no reader), and is not used again.
+    pub(crate) unsafe fn take(&self, ptr: *mut Entry<K, V>) -> Entry<K, V> {
+        // SAFETY: the caller owns a live entry at `ptr`.
+        let entry = unsafe { ptr.read() };
+        let mut releaser = self.releaser();
+        // SAFETY: the entry was moved out above, so the slot holds nothing that needs dropping.
+        unsafe { releaser.release(ptr) };
+        entry
+    }
+
+    /// A batch of slots to return to this slab.
+    pub(crate) fn releaser(&self) -> Releaser<'_, K, V> {
+        Releaser {
+            slab: self,
+            slots: Vec::new(),
+        }
+    }
+
+    /// Gives the slots in `cache` back to the slab, so that chunks that hold no entry can go.
+    pub(crate) fn return_cache(&self, cache: &mut SlabCache) {
+        if !cache.slots.is_empty() {
+            self.give_back(&mut cache.slots);
+        }
+    }
+
+    /// Bytes the slab holds from the global allocator (whole chunks). Relaxed: a statistic.
+    pub(crate) fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Drops a chunk's header and gives its memory back.
+    ///
+    /// # Safety
+    /// `chunk` was allocated by `refill`, nothing can reach it any more, and it is freed once.
+    unsafe fn free_chunk(chunk: NonNull<ChunkHeader>) {
+        // SAFETY: the header was written in `refill` and is dropped once, here; the memory was
+        // allocated with `chunk_layout()`.
+        unsafe {
+            ptr::drop_in_place(chunk.as_ptr());
+            std::alloc::dealloc(chunk.as_ptr().cast(), Self::chunk_layout());
+        }
+    }
+
+    fn chunk_layout() -> Layout {
+        Layout::from_size_align(CHUNK, CHUNK).expect("CHUNK is a power of two")
+    }
+
+    /// Takes up to [`REFILL`] slots into `cache`, carving a new chunk if no chunk has room.
+    fn refill(&self, cache: &mut SlabCache) {
+        let mut state = lock(&self.state);
+        while cache.slots.len() < REFILL {
+            let chunk = match state.partial.last() {
+                Some(&chunk) => chunk,
+                None => {
+                    let layout = Self::chunk_layout();
+                    // SAFETY: `CHUNK` is non-zero.
+                    let raw = unsafe { std::alloc::alloc(layout) };
+                    let Some(raw) = NonNull::new(raw) else {
+                        if cache.slots.is_empty() {
+                            std::alloc::handle_alloc_error(layout);
+                        }
+                        break;
+                    };
+                    let chunk = raw.cast::<ChunkHeader>();
+                    let at = state.chunks.len();
+                    // SAFETY: a fresh `CHUNK`-aligned allocation, large enough for the header.
+                    unsafe {
+                        chunk.as_ptr().write(ChunkHeader {
+                            in_use: 0,
+                            free: Vec::new(),
+                            bump: 0,
+                            at,
+                            partial_at: state.partial.len(),
+                        })
+                    };
+                    state.chunks.push(chunk);
+                    state.partial.push(chunk);
+                    self.chunk_bytes.fetch_add(CHUNK, Ordering::Relaxed);
+                    chunk
+                }
+            };
+            // SAFETY: chunk headers are only touched under the slab mutex, which we hold.
+            let header = unsafe { &mut *chunk.as_ptr() };
+            while cache.slots.len() < REFILL {
+                let index = if let Some(index) = header.free.pop() {
+                    usize::from(index)
+                } else if header.bump < Self::SLOTS_PER_CHUNK {
+                    header.bump += 1;
+                    header.bump - 1
+                } else {
+                    break;
+                };
+                // SAFETY: `index < SLOTS_PER_CHUNK`, so `FIRST + index * SLOT + SLOT <= CHUNK`.
+                let slot = unsafe {
+                    chunk
+                        .as_ptr()
+                        .cast::<u8>()
+                        .add(Self::FIRST + index * Self::SLOT)
+                };
+                header.in_use += 1;
+                state.in_use += 1;
+                // SAFETY: `slot` points into a live chunk, so it is not null.
+                cache.slots.push(unsafe { NonNull::new_unchecked(slot) });
+            }
+            if header.free.is_empty() && header.bump == Self::SLOTS_PER_CHUNK {
+                // SAFETY: we hold the mutex; `chunk` is live and in `partial`.
+                unsafe { state.unlist_partial(chunk) };
+            }
+        }
+    }
+
+    /// Returns `slots` (emptying the vector) and frees chunks that hold nothing any more. Costs
+    /// O(slots returned + chunks freed), never a walk over all chunks.
+    fn give_back(&self, slots: &mut Vec<NonNull<u8>>) {
+        let mut freed = Vec::new();
+        {
+            let mut state = lock(&self.state);
+            let state = &mut *state;
+            let mut emptied = Vec::new();
+            for slot in slots.drain(..) {
+                // SAFETY: every slot lies in a live, `CHUNK`-aligned chunk of this slab (a chunk
+                // is not freed while it has slots in use, and this one was in use).
+                let chunk = unsafe {
+                    NonNull::new_unchecked(
+                        (slot.as_ptr() as usize & !(CHUNK - 1)) as *mut ChunkHeader,
+                    )
+                };
+                // SAFETY: headers are only touched under the slab mutex, which we hold.
+                let header = unsafe { &mut *chunk.as_ptr() };
+                let index =
+                    (slot.as_ptr() as usize - chunk.as_ptr() as usize - Self::FIRST) / Self::SLOT;
+                // `SLOTS_PER_CHUNK <= CHUNK` (slots are at least a byte), which fits in a `u16`.
+                header.free.push(index as u16);
+                header.in_use -= 1;
+                state.in_use -= 1;
+                if header.partial_at == NOT_PARTIAL {
+                    header.partial_at = state.partial.len();
+                    state.partial.push(chunk);
+                }
+                if header.in_use == 0 {
+                    emptied.push(chunk);
+                }
+            }
+            if state.in_use == 0 {
+                // Nothing lives in the slab: every chunk goes back, and so do the lists' buffers
+                // (an emptied map should hold what a new one does).
+                freed = std::mem::take(&mut state.chunks);
+                state.partial = Vec::new();
+                state.spare = None;
+            } else {
+                // A chunk is in `emptied` at most once: `in_use` only falls in this call, so it
+                // reaches zero once. Nothing is deallocated before the loop ends.
+                for chunk in emptied {
+                    // SAFETY: as above; `chunk` is still allocated.
+                    let header = unsafe { &*chunk.as_ptr() };
+                    // SAFETY: as above, for the spare, which is live while it is recorded.
+                    let spare_empty = state
+                        .spare
+                        .is_some_and(|s| s != chunk && unsafe { (*s.as_ptr()).in_use } == 0);
+                    if !spare_empty {
+                        state.spare = Some(chunk);
+                        continue;
+                    }
+                    // SAFETY: we hold the mutex; the chunk is live and (having free slots) listed.
+                    unsafe { state.unlist_partial(chunk) };
+                    let at = header.at;
+                    state.chunks.swap_remove(at);
+                    if let Some(moved) = state.chunks.get(at) {
+                        // SAFETY: as above.
+                        unsafe { (*moved.as_ptr()).at = at };
+                    }
+                    freed.push(chunk);
+                }
+            }
+        }
+        self.chunk_bytes
+            .fetch_sub(freed.len() * CHUNK, Ordering::Relaxed);
+        // Outside the lock: `dealloc` may be slow (an `munmap`), and nothing references these.
+        for chunk in freed {
+            // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
+            unsafe { Self::free_chunk(chunk) };
+        }
+    }
+}
+
+impl<K, V> Releaser<'_, K, V> {
+    /// Queues the slot of an entry that has already been dropped or moved out.
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc` on this releaser's slab, its entry has been dropped or moved out,
+    /// and nothing uses the slot again.
+    pub(crate) unsafe fn release(&mut self, ptr: *mut Entry<K, V>) {
+        if !EntrySlab::<K, V>::POOLED {
+            // SAFETY: unpooled entries are `Box` allocations (see `alloc`) whose contents are
+            // gone; `MaybeUninit` frees the allocation without dropping anything.
+            drop(unsafe { Box::from_raw(ptr.cast::<std::mem::MaybeUninit<Entry<K, V>>>()) });
+            return;
+        }
+        // SAFETY: slots are never null.
+        self.slots
+            .push(unsafe { NonNull::new_unchecked(ptr.cast()) });
+        if self.slots.len() >= RELEASE_BATCH {
+            self.slab.give_back(&mut self.slots);
+        }
+    }
+
+    /// Drops the entry at `ptr` and queues its slot, returning the panic of its key's or value's
+    /// `Drop`, if one panicked (the slot is queued either way).
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc` on this releaser's slab, is owned by the caller (reachable from no
+    /// table and no reader), and is not used again.
+    pub(crate) unsafe fn free(
+        &mut self,
+        ptr: *mut Entry<K, V>,
+    ) -> Result<(), Box<dyn std::any::Any + Send>> {
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the caller owns the live entry at `ptr`; it is dropped exactly once, here
+            // (if the drop panics, the remaining fields are still dropped by the unwinding).
+            unsafe { ptr::drop_in_place(ptr) }
+        }));
+        // SAFETY: the entry is gone either way; the caller gave up the slot.
+        unsafe { self.release(ptr) };
+        dropped
+    }
+}
+
+impl<K, V> Drop for Releaser<'_, K, V> {
+    fn drop(&mut self) {
+        if !self.slots.is_empty() {
+            self.slab.give_back(&mut self.slots);
+        }
+    }
+}
+
+impl<K, V> Drop for EntrySlab<K, V> {
+    fn drop(&mut self) {
+        // The last owner: every entry has been freed and every cache returned, or leaked on
+        // purpose by a caller that never freed them; either way nobody can reach these chunks.
+        let state = match self.state.get_mut() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        debug_assert_eq!(
+            state.in_use, 0,
+            "every slot is returned before its slab goes"
+        );
+        for chunk in state.chunks.drain(..) {
+            // SAFETY: the last owner; each chunk is freed once, here.
+            unsafe { Self::free_chunk(chunk) };
+        }
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+const fn round_up(n: usize, align: usize) -> usize {
+    n.div_ceil(align) * align
+}
+
+#[cfg(all(test, not(epochmap_loom)))]
+mod tests {
+    use super::*;
+
+    fn entry(k: u64) -> Entry<u64, u64> {
+        Entry { key: k, value: !k }
+    }
+
+    #[test]
+    fn slots_are_reused_and_chunks_go_back_when_the_slab_empties() {
+        let slab = EntrySlab::<u64, u64>::new();
+        let mut cache = SlabCache::new();
+        let n = EntrySlab::<u64, u64>::SLOTS_PER_CHUNK * 3 + 5;
+        let ptrs: Vec<_> = (0..n as u64)
+            .map(|k| slab.alloc(&mut cache, entry(k)))
+            .collect();
+        assert_eq!(slab.chunk_bytes(), 4 * CHUNK);
+        for (k, &p) in ptrs.iter().enumerate() {
+            // SAFETY: live entries we allocated.
+            assert_eq!(unsafe { (*p).key }, k as u64);
+            assert_eq!(p as usize % align_of::<Entry<u64, u64>>(), 0);
+        }
+        let mut releaser = slab.releaser();
+        for &p in &ptrs {
+            // SAFETY: each entry is owned here and freed once.
+            unsafe { releaser.free(p) }.unwrap();
+        }
+        drop(releaser);
+        // The cached slots (at most two chunks' worth) still hold their chunks, plus one spare.
+        assert!((1..=3).contains(&(slab.chunk_bytes() / CHUNK)));
+        slab.return_cache(&mut cache);
+        assert_eq!(slab.chunk_bytes(), 0);
+    }
+
+    #[test]
+    fn one_spare_chunk_stays_while_entries_live() {
+        let slab = EntrySlab::<u64, u64>::new();
+        let mut cache = SlabCache::new();
+        let per = EntrySlab::<u64, u64>::SLOTS_PER_CHUNK;
+        let ptrs: Vec<_> = (0..(3 * per) as u64)
+            .map(|k| slab.alloc(&mut cache, entry(k)))
+            .collect();
+        slab.return_cache(&mut cache);
+        let chunk_of = |p: *mut Entry<u64, u64>| p as usize & !(CHUNK - 1);
+        let kept = chunk_of(ptrs[0]);
+        let (keep, free): (Vec<_>, Vec<_>) = ptrs.iter().partition(|&&p| chunk_of(p) == kept);
+        let mut releaser = slab.releaser();
+        for &p in free {
+            // SAFETY: owned, freed once.
+            unsafe { releaser.free(p) }.unwrap();
+        }
+        drop(releaser);
+        assert_eq!(
+            slab.chunk_bytes(),
+            2 * CHUNK,
+            "the chunk in use and one spare"
+        );
+        let mut releaser = slab.releaser();
+        for &p in keep {
+            // SAFETY: owned, freed once.
+            unsafe { releaser.free(p) }.unwrap();
+        }
+        drop(releaser);
+        assert_eq!(slab.chunk_bytes(), 0, "an empty slab keeps nothing");
+    }
+
+    #[test]
+    fn take_moves_the_entry_out_and_big_entries_are_boxed() {
+        let slab = EntrySlab::<String, [u8; 8192]>::new();
+        const { assert!(!EntrySlab::<String, [u8; 8192]>::POOLED) };
+        let mut cache = SlabCache::new();
+        let p = slab.alloc(
+            &mut cache,
+            Entry {
+                key: "k".to_string(),
+                value: [7; 8192],
+            },
+        );
+        // SAFETY: owned, taken once.
+        let e = unsafe { slab.take(p) };
+        assert_eq!((e.key.as_str(), e.value[8191]), ("k", 7));
+        assert_eq!(slab.chunk_bytes(), 0);
+
+        let slab = EntrySlab::<String, u64>::new();
+        let p = slab.alloc(
+            &mut cache,
+            Entry {
+                key: "x".into(),
+                value: 1,
+            },
+        );
+        // SAFETY: owned, taken once.
+        let e = unsafe { slab.take(p) };
+        assert_eq!(e.key, "x");
+        slab.return_cache(&mut cache);
+        assert_eq!(slab.chunk_bytes(), 0);
+    }
+
+    #[test]
+    fn zero_sized_entries_get_distinct_slots() {
+        let slab = EntrySlab::<(), ()>::new();
+        let mut cache = SlabCache::new();
+        let a = slab.alloc(&mut cache, Entry { key: (), value: () });
+        let b = slab.alloc(&mut cache, Entry { key: (), value: () });
+        assert_ne!(a, b);
+        let mut releaser = slab.releaser();
+        // SAFETY: owned, freed once each.
+        unsafe {
+            releaser.free(a).unwrap();
+            releaser.free(b).unwrap();
+        }
+        drop(releaser);
+        slab.return_cache(&mut cache);
+        assert_eq!(slab.chunk_bytes(), 0);
+    }
+}
