@@ -305,3 +305,37 @@ fn zero_sized_keys_and_values_with_drop_are_reclaimed_before_wait_returns() {
     zero_sized_entries_are_waited_for::<0>(epochmap::ReclaimMode::Inline);
     zero_sized_entries_are_waited_for::<1>(epochmap::ReclaimMode::Background);
 }
+
+/// Entries too big for the slab's chunks (over 4 KiB) are boxed one by one behind the same
+/// interface: every path out of the map still drops each key and value once and frees it.
+#[test]
+fn entries_too_large_for_the_slab_are_dropped_exactly_once_on_every_path() {
+    type Big = (Tracked, [u8; 5000]);
+    with_map(
+        |config, make: &dyn Fn() -> EpochMap<Tracked, Big, TestHasher>| {
+            let tracker = Tracker::new();
+            let big = |i: u64| (tracker.value(i), [i as u8; 5000]);
+            let map = make();
+            for i in 0..64 {
+                map.insert(tracker.value(i), big(i));
+            }
+            for i in 0..16 {
+                map.insert(tracker.value(i), big(i)); // replace
+            }
+            for i in 16..32 {
+                map.remove(&tracker.value(i));
+            }
+            assert!(map.get(&tracker.value(40)).is_some_and(|v| v.1[4999] == 40));
+            map.clear();
+            assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{config}");
+            for i in 0..8 {
+                map.insert(tracker.value(i), big(i));
+            }
+            let taken: Vec<_> = map.into_iter().take(3).collect();
+            assert_eq!(taken.len(), 3);
+            drop(taken);
+            assert!(drive_reclamation_until(|| tracker.live() == 0), "{config}");
+            tracker.assert_all_dropped_once();
+        },
+    );
+}

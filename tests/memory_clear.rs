@@ -362,3 +362,55 @@ fn shrink_to_fit_after_mass_removal_gives_the_table_memory_back() {
     assert_eq!(map.len(), 1000);
     assert!((0..1000).all(|k| map.get(&k).is_some_and(|v| *v == k)));
 }
+
+/// The slab's trade-off, pinned down: after removing most entries at random (no `clear`), the
+/// survivors keep their chunks, `slab_bytes` says so, and refilling the map reuses the freed slots
+/// instead of asking the allocator for more.
+#[test]
+fn slots_freed_by_scattered_removals_are_reported_and_reused_by_refills() {
+    let _serial = serial();
+    warm_up(ReclaimMode::Background);
+    let map: EpochMap<u64, u64> = EpochMap::new();
+    for k in 0..ENTRIES {
+        map.insert(k, k);
+    }
+    let full = map.memory_stats();
+    // One survivor per thousand, spread over every chunk (slots are handed out in insert order).
+    map.retain(|k, _| k % 1000 == 0);
+    assert!(map.wait_for_reclamation(GRACE));
+    let sparse = map.memory_stats();
+    let before_refill = allocated();
+    for k in (0..ENTRIES).filter(|k| k % 1000 != 0) {
+        map.insert(k, k + 1);
+    }
+    assert!(map.wait_for_reclamation(GRACE));
+    let after_refill = allocated();
+    let refilled = map.memory_stats();
+    println!(
+        "scattered removal: slab {:.2} MiB full, {:.2} MiB with {} survivors (entries {:.3} MiB), \
+         {:.2} MiB after refill; allocator grew by {} bytes during the refill",
+        mib(full.slab_bytes),
+        mib(sparse.slab_bytes),
+        sparse.len,
+        mib(sparse.entry_bytes),
+        mib(refilled.slab_bytes),
+        after_refill as i64 - before_refill as i64
+    );
+    assert_eq!(sparse.len, 1000);
+    assert!(
+        sparse.slab_bytes > full.slab_bytes / 2,
+        "scattered survivors keep their chunks (the documented trade-off)"
+    );
+    assert!(
+        refilled.slab_bytes <= full.slab_bytes + full.slab_bytes / 16,
+        "a refill reuses the free slots: {} vs {} bytes",
+        refilled.slab_bytes,
+        full.slab_bytes
+    );
+    assert!(
+        after_refill <= before_refill + (1 << 20),
+        "the refill took (almost) nothing new from the allocator"
+    );
+    assert_eq!(map.len(), ENTRIES as usize);
+    assert!((0..ENTRIES).step_by(997).all(|k| map.get(&k).is_some()));
+}
