@@ -560,6 +560,48 @@ mod tests {
     }
 
     #[test]
+    fn over_aligned_entries_are_pooled_up_to_64_bytes_of_alignment_and_boxed_beyond() {
+        #[repr(align(64))]
+        struct Line(u64);
+        #[repr(align(128))]
+        struct Pair(u64);
+        const { assert!(EntrySlab::<u8, Line>::POOLED) };
+        const { assert!(!EntrySlab::<u8, Pair>::POOLED) };
+        let lines = EntrySlab::<u8, Line>::new();
+        let pairs = EntrySlab::<u8, Pair>::new();
+        let mut cache = SlabCache::new();
+        let mut held = Vec::new();
+        for i in 0..100u8 {
+            let p = lines.alloc(
+                &mut cache,
+                Entry {
+                    key: i,
+                    value: Line(u64::from(i)),
+                },
+            );
+            assert_eq!(p as usize % 64, 0);
+            held.push(p);
+        }
+        let q = pairs.alloc(
+            &mut SlabCache::new(),
+            Entry {
+                key: 1,
+                value: Pair(7),
+            },
+        );
+        assert_eq!(q as usize % 128, 0);
+        // SAFETY: each entry is owned here and taken once.
+        unsafe {
+            for p in held {
+                assert_eq!((*p).value.0, u64::from(lines.take(p).key));
+            }
+            assert_eq!(pairs.take(q).value.0, 7);
+        }
+        lines.return_cache(&mut cache);
+        assert_eq!(lines.chunk_bytes(), 0);
+    }
+
+    #[test]
     fn zero_sized_entries_get_distinct_slots() {
         let slab = EntrySlab::<(), ()>::new();
         let mut cache = SlabCache::new();
