@@ -7,7 +7,10 @@
 //! futex wake-ups. A hit also pays for the spread-out heap: each 16-byte entry sat in its own
 //! 32-byte glibc chunk.
 //!
-//! A slab hands out fixed-size slots from 64 KiB chunks it allocates from the global allocator:
+//! A slab hands out fixed-size slots from chunks it allocates from the global allocator. Chunks
+//! grow geometrically, like a `Vec`: the first holds 8 slots, each new one as many slots as the
+//! slab already has, up to 64 KiB. A map with a handful of entries per shard therefore costs a few
+//! hundred bytes per shard, not 64 KiB, while a big one is carved into 64 KiB chunks.
 //!
 //! * **Allocation** happens under the shard lock, from a small per-shard cache of slots
 //!   ([`SlabCache`]) that is refilled [`REFILL`] slots at a time under the slab's own mutex.
@@ -17,8 +20,11 @@
 //! * **Memory comes back**: each chunk counts the slots handed out of it; a chunk whose count drops
 //!   to zero goes back to the global allocator, except that one empty chunk is kept while the slab
 //!   still holds live entries (so a workload hovering around a chunk boundary does not allocate and
-//!   free 64 KiB over and over). When the slab holds no entry at all, every chunk goes: after
-//!   `clear` and the grace period the allocator gets all of it back.
+//!   free a chunk over and over). When the slab holds no entry at all, every chunk goes and the next
+//!   one starts small again: after `clear` and the grace period the allocator gets all of it back.
+//! * **Finding a slot's chunk** on release is a binary search over the slab's chunks, kept sorted by
+//!   address (a few dozen per shard even at millions of entries), under the mutex the release
+//!   takes anyway; chunks need no special alignment.
 //! * **Lifetime**: the slab is shared (`Arc`) by its shard and by every reclamation job that frees
 //!   entries into it, so it outlives the map when retired entries are still waiting for their grace
 //!   period; the last owner frees whatever chunks remain.
@@ -27,7 +33,7 @@
 //! (entries are dropped before their slots are returned). Lock order: shard lock, then slab mutex.
 //!
 //! Entries whose slot would exceed [`MAX_SLOT`] bytes (or need more than 64-byte alignment) are not
-//! worth pooling in 64 KiB chunks; they keep one `Box` each, behind the same interface.
+//! worth pooling; they keep one `Box` each, behind the same interface.
 
 use std::alloc::Layout;
 use std::marker::PhantomData;
@@ -37,8 +43,10 @@ use std::ptr::{self, NonNull};
 use crate::entry::Entry;
 use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
 
-/// Bytes per chunk, and its alignment: a slot's chunk is found by masking the slot's address.
+/// The most bytes a chunk spans.
 const CHUNK: usize = 64 << 10;
+/// Slots in a slab's first chunk.
+const MIN_SLOTS: usize = 8;
 /// The largest slot the slab pools; bigger entries are boxed one by one.
 const MAX_SLOT: usize = 4 << 10;
 /// The largest alignment the slab serves; entries that need more are boxed.
@@ -65,10 +73,10 @@ struct ChunkHeader {
     /// threaded through the free slots: a refill then reads one array instead of chasing a cold
     /// slot per pop (measured: the list walk was 13% of an insert/remove workload).
     free: Vec<u16>,
-    /// The next slot never handed out yet; `slots_per_chunk` once the chunk has been carved up.
+    /// The next slot never handed out yet; `slots` once the chunk has been carved up.
     bump: usize,
-    /// This chunk's index in `SlabState::chunks`.
-    at: usize,
+    /// Slots in this chunk.
+    slots: usize,
     /// This chunk's index in `SlabState::partial` (it has a free or never-used slot), or
     /// [`NOT_PARTIAL`].
     partial_at: usize,
@@ -78,8 +86,10 @@ const NOT_PARTIAL: usize = usize::MAX;
 
 /// Where a slab's chunks are; guarded by the slab mutex.
 struct SlabState {
-    /// Every chunk the slab owns.
+    /// Every chunk the slab owns, sorted by address.
     chunks: Vec<NonNull<ChunkHeader>>,
+    /// Slots over all chunks: the size of the next chunk.
+    slots: usize,
     /// Chunks with a free or never-used slot; refills take from the back.
     partial: Vec<NonNull<ChunkHeader>>,
     /// Slots handed out over all chunks.
@@ -111,7 +121,7 @@ unsafe impl Send for SlabState {}
 /// The slot allocator of one shard's entries. See the module docs.
 pub(crate) struct EntrySlab<K, V> {
     state: Mutex<SlabState>,
-    /// `chunks.len() * CHUNK`, readable without the mutex (a statistic: `Relaxed`).
+    /// Bytes of all chunks, readable without the mutex (a statistic: `Relaxed`).
     chunk_bytes: AtomicUsize,
     _entries: PhantomData<fn(Entry<K, V>)>,
 }
@@ -148,19 +158,23 @@ impl<K, V> EntrySlab<K, V> {
     const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
     /// Offset of the first slot: the header, rounded up to the slot alignment.
     const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
-    const SLOTS_PER_CHUNK: usize = {
-        let slots = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
-        assert!(
-            slots <= u16::MAX as usize,
-            "slot indices fit in the u16 free stack"
-        );
-        slots
+    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes (at least one, for the
+    /// largest pooled slots), and never more than a `u16` free-stack index can name.
+    const MAX_SLOTS: usize = {
+        let fit = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
+        let slots = if fit == 0 { 1 } else { fit };
+        if slots > u16::MAX as usize {
+            u16::MAX as usize
+        } else {
+            slots
+        }
     };
 
     pub(crate) fn new() -> Self {
         EntrySlab {
             state: Mutex::new(SlabState {
                 chunks: Vec::new(),
+                slots: 0,
                 partial: Vec::new(),
                 in_use: 0,
                 spare: None,
@@ -188,8 +202,9 @@ impl<K, V> EntrySlab<K, V> {
         };
         let ptr = slot.as_ptr().cast::<Entry<K, V>>();
         // SAFETY: the slot is unused memory of `SLOT >= size_of::<Entry>()` bytes, aligned to
-        // `ALIGN >= align_of::<Entry>()` (chunks are `CHUNK`-aligned and slots `ALIGN`-strided from
-        // an `ALIGN`-aligned offset), and owned by the cache we popped it from.
+        // `ALIGN >= align_of::<Entry>()` (chunks are allocated with that alignment and slots are
+        // `SLOT`-strided from the `ALIGN`-aligned offset `FIRST`), and owned by the cache we popped
+        // it from.
         unsafe { ptr.write(entry) };
         ptr
     }
@@ -228,69 +243,87 @@ impl<K, V> EntrySlab<K, V> {
         self.chunk_bytes.load(Ordering::Relaxed)
     }
 
-    /// Drops a chunk's header and gives its memory back.
+    /// The layout of a chunk of `slots` slots.
+    fn chunk_layout(slots: usize) -> Layout {
+        Layout::from_size_align(
+            Self::FIRST + slots * Self::SLOT,
+            max(Self::ALIGN, align_of::<ChunkHeader>()),
+        )
+        .expect("a chunk is at most CHUNK bytes, aligned to at most MAX_ALIGN")
+    }
+
+    /// Drops a chunk's header and gives its memory back; returns its size in bytes.
     ///
     /// # Safety
     /// `chunk` was allocated by `refill`, nothing can reach it any more, and it is freed once.
-    unsafe fn free_chunk(chunk: NonNull<ChunkHeader>) {
-        // SAFETY: the header was written in `refill` and is dropped once, here; the memory was
-        // allocated with `chunk_layout()`.
+    unsafe fn free_chunk(chunk: NonNull<ChunkHeader>) -> usize {
+        // SAFETY: the header was written in `refill` and is read and dropped once, here; the
+        // memory was allocated with `chunk_layout(slots)`.
         unsafe {
+            let layout = Self::chunk_layout((*chunk.as_ptr()).slots);
             ptr::drop_in_place(chunk.as_ptr());
-            std::alloc::dealloc(chunk.as_ptr().cast(), Self::chunk_layout());
+            std::alloc::dealloc(chunk.as_ptr().cast(), layout);
+            layout.size()
         }
     }
 
-    fn chunk_layout() -> Layout {
-        Layout::from_size_align(CHUNK, CHUNK).expect("CHUNK is a power of two")
+    /// Allocates a chunk sized for the slab's current capacity (doubling it, up to [`CHUNK`]
+    /// bytes), lists it, and returns it; the layout the allocator refused, if it did.
+    fn new_chunk(&self, state: &mut SlabState) -> Result<NonNull<ChunkHeader>, Layout> {
+        let slots = state
+            .slots
+            .clamp(MIN_SLOTS.min(Self::MAX_SLOTS), Self::MAX_SLOTS);
+        let layout = Self::chunk_layout(slots);
+        // SAFETY: the layout has a non-zero size (it holds the header).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let chunk = NonNull::new(raw).ok_or(layout)?.cast::<ChunkHeader>();
+        // SAFETY: a fresh allocation, aligned for and large enough to hold the header.
+        unsafe {
+            chunk.as_ptr().write(ChunkHeader {
+                in_use: 0,
+                free: Vec::new(),
+                bump: 0,
+                slots,
+                partial_at: state.partial.len(),
+            })
+        };
+        let at = state.chunks.partition_point(|c| *c < chunk);
+        state.chunks.insert(at, chunk);
+        state.partial.push(chunk);
+        state.slots += slots;
+        self.chunk_bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        Ok(chunk)
     }
 
-    /// Takes up to [`REFILL`] slots into `cache`, carving a new chunk if no chunk has room.
+    /// Takes up to [`REFILL`] slots into `cache` (which is empty), carving a new chunk if no chunk
+    /// has room.
     fn refill(&self, cache: &mut SlabCache) {
         let mut state = lock(&self.state);
         while cache.slots.len() < REFILL {
             let chunk = match state.partial.last() {
                 Some(&chunk) => chunk,
-                None => {
-                    let layout = Self::chunk_layout();
-                    // SAFETY: `CHUNK` is non-zero.
-                    let raw = unsafe { std::alloc::alloc(layout) };
-                    let Some(raw) = NonNull::new(raw) else {
-                        if cache.slots.is_empty() {
-                            std::alloc::handle_alloc_error(layout);
-                        }
-                        break;
-                    };
-                    let chunk = raw.cast::<ChunkHeader>();
-                    let at = state.chunks.len();
-                    // SAFETY: a fresh `CHUNK`-aligned allocation, large enough for the header.
-                    unsafe {
-                        chunk.as_ptr().write(ChunkHeader {
-                            in_use: 0,
-                            free: Vec::new(),
-                            bump: 0,
-                            at,
-                            partial_at: state.partial.len(),
-                        })
-                    };
-                    state.chunks.push(chunk);
-                    state.partial.push(chunk);
-                    self.chunk_bytes.fetch_add(CHUNK, Ordering::Relaxed);
-                    chunk
-                }
+                // A new chunk only for an empty cache: a refill that carved several chunks at
+                // once would give a one-entry shard three of them.
+                None if !cache.slots.is_empty() => break,
+                None => match self.new_chunk(&mut state) {
+                    Ok(chunk) => chunk,
+                    // Like `Box::new`: an allocation failure aborts.
+                    Err(layout) => std::alloc::handle_alloc_error(layout),
+                },
             };
             // SAFETY: chunk headers are only touched under the slab mutex, which we hold.
             let header = unsafe { &mut *chunk.as_ptr() };
             while cache.slots.len() < REFILL {
                 let index = if let Some(index) = header.free.pop() {
                     usize::from(index)
-                } else if header.bump < Self::SLOTS_PER_CHUNK {
+                } else if header.bump < header.slots {
                     header.bump += 1;
                     header.bump - 1
                 } else {
                     break;
                 };
-                // SAFETY: `index < SLOTS_PER_CHUNK`, so `FIRST + index * SLOT + SLOT <= CHUNK`.
+                // SAFETY: `index < slots`, so the slot lies inside the chunk's allocation
+                // (`FIRST + slots * SLOT` bytes).
                 let slot = unsafe {
                     chunk
                         .as_ptr()
@@ -302,15 +335,15 @@ impl<K, V> EntrySlab<K, V> {
                 // SAFETY: `slot` points into a live chunk, so it is not null.
                 cache.slots.push(unsafe { NonNull::new_unchecked(slot) });
             }
-            if header.free.is_empty() && header.bump == Self::SLOTS_PER_CHUNK {
+            if header.free.is_empty() && header.bump == header.slots {
                 // SAFETY: we hold the mutex; `chunk` is live and in `partial`.
                 unsafe { state.unlist_partial(chunk) };
             }
         }
     }
 
-    /// Returns `slots` (emptying the vector) and frees chunks that hold nothing any more. Costs
-    /// O(slots returned + chunks freed), never a walk over all chunks.
+    /// Returns `slots` (emptying the vector) and frees chunks that hold nothing any more. Costs a
+    /// binary search per slot plus O(chunks) per chunk freed, never a walk over all slots.
     fn give_back(&self, slots: &mut Vec<NonNull<u8>>) {
         let mut freed = Vec::new();
         {
@@ -318,19 +351,18 @@ impl<K, V> EntrySlab<K, V> {
             let state = &mut *state;
             let mut emptied = Vec::new();
             for slot in slots.drain(..) {
-                // SAFETY: every slot lies in a live, `CHUNK`-aligned chunk of this slab (a chunk
-                // is not freed while it has slots in use, and this one was in use).
-                let chunk = unsafe {
-                    NonNull::new_unchecked(
-                        (slot.as_ptr() as usize & !(CHUNK - 1)) as *mut ChunkHeader,
-                    )
-                };
+                // The chunk that starts at or below the slot: every returned slot lies in a live
+                // chunk of this slab (a chunk is not freed while it has slots in use).
+                let at = state
+                    .chunks
+                    .partition_point(|c| c.as_ptr().cast::<u8>() <= slot.as_ptr());
+                let chunk = state.chunks[at - 1];
                 // SAFETY: headers are only touched under the slab mutex, which we hold.
                 let header = unsafe { &mut *chunk.as_ptr() };
-                let index =
-                    (slot.as_ptr() as usize - chunk.as_ptr() as usize - Self::FIRST) / Self::SLOT;
-                // `SLOTS_PER_CHUNK <= CHUNK` (slots are at least a byte), which fits in a `u16`.
-                header.free.push(index as u16);
+                let offset = slot.as_ptr() as usize - chunk.as_ptr() as usize - Self::FIRST;
+                debug_assert!(offset < header.slots * Self::SLOT && offset % Self::SLOT == 0);
+                // `slots <= u16::MAX` (see `MAX_SLOTS`).
+                header.free.push((offset / Self::SLOT) as u16);
                 header.in_use -= 1;
                 state.in_use -= 1;
                 if header.partial_at == NOT_PARTIAL {
@@ -343,16 +375,15 @@ impl<K, V> EntrySlab<K, V> {
             }
             if state.in_use == 0 {
                 // Nothing lives in the slab: every chunk goes back, and so do the lists' buffers
-                // (an emptied map should hold what a new one does).
+                // (an emptied map should hold what a new one does); the next chunk starts small.
                 freed = std::mem::take(&mut state.chunks);
                 state.partial = Vec::new();
                 state.spare = None;
+                state.slots = 0;
             } else {
                 // A chunk is in `emptied` at most once: `in_use` only falls in this call, so it
                 // reaches zero once. Nothing is deallocated before the loop ends.
                 for chunk in emptied {
-                    // SAFETY: as above; `chunk` is still allocated.
-                    let header = unsafe { &*chunk.as_ptr() };
                     // SAFETY: as above, for the spare, which is live while it is recorded.
                     let spare_empty = state
                         .spare
@@ -363,23 +394,24 @@ impl<K, V> EntrySlab<K, V> {
                     }
                     // SAFETY: we hold the mutex; the chunk is live and (having free slots) listed.
                     unsafe { state.unlist_partial(chunk) };
-                    let at = header.at;
-                    state.chunks.swap_remove(at);
-                    if let Some(moved) = state.chunks.get(at) {
-                        // SAFETY: as above.
-                        unsafe { (*moved.as_ptr()).at = at };
-                    }
+                    let at = state
+                        .chunks
+                        .binary_search(&chunk)
+                        .expect("a live chunk is listed");
+                    state.chunks.remove(at);
+                    // SAFETY: as above; `slots` is read before the chunk is freed after the loop.
+                    state.slots -= unsafe { (*chunk.as_ptr()).slots };
                     freed.push(chunk);
                 }
             }
         }
-        self.chunk_bytes
-            .fetch_sub(freed.len() * CHUNK, Ordering::Relaxed);
+        let mut bytes = 0;
         // Outside the lock: `dealloc` may be slow (an `munmap`), and nothing references these.
         for chunk in freed {
             // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
-            unsafe { Self::free_chunk(chunk) };
+            bytes += unsafe { Self::free_chunk(chunk) };
         }
+        self.chunk_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -469,29 +501,73 @@ mod tests {
         Entry { key: k, value: !k }
     }
 
+    /// The chunks a slab holds, by address.
+    fn chunks<K, V>(slab: &EntrySlab<K, V>) -> Vec<usize> {
+        lock(&slab.state)
+            .chunks
+            .iter()
+            .map(|c| c.as_ptr() as usize)
+            .collect()
+    }
+
     #[test]
     fn slots_are_reused_and_chunks_go_back_when_the_slab_empties() {
         let slab = EntrySlab::<u64, u64>::new();
         let mut cache = SlabCache::new();
-        let n = EntrySlab::<u64, u64>::SLOTS_PER_CHUNK * 3 + 5;
-        let ptrs: Vec<_> = (0..n as u64)
-            .map(|k| slab.alloc(&mut cache, entry(k)))
-            .collect();
-        assert_eq!(slab.chunk_bytes(), 4 * CHUNK);
+        let n = 20_000;
+        let ptrs: Vec<_> = (0..n).map(|k| slab.alloc(&mut cache, entry(k))).collect();
         for (k, &p) in ptrs.iter().enumerate() {
             // SAFETY: live entries we allocated.
             assert_eq!(unsafe { (*p).key }, k as u64);
             assert_eq!(p as usize % align_of::<Entry<u64, u64>>(), 0);
         }
+        let mut distinct = ptrs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ptrs.len(), "no slot is handed out twice");
+        let full = slab.chunk_bytes();
+        assert!(full >= n as usize * 16 && full < n as usize * 16 + 3 * CHUNK);
         let mut releaser = slab.releaser();
         for &p in &ptrs {
             // SAFETY: each entry is owned here and freed once.
             unsafe { releaser.free(p) }.unwrap();
         }
         drop(releaser);
-        // The cached slots (at most two chunks' worth) still hold their chunks, plus one spare.
-        assert!((1..=3).contains(&(slab.chunk_bytes() / CHUNK)));
+        // The cached slots (from one chunk: a refill never spans two new ones) still hold their
+        // chunk, plus one spare.
+        assert!((1..=2).contains(&chunks(&slab).len()));
         slab.return_cache(&mut cache);
+        assert_eq!(slab.chunk_bytes(), 0);
+        assert!(chunks(&slab).is_empty());
+    }
+
+    #[test]
+    fn chunks_start_small_and_double_up_to_64_kib() {
+        let slab = EntrySlab::<u64, u64>::new();
+        let mut cache = SlabCache::new();
+        let first = slab.alloc(&mut cache, entry(1));
+        assert!(
+            slab.chunk_bytes() <= 512,
+            "one entry costs a small chunk: {} bytes",
+            slab.chunk_bytes()
+        );
+        let mut ptrs = vec![first];
+        ptrs.extend((2..100_000).map(|k| slab.alloc(&mut cache, entry(k))));
+        let sizes: Vec<usize> = lock(&slab.state)
+            .chunks
+            .iter()
+            // SAFETY: the test owns the slab; headers are read under its mutex.
+            .map(|c| unsafe { (*c.as_ptr()).slots })
+            .collect();
+        assert!(sizes.iter().all(|&s| s * 16 <= CHUNK));
+        assert!(sizes.len() < 40, "geometric growth: {} chunks", sizes.len());
+        slab.return_cache(&mut cache);
+        let mut releaser = slab.releaser();
+        for p in ptrs {
+            // SAFETY: owned, freed once.
+            unsafe { releaser.free(p) }.unwrap();
+        }
+        drop(releaser);
         assert_eq!(slab.chunk_bytes(), 0);
     }
 
@@ -499,13 +575,15 @@ mod tests {
     fn one_spare_chunk_stays_while_entries_live() {
         let slab = EntrySlab::<u64, u64>::new();
         let mut cache = SlabCache::new();
-        let per = EntrySlab::<u64, u64>::SLOTS_PER_CHUNK;
-        let ptrs: Vec<_> = (0..(3 * per) as u64)
+        let ptrs: Vec<_> = (0..30_000)
             .map(|k| slab.alloc(&mut cache, entry(k)))
             .collect();
         slab.return_cache(&mut cache);
-        let chunk_of = |p: *mut Entry<u64, u64>| p as usize & !(CHUNK - 1);
-        let kept = chunk_of(ptrs[0]);
+        let bases = chunks(&slab);
+        assert!(bases.len() >= 4);
+        let chunk_of =
+            |p: *mut Entry<u64, u64>| bases[bases.partition_point(|&b| b <= p as usize) - 1];
+        let kept = chunk_of(ptrs[ptrs.len() / 2]);
         let (keep, free): (Vec<_>, Vec<_>) = ptrs.iter().partition(|&&p| chunk_of(p) == kept);
         let mut releaser = slab.releaser();
         for &p in free {
@@ -513,11 +591,8 @@ mod tests {
             unsafe { releaser.free(p) }.unwrap();
         }
         drop(releaser);
-        assert_eq!(
-            slab.chunk_bytes(),
-            2 * CHUNK,
-            "the chunk in use and one spare"
-        );
+        assert_eq!(chunks(&slab).len(), 2, "the chunk in use and one spare");
+        assert!(chunks(&slab).contains(&kept));
         let mut releaser = slab.releaser();
         for &p in keep {
             // SAFETY: owned, freed once.

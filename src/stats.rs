@@ -74,7 +74,7 @@ pub struct MemoryStats {
     /// Bytes of the live entries: `len * size_of::<(K, V)>()` (per-entry heap records; a
     /// zero-sized entry counts as one byte).
     pub entry_bytes: usize,
-    /// Bytes the shards' entry slabs hold from the allocator, in 64 KiB chunks: slots of live
+    /// Bytes the shards' entry slabs hold from the allocator, in chunks of up to 64 KiB: slots of live
     /// entries, of retired entries not yet freed, and free slots kept for reuse. Entries are
     /// pooled this way unless one is larger than 4 KiB (then each is its own allocation, counted
     /// in `entry_bytes` and `pending_bytes` only, and this is 0). Well above `entry_bytes` after

@@ -414,3 +414,29 @@ fn slots_freed_by_scattered_removals_are_reported_and_reused_by_refills() {
     assert_eq!(map.len(), ENTRIES as usize);
     assert!((0..ENTRIES).step_by(997).all(|k| map.get(&k).is_some()));
 }
+
+/// A small map stays small: each shard's slab starts with a chunk of a few slots, so a map with a
+/// handful of entries in each of many shards does not pay 64 KiB per shard.
+#[test]
+fn a_small_map_with_many_shards_holds_small_slabs() {
+    let _serial = serial();
+    warm_up(ReclaimMode::Background);
+    let before = allocated();
+    let map: EpochMap<u64, u64> = EpochMap::builder().shards(256).build();
+    let empty = allocated() - before;
+    for k in 0..512 {
+        map.insert(k, k);
+    }
+    let stats = map.memory_stats();
+    let held = allocated() - before;
+    println!(
+        "256 shards: empty map {empty} B, with 512 entries {held} B (slabs {} B, tables {} B)",
+        stats.slab_bytes, stats.table_bytes
+    );
+    assert!(
+        stats.slab_bytes <= 256 * 512,
+        "at most a small chunk or two per shard: {} bytes",
+        stats.slab_bytes
+    );
+    assert!(held <= empty + 256 * 1024, "{held} bytes for 512 entries");
+}
