@@ -197,10 +197,12 @@ impl<K, V> TableJob<K, V> {
         } = self;
         if kind == Retire::Full {
             let mut releaser = slab.releaser();
-            // SAFETY: the job owns the table (its grace period has passed, no writer can reach it)
-            // and takes every entry it is handed, freeing it exactly once into the shard's slab.
-            let counts =
-                unsafe { table.drain_entries(|entry| free_entry(&mut releaser, entry, &counters)) };
+            let free = |entry| {
+                // SAFETY: entries of this shard live in its slab; each is handed over once.
+                unsafe { free_entry(&mut releaser, entry, &counters) }
+            };
+            // SAFETY: the job owns the table (grace period passed, no writer can reach it).
+            let counts = unsafe { table.drain_entries(free) };
             drop(releaser);
             Counters::bump(&counters.buckets_scanned, counts.scanned);
             Counters::bump(&counters.buckets_skipped, counts.skipped);

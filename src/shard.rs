@@ -508,9 +508,8 @@ impl<K, V> Shard<K, V> {
         let mut first_panic = None;
         let mut releaser = self.slab.releaser();
         let mut free = |entry: *mut Entry<K, V>| {
-            // SAFETY: exclusive access (the map is being dropped, so no `Ref` or guard of it exists)
-            // and each entry is reachable from exactly one place we free it from; every entry of
-            // this shard lives in its slab.
+            // Exclusive access: the map is being dropped, so no `Ref` or guard of it exists.
+            // SAFETY: each entry is reachable from one place we free it from, and is in our slab.
             if let Err(payload) = unsafe { releaser.free(entry) } {
                 first_panic.get_or_insert(payload);
             }

@@ -158,11 +158,10 @@ impl<K, V> EntrySlab<K, V> {
     const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
     /// Offset of the first slot: the header, rounded up to the slot alignment.
     const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
-    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes (at least one, for the
-    /// largest pooled slots), and never more than a `u16` free-stack index can name.
+    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes, and never more than a
+    /// `u16` free-stack index can name.
     const MAX_SLOTS: usize = {
-        let fit = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
-        let slots = if fit == 0 { 1 } else { fit };
+        let slots = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
         if slots > u16::MAX as usize {
             u16::MAX as usize
         } else {
@@ -201,10 +200,9 @@ impl<K, V> EntrySlab<K, V> {
             }
         };
         let ptr = slot.as_ptr().cast::<Entry<K, V>>();
-        // SAFETY: the slot is unused memory of `SLOT >= size_of::<Entry>()` bytes, aligned to
-        // `ALIGN >= align_of::<Entry>()` (chunks are allocated with that alignment and slots are
-        // `SLOT`-strided from the `ALIGN`-aligned offset `FIRST`), and owned by the cache we popped
-        // it from.
+        // Chunks are allocated with alignment `ALIGN` and slots are `SLOT`-strided from the
+        // `ALIGN`-aligned offset `FIRST`, so every slot is aligned for an entry.
+        // SAFETY: an unused, aligned slot of `SLOT >= size_of::<Entry>()` bytes the cache owned.
         unsafe { ptr.write(entry) };
         ptr
     }
@@ -384,10 +382,10 @@ impl<K, V> EntrySlab<K, V> {
                 // A chunk is in `emptied` at most once: `in_use` only falls in this call, so it
                 // reaches zero once. Nothing is deallocated before the loop ends.
                 for chunk in emptied {
-                    // SAFETY: as above, for the spare, which is live while it is recorded.
-                    let spare_empty = state
-                        .spare
-                        .is_some_and(|s| s != chunk && unsafe { (*s.as_ptr()).in_use } == 0);
+                    let spare_empty = state.spare.is_some_and(|s| {
+                        // SAFETY: the spare is live while recorded; we hold the slab mutex.
+                        s != chunk && unsafe { (*s.as_ptr()).in_use } == 0
+                    });
                     if !spare_empty {
                         state.spare = Some(chunk);
                         continue;
