@@ -1,15 +1,16 @@
 //! Standard trait implementations for [`EpochMap`].
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
 use crate::iter::IntoIter;
 use crate::EpochMap;
 
-impl<K, V> Default for EpochMap<K, V, RandomState> {
+/// An empty map with the default shard count and `S::default()` as its hasher, for any hasher
+/// builder that has a default (as std's `HashMap` allows).
+impl<K, V, S: BuildHasher + Default> Default for EpochMap<K, V, S> {
     fn default() -> Self {
-        Self::new()
+        Self::with_hasher(S::default())
     }
 }
 
@@ -107,6 +108,19 @@ where
                 guard.repin();
             }
         }
+    }
+}
+
+/// Extending with borrowed pairs of `Copy` keys and values, as std's `HashMap` allows (e.g. from
+/// another map's `iter()` of `(&K, &V)`).
+impl<'a, K, V, S> Extend<(&'a K, &'a V)> for EpochMap<K, V, S>
+where
+    K: Hash + Eq + Copy + Send + 'static,
+    V: Copy + Send + 'static,
+    S: BuildHasher,
+{
+    fn extend<I: IntoIterator<Item = (&'a K, &'a V)>>(&mut self, iter: I) {
+        (&*self).extend(iter.into_iter().map(|(&k, &v)| (k, v)));
     }
 }
 

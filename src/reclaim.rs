@@ -25,7 +25,7 @@
 use crate::entry::Entry;
 use crate::slab::{EntrySlab, Releaser};
 use crate::stats::Counters;
-use crate::sync::{epoch, Arc, Ordering};
+use crate::sync::{epoch, Arc, AtomicBool, Ordering};
 use crate::table::Table;
 
 /// Removed or replaced entries a shard collects before handing them to the epoch as one batch.
@@ -310,6 +310,127 @@ pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::In
         epoch::pin().flush();
         crate::sync::pause(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The end of one grace period, observed: [`Grace::start`] defers a function through the epoch
+/// that sets a flag, so the flag is set once every thread that was pinned at the call has unpinned.
+/// `Drain` waits on it before it moves any entry out of the tables it took.
+///
+/// Waiting reuses the reclamation machinery rather than spinning: a waiter drives collection (pin
+/// and flush, which advances the epoch when it can and runs expired deferred functions, ours among
+/// them) and then sleeps on a condition variable until the deferred function wakes it or a backoff
+/// (10 µs doubling to 2 ms, as in [`drive_until_reclaimed`]) passes, after which it drives again.
+/// The backoff is needed because the epoch only advances when some thread collects: if every other
+/// thread is idle, the waiter is the one that has to.
+pub(crate) struct Grace {
+    /// Set by the deferred function. Release/Acquire: see [`Grace::passed`].
+    passed: AtomicBool,
+    /// Wakes a waiter. Under loom there is none: a waiter yields instead (loom cannot model time,
+    /// and the flag alone carries every ordering the drain relies on).
+    #[cfg(not(epochmap_loom))]
+    wake: (std::sync::Mutex<()>, std::sync::Condvar),
+}
+
+impl Grace {
+    fn new(passed: bool) -> Self {
+        Grace {
+            passed: AtomicBool::new(passed),
+            #[cfg(not(epochmap_loom))]
+            wake: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
+        }
+    }
+
+    /// A grace period that has already passed (nothing to wait for).
+    pub(crate) fn passed_already() -> Arc<Grace> {
+        Arc::new(Grace::new(true))
+    }
+
+    /// Starts watching for the end of the grace period of everything unlinked before this call
+    /// under `guard`. The caller flushes `guard` (so the function does not wait in this thread's
+    /// local bag for unrelated activity).
+    pub(crate) fn start(guard: &epoch::Guard) -> Arc<Grace> {
+        let grace = Arc::new(Grace::new(false));
+        let signal = Arc::clone(&grace);
+        // The epoch runs the function only after every thread pinned now has unpinned; it
+        // touches nothing but the `Arc` it owns, so the safe `defer` suffices.
+        guard.defer(move || signal.set());
+        grace
+    }
+
+    fn set(&self) {
+        // Release pairs with the Acquire load in `passed`: crossbeam orders every access made by
+        // a thread pinned at `start` before this deferred function runs (its `SeqCst` pin and
+        // collect fences); the Release store carries that order on to the thread that sees `true`
+        // and then moves entries out.
+        self.passed.store(true, Ordering::Release);
+        #[cfg(not(epochmap_loom))]
+        {
+            // Taking the mutex between the store and the notification closes the window in which
+            // a waiter has checked the flag but is not waiting yet (it checks under the mutex).
+            drop(self.wake.0.lock().unwrap_or_else(|p| p.into_inner()));
+            self.wake.1.notify_all();
+        }
+    }
+
+    /// Whether the grace period has passed. Acquire: see `set`; a `true` here makes every
+    /// access of the readers that were pinned at `start` happen before the caller's next step.
+    pub(crate) fn passed(&self) -> bool {
+        self.passed.load(Ordering::Acquire)
+    }
+
+    /// One round of driving: advance the epoch if every pinned thread allows it and run expired
+    /// deferred functions. Cheap when there is nothing to do.
+    pub(crate) fn drive(&self) -> bool {
+        if !self.passed() {
+            epoch::pin().flush();
+        }
+        self.passed()
+    }
+
+    /// Drives collection and waits until the grace period has passed, or until `deadline` (never,
+    /// for `None`); returns whether it passed. Never returns `false` without a deadline.
+    pub(crate) fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
+        let mut pause = std::time::Duration::from_micros(10);
+        let mut rounds = 0;
+        loop {
+            if self.drive() {
+                return true;
+            }
+            if deadline.is_some_and(|d| out_of_time(d, rounds)) {
+                return false;
+            }
+            rounds += 1;
+            self.sleep(pause, deadline);
+            pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Sleeps up to `pause` (and not past `deadline`), or until `set` wakes us.
+    #[cfg(not(epochmap_loom))]
+    fn sleep(&self, pause: std::time::Duration, deadline: Option<std::time::Instant>) {
+        let pause = match deadline {
+            Some(d) => pause.min(d.saturating_duration_since(std::time::Instant::now())),
+            None => pause,
+        };
+        let held = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.passed() {
+            // A spurious or timed-out wake-up is fine: the caller drives and checks again.
+            drop(self.wake.1.wait_timeout(held, pause));
+        }
+    }
+
+    #[cfg(epochmap_loom)]
+    fn sleep(&self, pause: std::time::Duration, _deadline: Option<std::time::Instant>) {
+        crate::sync::pause(pause);
+    }
+}
+
+impl std::fmt::Debug for Grace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grace")
+            .field("passed", &self.passed())
+            .finish_non_exhaustive()
     }
 }
 

@@ -370,6 +370,61 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         self.slab.return_cache(&mut locked.writer.cache);
     }
 
+    /// For `drain`: swaps in a fresh minimal table exactly as `clear` does, but hands the old table
+    /// and its entries to the caller instead of retiring it. Returns `None` if the shard held no
+    /// entry (an empty but grown table is then fully retired, as `clear` would, so the drain only
+    /// ever holds tables with entries). The shard's pending batch of removed entries is retired as
+    /// usual: those were removed before the drain and are not its to yield. The caller flushes the
+    /// guard after the last shard.
+    ///
+    /// The caller owns the returned table but must not move anything out of it (nor free it)
+    /// before the grace period of this call has passed: readers pinned now may still probe it.
+    pub(crate) fn take_table(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &epoch::Guard,
+    ) -> Option<crate::drain::Taken<K, V>> {
+        let mut locked = self.lock(ctx.map_id);
+        let old = self.current_locked(guard);
+        let len = self.len.load(Ordering::Relaxed);
+        let taken = if len == 0 {
+            if old.bucket_count() > 1 {
+                let fresh = epoch::Owned::new(Table::new(1));
+                // SAFETY: the lock is held, the fresh table is empty and so is the old one.
+                unsafe { self.publish(ctx, guard, fresh, Retire::Full, 0) };
+            }
+            None
+        } else {
+            let fresh = epoch::Owned::new(Table::new(1));
+            let new_bytes = fresh.bytes();
+            let fresh = fresh.into_shared(guard);
+            // Release, as in `publish`: readers that acquire the new pointer see the empty table.
+            let old = self.table.swap(fresh, Ordering::Release, guard);
+            self.buckets.store(1, Ordering::Relaxed);
+            // SAFETY: swapped out under the lock and `guard`, so the old table is still alive.
+            let old_bytes = unsafe { old.deref() }.bytes();
+            Counters::add(&ctx.counters.table_bytes, new_bytes);
+            Counters::sub(&ctx.counters.table_bytes, old_bytes);
+            Counters::add(
+                &ctx.counters.drain_bytes,
+                old_bytes + len * Entry::<K, V>::BYTES,
+            );
+            self.len.store(0, Ordering::Relaxed);
+            Some(crate::drain::Taken {
+                table: old.as_raw() as *mut Table<K, V>,
+                entries: len,
+                bytes: old_bytes,
+                slab: Arc::clone(&self.slab),
+            })
+        };
+        if !locked.writer.garbage.is_empty() {
+            self.retire_garbage(ctx, guard, &mut locked);
+        }
+        // As in `clear`: cached slots would keep a chunk of the slab alive.
+        self.slab.return_cache(&mut locked.writer.cache);
+        taken
+    }
+
     /// Removes every entry for which `keep` returns false. `keep` and `hasher` run under the lock.
     pub(crate) fn retain(
         &self,

@@ -41,7 +41,7 @@ use std::mem::{align_of, size_of};
 use std::ptr::{self, NonNull};
 
 use crate::entry::Entry;
-use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
 
 /// The most bytes a chunk spans.
 const CHUNK: usize = 64 << 10;
@@ -420,18 +420,8 @@ impl<K, V> Releaser<'_, K, V> {
     /// `ptr` came from `alloc` on this releaser's slab, its entry has been dropped or moved out,
     /// and nothing uses the slot again.
     pub(crate) unsafe fn release(&mut self, ptr: *mut Entry<K, V>) {
-        if !EntrySlab::<K, V>::POOLED {
-            // SAFETY: unpooled entries are `Box` allocations (see `alloc`) whose contents are
-            // gone; `MaybeUninit` frees the allocation without dropping anything.
-            drop(unsafe { Box::from_raw(ptr.cast::<std::mem::MaybeUninit<Entry<K, V>>>()) });
-            return;
-        }
-        // SAFETY: slots are never null.
-        self.slots
-            .push(unsafe { NonNull::new_unchecked(ptr.cast()) });
-        if self.slots.len() >= RELEASE_BATCH {
-            self.slab.give_back(&mut self.slots);
-        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.slab.queue_slot(&mut self.slots, ptr) };
     }
 
     /// Drops the entry at `ptr` and queues its slot, returning the panic of its key's or value's
@@ -452,6 +442,82 @@ impl<K, V> Releaser<'_, K, V> {
         // SAFETY: the entry is gone either way; the caller gave up the slot.
         unsafe { self.release(ptr) };
         dropped
+    }
+}
+
+impl<K, V> EntrySlab<K, V> {
+    /// Queues the slot of an entry that has already been dropped or moved out in `slots`, giving
+    /// the queue back once it holds [`RELEASE_BATCH`] slots; an unpooled entry's box is freed now.
+    ///
+    /// # Safety
+    /// As for [`Releaser::release`]; `slots` holds only slots of this slab.
+    unsafe fn queue_slot(&self, slots: &mut Vec<NonNull<u8>>, ptr: *mut Entry<K, V>) {
+        if !Self::POOLED {
+            // SAFETY: unpooled entries are `Box` allocations (see `alloc`) whose contents are
+            // gone; `MaybeUninit` frees the allocation without dropping anything.
+            drop(unsafe { Box::from_raw(ptr.cast::<std::mem::MaybeUninit<Entry<K, V>>>()) });
+            return;
+        }
+        // SAFETY: slots are never null.
+        slots.push(unsafe { NonNull::new_unchecked(ptr.cast()) });
+        if slots.len() >= RELEASE_BATCH {
+            self.give_back(slots);
+        }
+    }
+}
+
+/// A [`Releaser`] that owns its slab's `Arc`, for an owner that outlives any borrow of the shard
+/// (a `Drain`, which may outlive the map). Moves entries out and returns their slots in batches;
+/// dropping it returns what it still holds.
+pub(crate) struct OwnedReleaser<K, V> {
+    slab: Arc<EntrySlab<K, V>>,
+    slots: Vec<NonNull<u8>>,
+}
+
+// SAFETY: the queued slots are unused memory of the slab this releaser keeps alive; only its owner
+// touches them, and returning them takes the slab mutex. `EntrySlab` itself is `Send + Sync`.
+unsafe impl<K, V> Send for OwnedReleaser<K, V> {}
+// SAFETY: `&OwnedReleaser` gives access to nothing (every method takes `&mut self`).
+unsafe impl<K, V> Sync for OwnedReleaser<K, V> {}
+
+impl<K, V> OwnedReleaser<K, V> {
+    pub(crate) fn new(slab: Arc<EntrySlab<K, V>>) -> Self {
+        OwnedReleaser {
+            slab,
+            slots: Vec::new(),
+        }
+    }
+
+    /// The slab the entries live in.
+    pub(crate) fn slab(&self) -> &Arc<EntrySlab<K, V>> {
+        &self.slab
+    }
+
+    /// Moves the entry out of `ptr` and queues its slot, like [`EntrySlab::take`] but one slab
+    /// lock per [`RELEASE_BATCH`] entries instead of one per entry.
+    ///
+    /// # Safety
+    /// As for [`EntrySlab::take`].
+    pub(crate) unsafe fn take(&mut self, ptr: *mut Entry<K, V>) -> Entry<K, V> {
+        // SAFETY: the caller owns a live entry at `ptr`.
+        let entry = unsafe { ptr.read() };
+        // SAFETY: moved out above, so the slot holds nothing that needs dropping; it is a slot
+        // of this slab (the caller's contract).
+        unsafe { self.slab.queue_slot(&mut self.slots, ptr) };
+        entry
+    }
+
+    /// Returns the queued slots now.
+    pub(crate) fn flush(&mut self) {
+        if !self.slots.is_empty() {
+            self.slab.give_back(&mut self.slots);
+        }
+    }
+}
+
+impl<K, V> Drop for OwnedReleaser<K, V> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

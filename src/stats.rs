@@ -12,6 +12,8 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 pub(crate) struct Counters {
     pub(crate) table_bytes: AtomicUsize,
     pub(crate) pending_bytes: AtomicUsize,
+    /// Tables and entries taken out by `drain` that a live `Drain` still holds.
+    pub(crate) drain_bytes: AtomicUsize,
     pub(crate) tables_retired: AtomicU64,
     pub(crate) tables_reclaimed: AtomicU64,
     pub(crate) buckets_scanned: AtomicU64,
@@ -83,6 +85,12 @@ pub struct MemoryStats {
     /// Bytes retired (by `clear`, growth, `shrink_to_fit`, `remove`, replacing inserts) and not yet
     /// freed: they wait for the epoch grace period, the reclaimer, or a writer's batch to fill.
     pub pending_bytes: usize,
+    /// Bytes that [`EpochMap::drain`](crate::EpochMap::drain) took out of the map and a live
+    /// [`Drain`](crate::Drain) still holds: the tables it swapped out and the entries it has not
+    /// yielded yet. Each yielded entry leaves this count (its key and value are the caller's now);
+    /// a table leaves it when the drain has emptied and freed it, or when the `Drain` is dropped
+    /// early and hands what is left to the reclaimer (then it moves to `pending_bytes`).
+    pub drain_bytes: usize,
     /// Tables retired so far (growth, shrink and clear each retire one per shard they touch).
     pub tables_retired: u64,
     /// Retired tables whose memory has been given back.
@@ -100,14 +108,18 @@ pub struct MemoryStats {
 }
 
 impl MemoryStats {
-    /// Live bytes plus pending bytes: everything the map holds on to right now.
+    /// Live bytes plus pending bytes plus what live [`Drain`](crate::Drain)s hold: everything the
+    /// map and its drains hold on to right now.
     ///
     /// ```
     /// let map = epochmap::EpochMap::<u32, u32>::new();
     /// let stats = map.memory_stats();
-    /// assert_eq!(stats.total_bytes(), stats.table_bytes + stats.entry_bytes + stats.pending_bytes);
+    /// assert_eq!(
+    ///     stats.total_bytes(),
+    ///     stats.table_bytes + stats.entry_bytes + stats.pending_bytes + stats.drain_bytes
+    /// );
     /// ```
     pub fn total_bytes(&self) -> usize {
-        self.table_bytes + self.entry_bytes + self.pending_bytes
+        self.table_bytes + self.entry_bytes + self.pending_bytes + self.drain_bytes
     }
 }

@@ -1,0 +1,441 @@
+//! [`EpochMap::drain`]: take everything out in O(shards), hand it over owned, writers never wait.
+//!
+//! `drain` does what `clear` does to each shard — under the shard lock, swap a fresh minimal table
+//! in with one `Release` store — but instead of retiring the old tables to the reclaimer it keeps
+//! them in the returned [`Drain`]. The protocol:
+//!
+//! 1. **Swap** (the caller, O(shards)): per shard, lock, swap in an empty table, set `len` to 0,
+//!    retire the shard's pending batch of removed entries as usual (they were removed before the
+//!    drain, so they are not its to yield), unlock. An entry in the old table at the swap is the
+//!    drain's; a write that reached the shard earlier replaced or removed its entry itself (and
+//!    returned it); a write that comes later lands in the fresh table and stays in the map.
+//! 2. **Grace** (one deferred function for all shards): after the last swap, a function deferred
+//!    through the epoch sets a flag. Readers pinned before a swap may still be reading the old
+//!    table and its entries; the function runs only once every one of them has unpinned.
+//! 3. **Move out** (the iterator): the first `next` waits for the flag — driving collection and
+//!    sleeping on a condition variable, see `reclaim::Grace` — and from then on the drain owns the
+//!    tables exclusively: each entry is moved out of its slab slot (the slot goes back to the slab)
+//!    and each emptied table is freed.
+//! 4. **Drop early**: what is left is retired whole to the reclaimer, as `clear` would have done.
+
+use std::fmt;
+use std::iter::FusedIterator;
+use std::time::{Duration, Instant};
+
+use crate::entry::Entry;
+use crate::map::EpochMap;
+use crate::reclaim::{self, Grace, ReclaimMode, Retire};
+use crate::slab::{EntrySlab, OwnedReleaser};
+use crate::stats::Counters;
+use crate::sync::{epoch, Arc};
+use crate::table::Table;
+
+/// A table a shard handed to `drain`, with its entries (see `Shard::take_table`).
+pub(crate) struct Taken<K, V> {
+    /// Swapped out of its shard; allocated as a crossbeam `Owned`.
+    pub(crate) table: *mut Table<K, V>,
+    /// Entries it holds (the shard's `len` at the swap).
+    pub(crate) entries: usize,
+    /// Its bytes, as `Table::bytes` counts them.
+    pub(crate) bytes: usize,
+    pub(crate) slab: Arc<EntrySlab<K, V>>,
+}
+
+/// A taken table while the drain holds it.
+struct Held<K, V> {
+    table: *mut Table<K, V>,
+    /// Entries not yet moved out.
+    entries: usize,
+    bytes: usize,
+    /// Returns the slots of moved-out entries to the shard's slab (and keeps the slab alive).
+    releaser: OwnedReleaser<K, V>,
+}
+
+/// How a dropped `Drain` retires what is left: `reclaim::retire_table` for this `K` and `V`. Kept
+/// as a function pointer so that `Drain` itself needs no `Send + 'static` bounds (a `Drop` impl
+/// cannot add bounds the type does not have); `drain` creates it where the bounds hold.
+type RetireFn<K, V> = unsafe fn(
+    &epoch::Guard,
+    *mut Table<K, V>,
+    Retire,
+    usize,
+    ReclaimMode,
+    &Arc<Counters>,
+    &Arc<EntrySlab<K, V>>,
+);
+
+/// An owning iterator over the entries [`EpochMap::drain`] took out of the map, as `(K, V)`.
+///
+/// **It waits before the first entry.** Readers that were pinned when `drain` swapped a shard's
+/// table may still be reading its entries, so moving one out earlier would pull a value from under
+/// a live `&V`. The first call to [`next`](Iterator::next) therefore waits for that grace period:
+/// until every thread pinned at the swap has unpinned. With short-lived reads that is microseconds
+/// (the wait drives the epoch itself, and sleeps between rounds rather than spinning); a thread
+/// that holds a [`Ref`](crate::Ref), [`Pinned`](crate::Pinned) or iterator of *any* map for long
+/// makes the drain wait as long. Writers and readers never wait for the drain.
+///
+/// To avoid blocking, check [`is_ready`](Drain::is_ready), or use [`try_next`](Drain::try_next)
+/// (never waits) or [`next_timeout`](Drain::next_timeout) (waits at most a given time). Once the
+/// grace period has passed, every call is a plain move.
+///
+/// **Dropping it early** hands the entries not yet yielded to the reclaimer, exactly as
+/// [`clear`](EpochMap::clear) would have; nothing leaks and nothing is dropped twice. A `Drain` may
+/// outlive its map (it keeps the memory its entries live in alive).
+///
+/// **Memory**: [`MemoryStats::drain_bytes`](crate::MemoryStats::drain_bytes) counts the tables and
+/// not-yet-yielded entries it holds, until they are yielded, freed or handed to the reclaimer.
+///
+/// **Threads**: `Drain` is `Send` when `K` and `V` are (it owns them and holds no epoch guard), so
+/// it can be handed to another thread to consume. It is `Sync` when `K` and `V` are: through
+/// `&Drain` only [`is_ready`](Drain::is_ready), `len` and `Debug` are reachable, none of which
+/// touches an entry, but the bound keeps that true should a `&self` method ever read one.
+///
+/// ```
+/// use epochmap::EpochMap;
+///
+/// let map: EpochMap<u32, String> = (0..4).map(|i| (i, i.to_string())).collect();
+/// let drain = map.drain();
+/// map.insert(9, "after".to_string()); // lands in the fresh tables, not in the drain
+/// let mut taken: Vec<(u32, String)> = drain.collect();
+/// taken.sort();
+/// assert_eq!(taken.len(), 4);
+/// assert_eq!(taken[2], (2, "2".to_string()));
+/// assert_eq!(map.len(), 1);
+/// ```
+pub struct Drain<K, V> {
+    tables: Vec<Held<K, V>>,
+    /// The table entries are taken from; tables before it are freed.
+    current: usize,
+    /// Where the current table's walk resumes (`Table::take_next`).
+    cursor: usize,
+    /// Entries not yet yielded, over all tables.
+    remaining: usize,
+    grace: Arc<Grace>,
+    /// Cached `grace.passed()`, so the moves after the first need no atomic load.
+    ready: bool,
+    counters: Arc<Counters>,
+    mode: ReclaimMode,
+    retire: RetireFn<K, V>,
+}
+
+// SAFETY: a `Drain` owns its tables and entries (they were swapped out of their shards, and no
+// writer can reach them) and holds no epoch guard; the grace-period wait works from any thread.
+// Moving it to another thread moves the `K`s and `V`s, which needs exactly `K: Send, V: Send`.
+unsafe impl<K: Send, V: Send> Send for Drain<K, V> {}
+
+// SAFETY: `&Drain` reaches only the counts and the grace flag (atomics), never an entry; requiring
+// `K: Sync, V: Sync` anyway keeps this sound for any future `&self` accessor of the entries.
+unsafe impl<K: Sync, V: Sync> Sync for Drain<K, V> {}
+
+/// The error of [`Drain::try_next`] and [`Drain::next_timeout`]: the next entry cannot be moved
+/// out yet, because a reader that was pinned when the drain swapped the tables is still pinned.
+///
+/// ```
+/// use epochmap::{EpochMap, WouldBlock};
+///
+/// let map: EpochMap<u8, u8> = (0..3).map(|i| (i, i)).collect();
+/// let held = map.get(&1).unwrap(); // a reader pinned across the drain's swap
+/// let mut drain = map.drain();
+/// assert_eq!(drain.try_next(), Err(WouldBlock));
+/// assert_eq!(WouldBlock.to_string(), "a reader pinned before the drain still holds the epoch");
+/// drop(held);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WouldBlock;
+
+impl fmt::Display for WouldBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a reader pinned before the drain still holds the epoch")
+    }
+}
+
+impl std::error::Error for WouldBlock {}
+
+impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
+    /// Takes every entry out of the map and returns them as an owning iterator, in O(shards) time
+    /// for the caller and without making writers or readers wait.
+    ///
+    /// Each shard's table is swapped for a fresh minimal one under that shard's lock, exactly as
+    /// [`clear`](EpochMap::clear) does, and the old tables go to the returned [`Drain`] instead of
+    /// the reclaimer. Every entry present before the call is handed out exactly once: by the
+    /// drain, or by a write that replaced or removed it before the swap reached its shard (that
+    /// write returned it). Every entry inserted after the call stays in the map. Shards switch one
+    /// after another, so a write racing the call is ordered with it per shard.
+    ///
+    /// The drain cannot move an entry out while a reader that was pinned at the swap may still
+    /// read it, so its first `next` waits for that grace period (see [`Drain`]: a long-held
+    /// [`Ref`](crate::Ref) makes the drain wait, never the other way round). Removed entries
+    /// waiting in a shard's batch are retired as usual: they were removed before, and are not the
+    /// drain's. If more than the builder's `backpressure_bytes` are pending afterwards, the caller
+    /// helps the reclaimer before returning, as `clear` does.
+    ///
+    /// ```
+    /// use epochmap::EpochMap;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// // Per-key counters, exported and reset in one step while other threads keep counting.
+    /// let hits: EpochMap<&str, AtomicU64> = EpochMap::new();
+    /// hits.get_or_insert_with("/", || AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
+    /// hits.get_or_insert_with("/", || AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
+    /// let exported: Vec<(&str, u64)> = hits.drain().map(|(k, v)| (k, v.into_inner())).collect();
+    /// assert_eq!(exported, [("/", 2)]);
+    /// assert!(hits.is_empty());
+    /// ```
+    pub fn drain(&self) -> Drain<K, V> {
+        let ctx = self.ctx();
+        let (tables, grace) = {
+            let guard = epoch::pin();
+            let tables: Vec<Taken<K, V>> = self
+                .shards
+                .iter()
+                .filter_map(|shard| shard.take_table(&ctx, &guard))
+                .collect();
+            // One deferred function after the last swap covers every table: each was unlinked
+            // before it was deferred.
+            let grace = if tables.is_empty() {
+                Grace::passed_already()
+            } else {
+                Grace::start(&guard)
+            };
+            guard.flush();
+            (tables, grace)
+        };
+        // No guard held here, or our own pin would hold the epoch back.
+        reclaim::relieve(ctx.counters, self.backpressure_bytes);
+        let remaining = tables.iter().map(|t| t.entries).sum();
+        Drain {
+            tables: tables
+                .into_iter()
+                .map(|t| Held {
+                    table: t.table,
+                    entries: t.entries,
+                    bytes: t.bytes,
+                    releaser: OwnedReleaser::new(t.slab),
+                })
+                .collect(),
+            current: 0,
+            cursor: 0,
+            remaining,
+            ready: grace.passed(),
+            grace,
+            counters: Arc::clone(ctx.counters),
+            mode: self.mode,
+            retire: reclaim::retire_table::<K, V>,
+        }
+    }
+}
+
+impl<K, V> Drain<K, V> {
+    /// Whether the next entry can be moved out without waiting: the grace period of the drained
+    /// tables has passed (or nothing is left). It only looks; [`try_next`](Drain::try_next) also
+    /// advances the epoch.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u8, u8> = (0..3).map(|i| (i, i)).collect();
+    /// let held = map.get(&0).unwrap();
+    /// let drain = map.drain();
+    /// assert!(!drain.is_ready()); // `held` was pinned before the swap
+    /// drop(held);
+    /// let mut all: Vec<_> = drain.collect(); // waits (briefly) for the epoch, then moves
+    /// all.sort();
+    /// assert_eq!(all, [(0, 0), (1, 1), (2, 2)]);
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        self.ready || self.remaining == 0 || self.grace.passed()
+    }
+
+    /// The next entry if it can be had without waiting, `Err(WouldBlock)` if a reader pinned
+    /// before the drain is still pinned. Each call advances the epoch once if it can, so polling
+    /// `try_next` eventually succeeds once those readers are gone.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u8, u8> = (0..3).map(|i| (i, i)).collect();
+    /// let mut drain = map.drain();
+    /// let mut got = Vec::new();
+    /// loop {
+    ///     match drain.try_next() {
+    ///         Ok(Some(pair)) => got.push(pair),
+    ///         Ok(None) => break,
+    ///         Err(epochmap::WouldBlock) => std::thread::yield_now(), // or do other work
+    ///     }
+    /// }
+    /// assert_eq!(got.len(), 3);
+    /// ```
+    pub fn try_next(&mut self) -> Result<Option<(K, V)>, WouldBlock> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if !self.ready {
+            self.ready = self.grace.drive();
+            if !self.ready {
+                return Err(WouldBlock);
+            }
+        }
+        Ok(self.take())
+    }
+
+    /// The next entry, waiting at most `timeout` for the grace period; `Err(WouldBlock)` if it
+    /// did not pass in time (the drain keeps everything; call again later).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let map: epochmap::EpochMap<u8, u8> = (0..3).map(|i| (i, i)).collect();
+    /// let mut drain = map.drain();
+    /// let first = drain.next_timeout(Duration::from_secs(10)).unwrap();
+    /// assert!(first.is_some());
+    /// assert_eq!(drain.len(), 2);
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<(K, V)>, WouldBlock> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        if !self.ready {
+            self.ready = self.grace.wait(Some(Instant::now() + timeout));
+            if !self.ready {
+                return Err(WouldBlock);
+            }
+        }
+        Ok(self.take())
+    }
+
+    /// Moves the next entry out. The caller has seen the grace period pass.
+    fn take(&mut self) -> Option<(K, V)> {
+        while let Some(held) = self.tables.get_mut(self.current) {
+            // SAFETY: the grace period of the swap has passed (the caller saw `grace.passed()`,
+            // whose Acquire orders every earlier reader's accesses before this) and no writer can
+            // reach a swapped-out table, so the drain owns it exclusively; it is freed only below,
+            // after which `current` has moved past it.
+            let table = unsafe { &*held.table };
+            let next = if held.entries > 0 {
+                table.take_next(&mut self.cursor)
+            } else {
+                None
+            };
+            if let Some(ptr) = next {
+                held.entries -= 1;
+                self.remaining -= 1;
+                // SAFETY: `take_next` unlinked the entry from a table we own exclusively, so we
+                // own the entry; it lives in this table's shard's slab.
+                let entry = unsafe { held.releaser.take(ptr) };
+                Counters::sub(&self.counters.drain_bytes, Entry::<K, V>::BYTES);
+                if held.entries == 0 {
+                    self.free_current();
+                }
+                return Some((entry.key, entry.value));
+            }
+            // Only reached if the count and the table disagree, which the shard lock rules out.
+            debug_assert_eq!(
+                held.entries, 0,
+                "a drained table held fewer entries than counted"
+            );
+            self.remaining -= held.entries;
+            Counters::sub(
+                &self.counters.drain_bytes,
+                held.entries * Entry::<K, V>::BYTES,
+            );
+            held.entries = 0;
+            self.free_current();
+        }
+        None
+    }
+
+    /// Frees the current table (emptied, past its grace period) and moves on to the next.
+    fn free_current(&mut self) {
+        let held = &mut self.tables[self.current];
+        held.releaser.flush();
+        // SAFETY: the drain owns the table exclusively (see `take`), it was allocated as a
+        // crossbeam `Owned`, and it is freed once: `current` moves past it right after.
+        drop(unsafe { epoch::Shared::from(held.table as *const Table<K, V>).into_owned() });
+        Counters::sub(&self.counters.drain_bytes, held.bytes);
+        self.current += 1;
+        self.cursor = 0;
+    }
+}
+
+impl<K, V> Iterator for Drain<K, V> {
+    type Item = (K, V);
+
+    /// The next entry, waiting for the grace period first if it has not passed yet (see
+    /// [`Drain`]).
+    ///
+    /// # Panics
+    /// If it has to wait and the calling thread is itself pinned (it holds a [`Ref`](crate::Ref),
+    /// [`Pinned`](crate::Pinned) or iterator of some map): the wait could then never end, so it
+    /// panics with an explanation instead of hanging. Use [`Drain::try_next`] in such code.
+    fn next(&mut self) -> Option<(K, V)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        if !self.ready {
+            self.ready = self.grace.passed();
+        }
+        if !self.ready {
+            assert!(
+                !epoch::is_pinned(),
+                "epochmap: Drain::next must wait for readers pinned before the drain, but this \
+                 thread is pinned itself (it holds a Ref, Pinned or iterator), so the wait could \
+                 never end; drop them first, or use Drain::try_next / Drain::next_timeout"
+            );
+            self.ready = self.grace.wait(None);
+            debug_assert!(
+                self.ready,
+                "a wait without a deadline only returns once passed"
+            );
+        }
+        self.take()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<K, V> ExactSizeIterator for Drain<K, V> {}
+impl<K, V> FusedIterator for Drain<K, V> {}
+
+impl<K, V> Drop for Drain<K, V> {
+    /// Hands the tables not yet emptied, with their entries, to the reclaimer as a full retire
+    /// (as `clear` would have): after a grace period the entries are dropped off this thread in
+    /// `Background` mode, with `Drop` panics counted in `memory_stats().drop_panics`. O(tables).
+    fn drop(&mut self) {
+        if self.current >= self.tables.len() {
+            return;
+        }
+        let guard = epoch::pin();
+        for held in &mut self.tables[self.current..] {
+            held.releaser.flush();
+            Counters::sub(
+                &self.counters.drain_bytes,
+                held.bytes + held.entries * Entry::<K, V>::BYTES,
+            );
+            // SAFETY: the table was swapped out of its shard before `guard` pinned (so the new
+            // grace period covers every reader that could still see it, and then some), it was
+            // allocated as a crossbeam `Owned`, the drain is its only owner and hands it over
+            // once, here; its `entries` are exactly the ones not moved out, reachable from no
+            // other table. `retire` is `retire_table::<K, V>`, created where its bounds held.
+            unsafe {
+                (self.retire)(
+                    &guard,
+                    held.table,
+                    Retire::Full,
+                    held.entries,
+                    self.mode,
+                    &self.counters,
+                    held.releaser.slab(),
+                )
+            };
+        }
+        self.current = self.tables.len();
+        guard.flush();
+    }
+}
+
+impl<K, V> fmt::Debug for Drain<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("remaining", &self.remaining)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
