@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{completes_within, expect_panic, TestHasher, Tracker, RECLAIM_TIMEOUT};
 use epochmap::{
-    BuildError, Builder, EpochMap, IntoIter, Iter, KeyRef, Keys, MemoryStats, Pinned, PinnedIter,
-    ReclaimMode, Ref, Values, MAX_SHARDS,
+    BuildError, Builder, Drain, EpochMap, IntoIter, Iter, KeyRef, Keys, MemoryStats, Pinned,
+    PinnedIter, ReclaimMode, Ref, Values, WouldBlock, MAX_SHARDS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -46,6 +46,14 @@ assert_not_impl!(Keys<'static, u64, u64>: Send);
 assert_not_impl!(Values<'static, u64, u64>: Send);
 // An owning iterator is just a map being drained.
 assert_impl!(IntoIter<u64, String, RandomState>: Send, Sync);
+// A `Drain` owns its entries and holds no guard: `Send` when they are, `Sync` when they are.
+assert_impl!(Drain<u64, String>: Send, Sync, std::fmt::Debug, ExactSizeIterator);
+assert_impl!(Drain<u8, Cell<u8>>: Send);
+assert_not_impl!(Drain<u8, Cell<u8>>: Sync);
+assert_not_impl!(Drain<Rc<u8>, u8>: Send);
+assert_not_impl!(Drain<Rc<u8>, u8>: Sync);
+assert_not_impl!(Drain<u8, Rc<u8>>: Send);
+assert_impl!(WouldBlock: std::error::Error, Send, Sync, Copy, PartialEq);
 assert_impl!(BuildError: std::error::Error, Send, Sync, Clone, PartialEq);
 assert_impl!(Builder<RandomState>: Send, Sync, Clone, std::fmt::Debug);
 assert_impl!(MemoryStats: Send, Sync, Copy, std::fmt::Debug, Default);
@@ -581,6 +589,64 @@ fn from_iterator_extend_default_and_into_iterator_behave_like_std() {
 
     let with_hasher: EpochMap<u32, u32, TestHasher> = (0..100).map(|i| (i, i)).collect();
     assert_eq!(with_hasher.len(), 100);
+}
+
+#[test]
+fn default_works_for_any_hasher_builder_with_a_default() {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    type Fixed = BuildHasherDefault<DefaultHasher>;
+    let map: EpochMap<String, u32, Fixed> = EpochMap::default();
+    assert!(map.is_empty());
+    assert_eq!(map.shard_count(), EpochMap::<u8, u8>::new().shard_count());
+    map.insert("a".to_string(), 1);
+    assert_eq!(map.get_cloned("a"), Some(1));
+    // The hasher is `S::default()`: hashes agree with a fresh one.
+    assert_eq!(
+        map.hasher().hash_one("key"),
+        Fixed::default().hash_one("key")
+    );
+
+    // As in std, a struct holding maps with custom hashers can derive `Default`.
+    #[derive(Default)]
+    struct Caches {
+        by_name: EpochMap<String, u64, Fixed>,
+        by_id: EpochMap<u64, String, TestHasher>,
+    }
+    let caches = Caches::default();
+    assert!(caches.by_name.is_empty() && caches.by_id.is_empty());
+    let std_default: HashMap<u8, u8, Fixed> = HashMap::default();
+    assert!(std_default.is_empty());
+}
+
+#[test]
+fn extend_from_borrowed_copy_pairs_behaves_like_std() {
+    let source: HashMap<u32, u64> = (0..1_000).map(|i| (i, u64::from(i) * 3)).collect();
+    let mut map: EpochMap<u32, u64> = EpochMap::new();
+    map.insert(5, 0);
+    map.insert(5_000, 1);
+    map.extend(source.iter());
+    let mut std_map: HashMap<u32, u64> = [(5, 0), (5_000, 1)].into_iter().collect();
+    std_map.extend(source.iter());
+    assert_eq!(map.len(), std_map.len());
+    for (k, v) in &std_map {
+        assert_eq!(map.get_cloned(k), Some(*v), "key {k}");
+    }
+    assert_eq!(
+        map.get_cloned(&5),
+        Some(15),
+        "a borrowed pair replaces, as in std"
+    );
+
+    // Also from a slice of references and from another epochmap's pinned iterator.
+    let a = 7u32;
+    let b = 70u64;
+    map.extend([(&a, &b)]);
+    assert_eq!(map.get_cloned(&7), Some(70));
+    let other: EpochMap<u32, u64> = (2_000..2_010).map(|i| (i, 1)).collect();
+    map.extend(other.pin().iter());
+    assert_eq!(map.len(), 1_011);
 }
 
 #[test]
