@@ -564,3 +564,198 @@ fn update_and_compute_never_lose_an_increment() {
     increments_are_never_lost(config(1, ReclaimMode::Inline), 8, 5_000);
     increments_are_never_lost(config(16, ReclaimMode::Background), 64, 5_000);
 }
+
+/// What one run of [`drain_while_writing`] accounted for.
+#[derive(Debug, Default)]
+struct DrainAccounting {
+    /// Values the writers published (each a unique token).
+    written: usize,
+    /// Values a writer got back by replacing or removing them.
+    replaced: usize,
+    /// Values the drains yielded, and how many drains ran (and yielded something).
+    drained: usize,
+    drains: usize,
+    nonempty_drains: usize,
+    /// Values left in the map at the end.
+    left: usize,
+}
+
+/// The key a [`drain_while_writing`] token was written for: its low 20 bits.
+const TOKEN_KEY: u64 = (1 << 20) - 1;
+
+/// Writers insert, update, remove and get-or-insert unique tokens while one thread drains the
+/// map in a loop (alternating `next` and polling `try_next`) and another reads. Every token
+/// written must be accounted for exactly once: returned to the writer that replaced or removed
+/// it, yielded by exactly one drain, or left in the map at the end.
+fn drain_while_writing(config: Config, keys: u64, ops: u64, budget: Duration, seed: u64) {
+    assert!(keys <= TOKEN_KEY);
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    let deadline = Instant::now() + budget;
+    let done = Arc::new(AtomicBool::new(false));
+    let root = Rng::new(seed);
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (map, mut rng) = (Arc::clone(&map), root.fork(w));
+            thread::spawn(move || {
+                let (mut written, mut replaced) = (Vec::new(), Vec::new());
+                for seq in 0..ops {
+                    if seq % 256 == 0 && Instant::now() > deadline {
+                        break;
+                    }
+                    let key = rng.below(keys);
+                    let token = (w << 56) | (seq << 20) | key;
+                    match rng.below(20) {
+                        0..=13 => {
+                            written.push(token);
+                            if let Some(old) = map.insert(key, token) {
+                                replaced.push(*old);
+                            }
+                        }
+                        14..=16 => {
+                            let mut old_seen = None;
+                            map.update(&key, |old| {
+                                old_seen = Some(*old);
+                                token
+                            });
+                            if let Some(old) = old_seen {
+                                replaced.push(old);
+                                written.push(token);
+                            }
+                        }
+                        17..=18 => {
+                            if let Some(old) = map.remove(&key) {
+                                replaced.push(*old);
+                            }
+                        }
+                        _ => {
+                            let mut made = false;
+                            map.get_or_insert_with(key, || {
+                                made = true;
+                                token
+                            });
+                            if made {
+                                written.push(token);
+                            }
+                        }
+                    }
+                }
+                (written, replaced)
+            })
+        })
+        .collect();
+    let reader = {
+        let (map, done, mut rng) = (Arc::clone(&map), Arc::clone(&done), root.fork(99));
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let key = rng.below(keys);
+                if let Some(v) = map.get(&key) {
+                    assert_eq!(*v & TOKEN_KEY, key, "a value under the wrong key");
+                }
+            }
+        })
+    };
+    let drainer = {
+        let (map, done) = (Arc::clone(&map), Arc::clone(&done));
+        thread::spawn(move || {
+            let (mut drained, mut drains, mut nonempty) = (Vec::new(), 0, 0);
+            while !done.load(Ordering::Relaxed) {
+                let mut drain = map.drain();
+                let before = drained.len();
+                let expected = drain.len();
+                if drains % 2 == 0 {
+                    drained.extend(drain.by_ref().map(|(k, v)| {
+                        assert_eq!(v & TOKEN_KEY, k, "drained a value under the wrong key");
+                        v
+                    }));
+                } else {
+                    loop {
+                        match drain.try_next() {
+                            Ok(Some((k, v))) => {
+                                assert_eq!(v & TOKEN_KEY, k);
+                                drained.push(v);
+                            }
+                            Ok(None) => break,
+                            Err(epochmap::WouldBlock) => thread::yield_now(),
+                        }
+                    }
+                }
+                assert_eq!(
+                    drained.len() - before,
+                    expected,
+                    "the drain's len was exact"
+                );
+                drains += 1;
+                nonempty += usize::from(expected > 0);
+            }
+            (drained, drains, nonempty)
+        })
+    };
+    let (mut written, mut accounted) = (Vec::new(), Vec::new());
+    let mut acc = DrainAccounting::default();
+    for w in writers {
+        let (wrote, replaced) = w.join().unwrap();
+        acc.written += wrote.len();
+        acc.replaced += replaced.len();
+        written.extend(wrote);
+        accounted.extend(replaced);
+    }
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let (drained, drains, nonempty) = drainer.join().unwrap();
+    (acc.drained, acc.drains, acc.nonempty_drains) = (drained.len(), drains, nonempty);
+    accounted.extend(drained);
+    let map = Arc::try_unwrap(map).unwrap_or_else(|_| panic!("all threads joined"));
+    let left: Vec<u64> = map.into_iter().map(|(_, v)| v).collect();
+    acc.left = left.len();
+    accounted.extend(left);
+    written.sort_unstable();
+    accounted.sort_unstable();
+    let dup = accounted.windows(2).find(|w| w[0] == w[1]);
+    assert!(
+        dup.is_none(),
+        "a value was accounted for twice: {dup:?}, {acc:?}"
+    );
+    assert_eq!(
+        accounted.len(),
+        written.len(),
+        "lost or invented values: {acc:?}"
+    );
+    assert!(
+        accounted == written,
+        "accounted values differ from written ones: {acc:?}"
+    );
+    assert!(acc.drains > 0);
+    eprintln!("drain_while_writing {config}: {acc:?}");
+}
+
+#[test]
+fn drains_racing_writers_account_for_every_value_exactly_once() {
+    let seed = rng::seed(0x57_0007);
+    for (shards, mode) in [
+        (1, ReclaimMode::Inline),
+        (4, ReclaimMode::Background),
+        (64, ReclaimMode::Inline),
+    ] {
+        drain_while_writing(
+            config(shards, mode),
+            512,
+            30_000,
+            Duration::from_secs(2),
+            seed,
+        );
+    }
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn drains_racing_writers_account_for_every_value_exactly_once_long() {
+    let budget = common::stress_budget() / 3;
+    let seed = rng::seed(0x57_1007);
+    for (shards, mode) in [
+        (1, ReclaimMode::Background),
+        (8, ReclaimMode::Inline),
+        (64, ReclaimMode::Background),
+    ] {
+        drain_while_writing(config(shards, mode), 100_000, u64::MAX, budget, seed);
+    }
+}
