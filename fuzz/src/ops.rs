@@ -1,5 +1,6 @@
 //! Differential target: one thread applies an operation sequence to an [`EpochMap`] and to
-//! `std::collections::HashMap`, comparing every result, and at the end the whole contents.
+//! `std::collections::HashMap`, comparing every result, and at the end the whole contents. `drain`
+//! is compared with taking the model's contents.
 //!
 //! Keys are boxed `u16`s and values boxed `u32`s, so AddressSanitizer catches a read of a freed
 //! key or value. Tiny shard counts, a weak-hasher variant and a small key space (from the input)
@@ -8,7 +9,7 @@
 use std::collections::HashMap;
 
 use arbitrary::{Arbitrary, Unstructured};
-use epochmap::{EpochMap, ReclaimMode, Ref};
+use epochmap::{EpochMap, ReclaimMode, Ref, WouldBlock};
 
 use crate::FuzzHasher;
 
@@ -74,6 +75,11 @@ enum Op {
     Hold(u16),
     /// Drops the oldest held `Ref`.
     Release,
+    /// `drain`, then takes `take` entries (all for `None`) and drops the rest; with `Ref`s held
+    /// (this thread pinned before the swap) only checks that the drain says it would wait.
+    Drain {
+        take: Option<u8>,
+    },
 }
 
 type Map = EpochMap<Box<u16>, Box<u32>, FuzzHasher>;
@@ -317,6 +323,46 @@ fn apply<'m>(
             if !held.is_empty() {
                 held.remove(0);
             }
+        }
+        Op::Drain { take } => {
+            let mut drain = map.drain();
+            assert_eq!(drain.len(), model.len(), "drain len");
+            assert!(map.is_empty(), "drain leaves the map empty");
+            let mut got: Vec<(u16, u32)> = Vec::new();
+            if held.is_empty() || model.is_empty() {
+                let limit = take.map_or(usize::MAX, usize::from);
+                got.extend(drain.by_ref().take(limit).map(|(k, v)| (*k, *v)));
+            } else {
+                // The held `Ref`s pinned this thread before the swap: moving out must wait (an
+                // empty drain has nothing to wait for, hence the check above).
+                assert!(
+                    !drain.is_ready(),
+                    "ready under a Ref pinned before the drain"
+                );
+                assert!(
+                    matches!(drain.try_next(), Err(WouldBlock)),
+                    "try_next under a Ref pinned before the drain"
+                );
+            }
+            let complete = drain.len() == 0;
+            drop(drain);
+            assert_eq!(
+                map.memory_stats().drain_bytes,
+                0,
+                "a dropped drain holds nothing"
+            );
+            got.sort_unstable();
+            assert!(
+                got.windows(2).all(|w| w[0].0 != w[1].0),
+                "drained a key twice"
+            );
+            for (k, v) in &got {
+                assert_eq!(model.get(k), Some(v), "drained ({k}, {v})");
+            }
+            if complete {
+                assert_eq!(got.len(), model.len(), "a consumed drain yields everything");
+            }
+            model.clear();
         }
     }
 }

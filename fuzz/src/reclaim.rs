@@ -208,7 +208,7 @@ impl<'m> Run<'m> {
                 let stats = self.map.memory_stats();
                 assert_eq!(
                     stats.total_bytes(),
-                    stats.table_bytes + stats.entry_bytes + stats.pending_bytes
+                    stats.table_bytes + stats.entry_bytes + stats.pending_bytes + stats.drain_bytes
                 );
                 assert!(stats.buckets >= self.map.shard_count(), "{stats:?}");
             }
