@@ -51,7 +51,9 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
     let map: Arc<EpochMap<u32, AtomicU64>> = Arc::new(EpochMap::new());
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -110,7 +112,6 @@ fn main() {
         }
     }
     export("final");
-    drop(export);
 
     let total: u64 = truth.iter().sum();
     let exported_total: u64 = exported.values().sum();

@@ -41,6 +41,37 @@ pub(crate) struct Taken<K, V> {
     pub(crate) slab: Arc<EntrySlab<K, V>>,
 }
 
+/// How many buckets ahead of the cursor `Drain` prefetches entries: about 4 entries per bucket
+/// at the load factor, so 8-16 misses in flight.
+const PREFETCH_BUCKETS: usize = 3;
+
+/// Hints the CPU to load `ptr`'s cache line; never faults and changes nothing observable.
+#[inline(always)]
+fn prefetch<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is a hint: it never faults, whatever the address, and SSE (which it
+    // needs) is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Starts loading the entries of the buckets a few ahead of `cursor` (up to the end of the
+/// table), from the bucket after `*prefetched` on. The walk reads the table in order (the hardware
+/// prefetcher follows it), but each entry is a random slot of the slab: without this every entry is
+/// a cache miss paid in turn; with it, several are in flight at once (see docs/design.md).
+fn prefetch_ahead<K, V>(table: &Table<K, V>, cursor: usize, prefetched: &mut usize) {
+    let last = (cursor + PREFETCH_BUCKETS).min(table.bucket_count() - 1);
+    while *prefetched < last {
+        *prefetched += 1;
+        for (_, entry) in table.entries_in(*prefetched) {
+            prefetch(entry);
+        }
+    }
+}
+
 /// A taken table while the drain holds it.
 struct Held<K, V> {
     table: *mut Table<K, V>,
@@ -108,6 +139,8 @@ pub struct Drain<K, V> {
     current: usize,
     /// Where the current table's walk resumes (`Table::take_next`).
     cursor: usize,
+    /// The last bucket of the current table whose entries were prefetched.
+    prefetched: usize,
     /// Entries not yet yielded, over all tables.
     remaining: usize,
     grace: Arc<Grace>,
@@ -215,6 +248,7 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
                 .collect(),
             current: 0,
             cursor: 0,
+            prefetched: 0,
             remaining,
             ready: grace.passed(),
             grace,
@@ -313,6 +347,7 @@ impl<K, V> Drain<K, V> {
                 None
             };
             if let Some(ptr) = next {
+                prefetch_ahead(table, self.cursor, &mut self.prefetched);
                 held.entries -= 1;
                 self.remaining -= 1;
                 // SAFETY: `take_next` unlinked the entry from a table we own exclusively, so we
@@ -350,6 +385,7 @@ impl<K, V> Drain<K, V> {
         Counters::sub(&self.counters.drain_bytes, held.bytes);
         self.current += 1;
         self.cursor = 0;
+        self.prefetched = 0;
     }
 }
 

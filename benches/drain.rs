@@ -1,0 +1,197 @@
+//! Taking every entry out of a shared map, owned, at 1K / 100K / 1M `u64 -> u64` entries: epochmap's
+//! `drain` against dashmap's best equivalents through `&DashMap` (`mem::take` needs `&mut`, which
+//! a map shared between threads does not have).
+//!
+//! `drain/latency` — what the calling thread pays before it can go on (the map is filled outside
+//! the timing; what the call returns is consumed and dropped outside it):
+//! - epochmap `drain()`: O(shards), swaps the tables out; the entries are moved out later, by
+//!   whoever consumes the returned `Drain`;
+//! - dashmap `iter+remove`: collect the keys, then `remove` each (the owned pairs come back one
+//!   lock round-trip at a time; exactly once even under concurrent writers);
+//! - dashmap `iter().collect()+clear`: copy everything out, then `clear` (needs `Clone`, and an
+//!   insert between the two steps is lost: not exactly-once under concurrent writers);
+//! - dashmap `retain(collect)`: one `retain(|k, v| { out.push(..); false })` pass, each shard under
+//!   its write lock (needs `Clone`; exactly once).
+//!
+//! `drain/to-last-item` — from the call until the caller holds the last pair: epochmap
+//! `drain().collect()` (the swap, the grace-period wait and the moves), against the same dashmap
+//! strategies (which do all their work in the call).
+//!
+//! Self-contained apart from `benches/common` (so it can move with the other benches).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+};
+use epochmap::{Drain, EpochMap};
+
+mod common;
+use common::{hasher, key, Hasher};
+
+type Epoch = EpochMap<u64, u64, Hasher>;
+type Dash = dashmap::DashMap<u64, u64, Hasher>;
+
+fn epoch_filled(n: u64) -> Epoch {
+    let m = EpochMap::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    // Start every measurement with nothing pending from the fill's growth.
+    m.wait_for_reclamation(Duration::from_secs(10));
+    m
+}
+
+fn dash_filled(n: u64) -> Dash {
+    let m = Dash::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    m
+}
+
+/// A `Drain` that is consumed, not dropped, when the harness drops it outside the timing, so the
+/// entries are moved out as a user would and nothing is left for the reclaimer to do meanwhile.
+struct Consume(Drain<u64, u64>);
+
+impl Drop for Consume {
+    fn drop(&mut self) {
+        let sum: u64 = self.0.by_ref().map(|(k, v)| k ^ v).sum();
+        black_box(sum);
+    }
+}
+
+/// Times one emptying operation, as `benches/clear.rs` does: each call runs `min(iters, rounds)`
+/// rounds of `fill` (untimed), `op` (timed), drop of what `op` returns (untimed), and scales the
+/// measured mean to `iters`, so a cheap call on a big map does not need thousands of fills.
+fn time_op<M, R>(iters: u64, n: u64, fill: impl Fn() -> M, op: impl Fn(M) -> (M, R)) -> Duration {
+    let rounds = iters.min((300_000 / n).clamp(1, 64));
+    let mut took = Duration::ZERO;
+    for _ in 0..rounds {
+        let map = fill();
+        let start = Instant::now();
+        let out = black_box(op(map));
+        took += start.elapsed();
+        drop(out);
+    }
+    took.mul_f64(iters as f64 / rounds as f64)
+}
+
+fn strategy<M, R>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    n: u64,
+    fill: impl Fn() -> M,
+    op: impl Fn(M) -> (M, R),
+) {
+    g.bench_function(BenchmarkId::new(name, n), |b| {
+        b.iter_custom(|it| time_op(it, n, &fill, &op))
+    });
+}
+
+fn dash_iter_remove(m: &Dash) -> Vec<(u64, u64)> {
+    let keys: Vec<u64> = m.iter().map(|e| *e.key()).collect();
+    keys.into_iter().filter_map(|k| m.remove(&k)).collect()
+}
+
+fn dash_collect_clear(m: &Dash) -> Vec<(u64, u64)> {
+    let out: Vec<(u64, u64)> = m.iter().map(|e| (*e.key(), *e.value())).collect();
+    m.clear();
+    out
+}
+
+fn dash_retain_collect(m: &Dash) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(m.len());
+    m.retain(|k, v| {
+        out.push((*k, *v));
+        false
+    });
+    out
+}
+
+/// The dashmap strategies, registered in `g` for size `n`.
+fn dashmap_strategies(g: &mut BenchmarkGroup<'_, WallTime>, n: u64) {
+    strategy(
+        g,
+        "dashmap iter+remove",
+        n,
+        || dash_filled(n),
+        |m| {
+            let out = dash_iter_remove(&m);
+            (m, out)
+        },
+    );
+    strategy(
+        g,
+        "dashmap iter().collect()+clear",
+        n,
+        || dash_filled(n),
+        |m| {
+            let out = dash_collect_clear(&m);
+            (m, out)
+        },
+    );
+    strategy(
+        g,
+        "dashmap retain(collect)",
+        n,
+        || dash_filled(n),
+        |m| {
+            let out = dash_retain_collect(&m);
+            (m, out)
+        },
+    );
+}
+
+fn drain(c: &mut Criterion) {
+    let sizes: &[u64] = if common::quick() {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 100_000, 1_000_000]
+    };
+
+    let mut g = c.benchmark_group("drain/latency");
+    g.sampling_mode(SamplingMode::Flat);
+    for &n in sizes {
+        strategy(
+            &mut g,
+            "epochmap drain",
+            n,
+            || epoch_filled(n),
+            |m| {
+                let d = Consume(m.drain());
+                (m, d)
+            },
+        );
+        dashmap_strategies(&mut g, n);
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("drain/to-last-item");
+    g.sampling_mode(SamplingMode::Flat);
+    for &n in sizes {
+        strategy(
+            &mut g,
+            "epochmap drain+collect",
+            n,
+            || epoch_filled(n),
+            |m| {
+                let out: Vec<(u64, u64)> = m.drain().collect();
+                assert_eq!(out.len() as u64, n);
+                (m, out)
+            },
+        );
+        dashmap_strategies(&mut g, n);
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Flat sampling, 10 samples, (almost) no warm-up: every timed call needs a fresh fill.
+    config = common::criterion(1e-6, 0.5, 10);
+    targets = drain
+}
+criterion_main!(benches);
