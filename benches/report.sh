@@ -59,7 +59,7 @@ else
         commit="$commit (+ uncommitted changes)"
     fi
     # memory first: its counting allocator wants a quiet process, and it is the cheapest.
-    for bench in memory single_thread mixes clear iter; do
+    for bench in memory single_thread mixes clear drain iter; do
         echo "=== $bench ($(date -u +%H:%M:%S))"
         if ! cargo bench --bench "$bench" >"$results/$bench.log" 2>&1; then
             tail -n 40 "$results/$bench.log" >&2

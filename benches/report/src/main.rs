@@ -222,6 +222,8 @@ const ORDER: &[&str] = &[
     "hashbrown",
     "hashbrown+pin",
     "std",
+    "epochmap drain",
+    "epochmap drain+collect",
 ];
 
 fn mops(ops: f64) -> String {
@@ -392,7 +394,7 @@ fn plot_clear(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::erro
                 Some((p.parse().ok()?, r.ns / 1e3))
             })
             .collect();
-        let style = if f.starts_with("epochmap clear") {
+        let style = if f.starts_with("epochmap clear") || f.starts_with("epochmap drain") {
             color.stroke_width(3)
         } else {
             color.stroke_width(1)
@@ -574,9 +576,10 @@ fn targets(db: &Db, mem: &[MemRow]) -> Vec<Target> {
     }
     if let (Some(f), Some(h)) = (db.get(gh, "hashbrown+pin", m), db.get(gh, "hashbrown", m)) {
         t.push(Target {
-            what: "(context) the floor for a one-call get that pins crossbeam: hashbrown with a pin \
+            what:
+                "(context) the floor for a one-call get that pins crossbeam: hashbrown with a pin \
                    around each lookup, 1M entries, vs hashbrown"
-                .into(),
+                    .into(),
             measured: format!("{} ({} vs {})", ratio(f.ns / h.ns), dur(f.ns), dur(h.ns)),
             met: None,
         });
@@ -779,49 +782,64 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Clear.
     writeln!(md, "## Clear\n")?;
-    for (g, base, text) in [
-        (
-            "clear/latency",
-            "epochmap clear",
-            "Caller latency of one call on a map filled with N entries (filled outside the timing).",
-        ),
-        (
-            "clear/memory-back",
-            "epochmap clear+reclaimed",
-            "From the call until the memory is back with the allocator: epochmap `clear()` + \
-             `wait_for_reclamation`, dashmap `clear()` + `shrink_to_fit()` (its `clear` keeps the \
-             capacity), and drop + re-create.",
-        ),
-    ] {
-        if db.funcs(g).is_empty() {
-            continue;
-        }
-        let params = db.params(g);
-        writeln!(md, "### {}\n\n{text}\n", g.trim_start_matches("clear/"))?;
-        write!(md, "| strategy |")?;
-        for p in &params {
-            write!(md, " {} | ÷ {base} |", size_label(p))?;
-        }
-        write!(md, "\n|---|")?;
-        for _ in &params {
-            write!(md, "---:|---:|")?;
-        }
-        writeln!(md)?;
-        for f in db.funcs(g) {
-            write!(md, "| {f} |")?;
-            for p in &params {
-                match (db.get(g, &f, p), db.get(g, base, p)) {
-                    (Some(r), Some(e)) => write!(md, " {} | {} |", dur(r.ns), ratio(r.ns / e.ns))?,
-                    (Some(r), None) => write!(md, " {} | – |", dur(r.ns))?,
-                    _ => write!(md, " – | – |")?,
-                }
-            }
-            writeln!(md)?;
-        }
-        let file = format!("{}.svg", g.replace('/', "-"));
-        plot_clear(&db, g, &args.img.join(&file))?;
-        writeln!(md, "\n![{g}]({img_rel}/{file})\n")?;
+    latency_groups(
+        &mut md,
+        &db,
+        &args.img,
+        &img_rel,
+        "clear/",
+        &[
+            (
+                "clear/latency",
+                "epochmap clear",
+                "Caller latency of one call on a map filled with N entries (filled outside the \
+                 timing).",
+            ),
+            (
+                "clear/memory-back",
+                "epochmap clear+reclaimed",
+                "From the call until the memory is back with the allocator: epochmap `clear()` + \
+                 `wait_for_reclamation`, dashmap `clear()` + `shrink_to_fit()` (its `clear` keeps \
+                 the capacity), and drop + re-create.",
+            ),
+        ],
+    )?;
+
+    // Drain.
+    if !db.groups("drain/").is_empty() {
+        writeln!(md, "## Drain\n")?;
+        writeln!(
+            md,
+            "Taking every entry out of a shared map, owned (`benches/drain.rs`); the map is \
+             filled outside the timing. dashmap has no `drain` through `&DashMap`: its best \
+             equivalents are collecting the keys and removing each (`iter+remove`), copying \
+             everything out and then `clear` (`iter().collect()+clear`: needs `Clone`, and loses \
+             an insert that lands between the two steps) and a `retain` that copies each entry \
+             out and returns false (`retain(collect)`: needs `Clone`).\n"
+        )?;
     }
+    latency_groups(
+        &mut md,
+        &db,
+        &args.img,
+        &img_rel,
+        "drain/",
+        &[
+            (
+                "drain/latency",
+                "epochmap drain",
+                "What the calling thread pays before it can go on: epochmap's `drain()` swaps the \
+                 tables out and returns (the entries are moved out later, by whoever consumes the \
+                 `Drain`); dashmap's strategies do all their work in the call.",
+            ),
+            (
+                "drain/to-last-item",
+                "epochmap drain+collect",
+                "From the call until the caller holds the last pair: epochmap `drain().collect()` \
+                 (swap, grace-period wait, moves), and the same dashmap strategies.",
+            ),
+        ],
+    )?;
 
     // Iteration.
     for g in db.groups("iter/") {
@@ -896,6 +914,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::write(&args.out, md)?;
     eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// One table (and a log-log plot) per group of "time per call vs entries" results, each with a
+/// ratio column against the group's `base` strategy; groups without results are skipped.
+fn latency_groups(
+    md: &mut String,
+    db: &Db,
+    img: &Path,
+    img_rel: &str,
+    prefix: &str,
+    groups: &[(&str, &str, &str)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    for &(g, base, text) in groups {
+        if db.funcs(g).is_empty() {
+            continue;
+        }
+        let params = db.params(g);
+        writeln!(md, "### {}\n\n{text}\n", g.trim_start_matches(prefix))?;
+        write!(md, "| strategy |")?;
+        for p in &params {
+            write!(md, " {} | ÷ {base} |", size_label(p))?;
+        }
+        write!(md, "\n|---|")?;
+        for _ in &params {
+            write!(md, "---:|---:|")?;
+        }
+        writeln!(md)?;
+        for f in db.funcs(g) {
+            write!(md, "| {f} |")?;
+            for p in &params {
+                match (db.get(g, &f, p), db.get(g, base, p)) {
+                    (Some(r), Some(e)) => write!(md, " {} | {} |", dur(r.ns), ratio(r.ns / e.ns))?,
+                    (Some(r), None) => write!(md, " {} | – |", dur(r.ns))?,
+                    _ => write!(md, " – | – |")?,
+                }
+            }
+            writeln!(md)?;
+        }
+        let file = format!("{}.svg", g.replace('/', "-"));
+        plot_clear(db, g, &img.join(&file))?;
+        writeln!(md, "\n![{g}]({img_rel}/{file})\n")?;
+    }
     Ok(())
 }
 
