@@ -264,7 +264,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             entry_bytes: len * Entry::<K, V>::BYTES,
             slab_bytes: self.shards.iter().map(|s| s.slab_bytes()).sum(),
             pending_bytes: c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES,
-            drain_bytes: c.drain_bytes.load(Ordering::Relaxed),
+            drain_bytes: c.drain_bytes(),
             tables_retired: Counters::get(&c.tables_retired),
             tables_reclaimed: Counters::get(&c.tables_reclaimed),
             buckets_scanned: Counters::get(&c.buckets_scanned),

@@ -379,10 +379,12 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ///
     /// The caller owns the returned table but must not move anything out of it (nor free it)
     /// before the grace period of this call has passed: readers pinned now may still probe it.
+    /// The table's bytes and its entries' are added to `drain_bytes`, the drain's counter.
     pub(crate) fn take_table(
         &self,
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
+        drain_bytes: &AtomicUsize,
     ) -> Option<crate::drain::Taken<K, V>> {
         let mut locked = self.lock(ctx.map_id);
         let old = self.current_locked(guard);
@@ -405,10 +407,8 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             let old_bytes = unsafe { old.deref() }.bytes();
             Counters::add(&ctx.counters.table_bytes, new_bytes);
             Counters::sub(&ctx.counters.table_bytes, old_bytes);
-            Counters::add(
-                &ctx.counters.drain_bytes,
-                old_bytes + len * Entry::<K, V>::BYTES,
-            );
+            // Relaxed: a statistic (the drain's own counter, see `Counters::drains`).
+            drain_bytes.fetch_add(old_bytes + len * Entry::<K, V>::BYTES, Ordering::Relaxed);
             self.len.store(0, Ordering::Relaxed);
             Some(crate::drain::Taken {
                 table: old.as_raw() as *mut Table<K, V>,

@@ -4,7 +4,7 @@
 //! own, and nothing is published through them. A snapshot taken while other threads write is
 //! therefore a mix of moments, exact only when the map is quiescent.
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Counters shared by a map and the retired tables and entry batches it has handed to the epoch
 /// (which hold an `Arc` of it, so they can report back after the map itself is gone).
@@ -12,8 +12,10 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 pub(crate) struct Counters {
     pub(crate) table_bytes: AtomicUsize,
     pub(crate) pending_bytes: AtomicUsize,
-    /// Tables and entries taken out by `drain` that a live `Drain` still holds.
-    pub(crate) drain_bytes: AtomicUsize,
+    /// One counter per live `Drain`: the bytes of the tables and entries it still holds. Each is
+    /// written only by its `Drain` (plain `Relaxed` stores, no read-modify-write on the per-entry
+    /// path) and summed by `memory_stats`; a `Drain` registers in `drain()` and leaves on drop.
+    pub(crate) drains: Mutex<Vec<Arc<AtomicUsize>>>,
     pub(crate) tables_retired: AtomicU64,
     pub(crate) tables_reclaimed: AtomicU64,
     pub(crate) buckets_scanned: AtomicU64,
@@ -37,6 +39,26 @@ impl Counters {
 
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// A new live drain's byte counter, registered (starting at 0).
+    pub(crate) fn register_drain(&self) -> Arc<AtomicUsize> {
+        let held = Arc::new(AtomicUsize::new(0));
+        lock(&self.drains).push(Arc::clone(&held));
+        held
+    }
+
+    /// Forgets a drain's counter (its drain has handed everything on).
+    pub(crate) fn unregister_drain(&self, held: &Arc<AtomicUsize>) {
+        lock(&self.drains).retain(|d| !Arc::ptr_eq(d, held));
+    }
+
+    /// What all live drains hold. Relaxed: statistics.
+    pub(crate) fn drain_bytes(&self) -> usize {
+        lock(&self.drains)
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
     }
 }
 

@@ -393,7 +393,12 @@ impl<K, V> Table<K, V> {
                     if next.known_empty() {
                         self.set_summary(index, false);
                     }
-                    return Some(bucket.slots[slot].swap(std::ptr::null_mut(), Ordering::Relaxed));
+                    // A load and a store rather than a `swap`: with exclusive access nothing can
+                    // race, and on x86 a swap is a locked `xchg` (measured: a third of `drain`'s
+                    // per-entry time on cached tables).
+                    let entry = bucket.slots[slot].load(Ordering::Relaxed);
+                    bucket.slots[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
+                    return Some(entry);
                 }
                 None => self.set_summary(index, false),
             }
