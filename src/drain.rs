@@ -393,7 +393,7 @@ impl<K, V> Drain<K, V> {
     /// Frees the current table (emptied, past its grace period) and moves on to the next.
     fn free_current(&mut self) {
         let held = &mut self.tables[self.current];
-        held.releaser.flush();
+        held.releaser.finish();
         // SAFETY: the drain owns the table exclusively (see `take`), it was allocated as a
         // crossbeam `Owned`, and it is freed once: `current` moves past it right after.
         drop(unsafe { epoch::Shared::from(held.table as *const Table<K, V>).into_owned() });

@@ -513,6 +513,13 @@ impl<K, V> OwnedReleaser<K, V> {
             self.slab.give_back(&mut self.slots);
         }
     }
+
+    /// Returns the queued slots and frees the queue's own buffer (up to 8 KiB), for an owner that
+    /// is done with this slab but lives on.
+    pub(crate) fn finish(&mut self) {
+        self.flush();
+        self.slots = Vec::new();
+    }
 }
 
 impl<K, V> Drop for OwnedReleaser<K, V> {
