@@ -156,6 +156,41 @@
 //! assert!(after.total_bytes() < before.total_bytes() / 100);
 //! ```
 //!
+//! ## Taking everything out: `drain`
+//!
+//! [`EpochMap::drain`] swaps the tables out exactly as `clear` does (O(shards) for the caller,
+//! writers and readers never wait) and returns the old contents as an owning [`Drain`] iterator of
+//! `(K, V)`: every entry present before the call comes out exactly once (or was returned by a
+//! write that replaced or removed it first), every entry inserted after it stays in the map. The
+//! `Drain` moves an entry out only after every reader pinned at the swap has unpinned, so its first
+//! `next` may wait for a `Ref` some thread holds; [`Drain::try_next`] and [`Drain::is_ready`] never
+//! wait. The pattern it is for: counters collected for an interval, then exported and reset in one
+//! step while other threads keep counting (see `examples/metrics.rs`).
+//!
+//! ```
+//! use epochmap::EpochMap;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//!
+//! let hits: Arc<EpochMap<u32, AtomicU64>> = Arc::new(EpochMap::new());
+//! let worker = {
+//!     let hits = Arc::clone(&hits);
+//!     std::thread::spawn(move || {
+//!         for i in 0..10_000u32 {
+//!             hits.get_or_insert_with(i % 10, || AtomicU64::new(0))
+//!                 .fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     })
+//! };
+//! let mut exported = 0;
+//! while !worker.is_finished() {
+//!     exported += hits.drain().map(|(_, n)| n.into_inner()).sum::<u64>();
+//! }
+//! worker.join().unwrap();
+//! exported += hits.drain().map(|(_, n)| n.into_inner()).sum::<u64>();
+//! assert_eq!(exported, 10_000); // no increment lost or counted twice
+//! ```
+//!
 //! ## Cost model
 //!
 //! | operation | cost |
@@ -164,12 +199,13 @@
 //! | `insert`, `remove` | as `get`, plus the shard lock and one allocation or retirement |
 //! | growth | O(shard entries) by the writer that crosses the load factor; readers unaffected |
 //! | `clear` | O(shards) for the caller; O(entries) later on the reclaimer thread |
+//! | `drain` | O(shards) for the caller; O(entries) for whoever consumes the [`Drain`], after one grace period |
 //! | `iter`, `retain` | O(capacity) for iteration, O(occupied buckets) for `retain` |
 //!
 //! ## Consistency
 //!
 //! Each operation on one key is linearizable. Operations across keys (`len`, `iter`, `clear`,
-//! `retain`) are per-shard atomic and weakly consistent across shards.
+//! `drain`, `retain`) are per-shard atomic and weakly consistent across shards.
 //!
 //! ## Feature flags
 //!
