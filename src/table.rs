@@ -93,10 +93,11 @@ impl<K, V> Table<K, V> {
         Some(buckets)
     }
 
-    /// Heap bytes of a table with `buckets` buckets: bucket array, summary and header.
+    /// Heap bytes of a table with `buckets` buckets: bucket array (with its alignment slack),
+    /// summary and header, exactly as requested from the allocator.
     pub(crate) fn bytes_for(buckets: usize) -> Option<usize> {
-        let array = buckets.checked_mul(std::mem::size_of::<Bucket<K, V>>())?;
-        let summary = buckets.div_ceil(64) * std::mem::size_of::<u64>();
+        let array = ZeroedArray::<Bucket<K, V>>::bytes_for(buckets)?;
+        let summary = ZeroedArray::<AtomicU64>::bytes_for(buckets.div_ceil(64))?;
         array
             .checked_add(summary)?
             .checked_add(std::mem::size_of::<Self>())
