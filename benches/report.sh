@@ -43,7 +43,7 @@ else
 fi
 
 echo "=== building benches and the report tool ($(date -u +%H:%M:%S))"
-cargo bench --no-run --benches
+cargo bench -p epochmap-benches --no-run --benches
 CARGO_TARGET_DIR=$target cargo build --release --manifest-path benches/report/Cargo.toml
 
 if $render_only; then
@@ -61,7 +61,7 @@ else
     # memory first: its counting allocator wants a quiet process, and it is the cheapest.
     for bench in memory single_thread mixes clear iter; do
         echo "=== $bench ($(date -u +%H:%M:%S))"
-        if ! cargo bench --bench "$bench" >"$results/$bench.log" 2>&1; then
+        if ! cargo bench -p epochmap-benches --bench "$bench" >"$results/$bench.log" 2>&1; then
             tail -n 40 "$results/$bench.log" >&2
             echo "bench $bench failed; full log: $results/$bench.log" >&2
             exit 1

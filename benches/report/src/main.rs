@@ -857,7 +857,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         writeln!(md, "## Memory\n")?;
         writeln!(
             md,
-            "Counting global allocator (`benches/memory.rs`): live heap bytes the map requested \
+            "Counting global allocator (`benches/peers/memory.rs`): live heap bytes the map requested \
              after inserting N `u64 → u64` entries one by one into a map created with default \
              capacity (after deferred frees ran), and the peak while growing from empty. Ratio = \
              this ÷ epochmap. The last column adds what the allocator (glibc) sets aside per \
