@@ -43,7 +43,8 @@ else
 fi
 
 echo "=== building benches and the report tool ($(date -u +%H:%M:%S))"
-cargo bench --no-run --benches
+cargo bench -p epochmap-benches --no-run --benches
+cargo bench -p epochmap-benches --no-run --bench mixes --features mimalloc
 CARGO_TARGET_DIR=$target cargo build --release --manifest-path benches/report/Cargo.toml
 
 if $render_only; then
@@ -61,12 +62,20 @@ else
     # memory first: its counting allocator wants a quiet process, and it is the cheapest.
     for bench in memory single_thread mixes clear drain iter; do
         echo "=== $bench ($(date -u +%H:%M:%S))"
-        if ! cargo bench --bench "$bench" >"$results/$bench.log" 2>&1; then
+        if ! cargo bench -p epochmap-benches --bench "$bench" >"$results/$bench.log" 2>&1; then
             tail -n 40 "$results/$bench.log" >&2
             echo "bench $bench failed; full log: $results/$bench.log" >&2
             exit 1
         fi
     done
+    # The mixes again on mimalloc (its groups are named mix-mimalloc/...): see mixes.rs.
+    echo "=== mixes on mimalloc ($(date -u +%H:%M:%S))"
+    if ! cargo bench -p epochmap-benches --bench mixes --features mimalloc \
+        >"$results/mixes-mimalloc.log" 2>&1; then
+        tail -n 40 "$results/mixes-mimalloc.log" >&2
+        echo "bench mixes (mimalloc) failed; full log: $results/mixes-mimalloc.log" >&2
+        exit 1
+    fi
     secs=$(($(date +%s) - start))
     echo "$secs" >"$results/runtime-secs"
     echo "$date" >"$results/date"

@@ -17,7 +17,7 @@
 //! `drain().collect()` (the swap, the grace-period wait and the moves), against the same dashmap
 //! strategies (which do all their work in the call).
 //!
-//! Self-contained apart from `benches/common` (so it can move with the other benches).
+//! Self-contained apart from `common/` (the helpers every bench here shares).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
