@@ -842,11 +842,13 @@ fn drains_racing_writers_account_for_every_value_exactly_once() {
         (4, ReclaimMode::Background),
         (64, ReclaimMode::Inline),
     ] {
+        // Bounded by time rather than operations, so that release and debug builds both see
+        // many drains overlap the writes.
         drain_while_writing(
             config(shards, mode),
             512,
-            30_000,
-            Duration::from_secs(2),
+            u64::MAX,
+            Duration::from_millis(400),
             seed,
         );
     }
