@@ -115,6 +115,8 @@ type RetireFn<K, V> = unsafe fn(
 ///
 /// **Memory**: [`MemoryStats::drain_bytes`](crate::MemoryStats::drain_bytes) counts the tables and
 /// not-yet-yielded entries it holds, until they are yielded, freed or handed to the reclaimer.
+/// They are not `pending_bytes`: nothing waits for the reclaimer, so
+/// [`wait_for_reclamation`](EpochMap::wait_for_reclamation) does not wait for a `Drain` you hold.
 ///
 /// **Threads**: `Drain` is `Send` when `K` and `V` are (it owns them and holds no epoch guard), so
 /// it can be handed to another thread to consume. It is `Sync` when `K` and `V` are: through
