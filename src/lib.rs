@@ -207,8 +207,11 @@ mod bucket;
 mod builder;
 mod compute;
 mod entry;
+mod hashed;
 mod impls;
 mod iter;
+mod key;
+mod load;
 mod map;
 mod pinned;
 #[cfg(feature = "rayon")]
