@@ -159,11 +159,15 @@ fn run(config: Config, keys: u64, budget: Duration, seed: u64) {
             }
         }));
     }
-    completes_within(budget + Duration::from_secs(60), "stress workers", move || {
-        for w in workers {
-            w.join().expect("a worker failed");
-        }
-    });
+    completes_within(
+        budget + Duration::from_secs(60),
+        "stress workers",
+        move || {
+            for w in workers {
+                w.join().expect("a worker failed");
+            }
+        },
+    );
     for entry in shared.map.iter() {
         check(*entry.key(), &entry);
     }
@@ -178,7 +182,9 @@ fn run(config: Config, keys: u64, budget: Duration, seed: u64) {
     shared.map.clear();
     assert!(shared.map.wait_for_reclamation(RECLAIM_TIMEOUT));
     drop(shared.map);
-    assert!(common::drive_reclamation_until(|| shared.tracker.live() == 0));
+    assert!(common::drive_reclamation_until(
+        || shared.tracker.live() == 0
+    ));
     shared.tracker.assert_all_dropped_once();
 }
 
