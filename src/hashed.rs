@@ -50,10 +50,10 @@ where
     /// makes a *later* call with the right hash miss or duplicate a key.
     ///
     /// ```
-    /// let map = epochmap::EpochMap::new();
-    /// let hash = map.hash_key("apple");
+    /// let map: epochmap::EpochMap<String, u32> = epochmap::EpochMap::new();
+    /// let hash = map.hash_key("apple"); // a `&str` hashes as its `String` does
     /// assert_eq!(hash, map.hash_key(&String::from("apple")));
-    /// map.insert_with_hash("apple", hash, 3);
+    /// map.insert_with_hash("apple".to_string(), hash, 3);
     /// assert_eq!(*map.get_with_hash("apple", hash).unwrap(), 3);
     /// assert_eq!(*map.get("apple").unwrap(), 3);
     /// ```
