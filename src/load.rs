@@ -548,7 +548,10 @@ where
     ///
     /// **Cancellation:** dropping a waiting caller's future just stops it waiting. Dropping the
     /// future that is running `load` drops `load`, inserts nothing, and wakes the waiters: one of
-    /// them runs its own `load`. Nobody is left waiting for a load that no one is running.
+    /// them runs its own `load`. Nobody is left waiting for a load that no one is running (unless
+    /// the leader's future is leaked with `mem::forget` instead of dropped: like a leaked lock
+    /// guard, that leaves its waiters waiting). A future whose `load` panicked should be dropped,
+    /// as runtimes do with a panicked task; dropping it hands the load on.
     ///
     /// ```
     /// use epochmap::EpochMap;
