@@ -3,8 +3,9 @@
 //! Run with `cargo run --release --example cache`.
 //!
 //! The cache itself (`BoundedCache`, in `examples/cache/bounded.rs`, shared with `tests/cache.rs`)
-//! uses batched LRU eviction, coalesces concurrent loads of a key into one (`get_or_insert_with`
-//! of a `OnceLock` slot), and invalidates everything in O(shards) with `clear()`. This program:
+//! uses batched LRU eviction, coalesces concurrent loads of a key into one (`get_or_load_ref`:
+//! single-flight, the loader runs with no map lock held), and invalidates everything in O(shards)
+//! with `clear()`. This program:
 //!
 //! 1. replays one skewed trace, single-threaded, through `BoundedCache` and through an exact LRU,
 //!    to show what batching the LRU costs in hit ratio;

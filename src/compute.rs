@@ -13,11 +13,13 @@
 //! explanation instead of a silent deadlock. Reads (`get`, `get_cloned`, `with`, `iter`, ...) take no
 //! lock and are allowed inside the closures.
 
+use std::borrow::Borrow;
 use std::error::Error;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
 use crate::entry::Entry;
+use crate::key::{Borrowed, KeyArg, Owned};
 use crate::refs::Ref;
 use crate::sync::epoch;
 use crate::EpochMap;
@@ -224,23 +226,59 @@ where
     where
         F: FnOnce(Option<(&K, &V)>) -> Operation<V>,
     {
+        self.compute_with(Owned(key), f)
+    }
+
+    /// [`compute`](EpochMap::compute) with a borrowed key: the owned key is made (`Q::to_owned`,
+    /// under the shard lock) only when `f` returns [`Operation::Insert`], because the new entry
+    /// needs it; [`Operation::Remove`] and [`Operation::Abort`] allocate nothing. (A replacing
+    /// insert allocates too: entries are immutable, so the new value goes in a new entry with a
+    /// key of its own.)
+    ///
+    /// ```
+    /// use epochmap::{EpochMap, Operation};
+    ///
+    /// let counts: EpochMap<String, u32> = EpochMap::new();
+    /// for word in ["a", "b", "a"] {
+    ///     counts.compute_ref(word, |entry| Operation::Insert(entry.map_or(1, |(_, n)| n + 1)));
+    /// }
+    /// assert_eq!(counts.get_cloned("a"), Some(2));
+    /// // Reading through `compute_ref` without changing anything allocates no `String`.
+    /// let seen = counts.compute_ref("b", |_| Operation::Abort);
+    /// assert_eq!(seen.current().map(|r| **r), Some(1));
+    /// ```
+    pub fn compute_ref<Q, F>(&self, key: &Q, f: F) -> Compute<'_, K, V>
+    where
+        K: Borrow<Q>,
+        Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+        F: FnOnce(Option<(&K, &V)>) -> Operation<V>,
+    {
+        self.compute_with(Borrowed(key), f)
+    }
+
+    fn compute_with<A, F>(&self, key: A, f: F) -> Compute<'_, K, V>
+    where
+        A: KeyArg<K>,
+        K: Borrow<A::Q>,
+        F: FnOnce(Option<(&K, &V)>) -> Operation<V>,
+    {
         let guard = epoch::pin();
         let done = {
-            let hash = self.hash(&key);
+            let hash = self.hash(key.get());
             let ctx = self.ctx();
             let mut writer = self.shard(hash).writer(&ctx, &guard);
-            match writer.find(hash, &key) {
+            match writer.find(hash, key.get()) {
                 None => match f(None) {
                     Operation::Insert(value) => {
                         let new: *const Entry<K, V> =
-                            writer.insert(hash, key, value, &|k| self.hash(k));
+                            writer.insert(hash, key.into_owned(), value, &|k| self.hash(k));
                         Done::Inserted(new)
                     }
                     Operation::Remove | Operation::Abort => Done::Unchanged(None),
                 },
                 Some(at) => match f(Some((&at.entry.key, &at.entry.value))) {
                     Operation::Insert(value) => {
-                        let new: *const Entry<K, V> = writer.replace(at, key, value);
+                        let new: *const Entry<K, V> = writer.replace(at, key.into_owned(), value);
                         Done::Updated(at.entry, new)
                     }
                     Operation::Remove => {
@@ -293,19 +331,53 @@ where
     /// assert_eq!(*map.get("k").unwrap(), 1);
     /// ```
     pub fn try_insert(&self, key: K, value: V) -> Result<Ref<'_, K, V>, OccupiedError<'_, K, V>> {
+        self.try_insert_with_key(Owned(key), value)
+    }
+
+    /// [`try_insert`](EpochMap::try_insert) with a borrowed key: the owned key is made
+    /// (`Q::to_owned`, under the shard lock) only if the key is absent and the value is inserted.
+    /// A present key allocates nothing and hands `value` back in the [`OccupiedError`].
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<String, u32> = epochmap::EpochMap::new();
+    /// assert_eq!(*map.try_insert_ref("k", 1).unwrap(), 1); // allocates "k" to insert it
+    /// let err = map.try_insert_ref("k", 2).unwrap_err(); // allocates nothing
+    /// assert_eq!((*err.entry, err.value), (1, 2));
+    /// ```
+    pub fn try_insert_ref<Q>(
+        &self,
+        key: &Q,
+        value: V,
+    ) -> Result<Ref<'_, K, V>, OccupiedError<'_, K, V>>
+    where
+        K: Borrow<Q>,
+        Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+    {
+        self.try_insert_with_key(Borrowed(key), value)
+    }
+
+    fn try_insert_with_key<A>(
+        &self,
+        key: A,
+        value: V,
+    ) -> Result<Ref<'_, K, V>, OccupiedError<'_, K, V>>
+    where
+        A: KeyArg<K>,
+        K: Borrow<A::Q>,
+    {
         let guard = epoch::pin();
-        let hash = self.hash(&key);
+        let hash = self.hash(key.get());
         let shard = self.shard(hash);
         // Ok(the inserted entry) or Err((the entry already there, the rejected value)).
         let outcome: Result<*const Entry<K, V>, Rejected<K, V>> =
-            match shard.find(hash, &key, &guard) {
+            match shard.find(hash, key.get(), &guard) {
                 Some(existing) => Err((existing, value)),
                 None => {
                     let ctx = self.ctx();
                     let mut writer = shard.writer(&ctx, &guard);
-                    match writer.find(hash, &key) {
+                    match writer.find(hash, key.get()) {
                         Some(at) => Err((at.entry, value)),
-                        None => Ok(writer.insert(hash, key, value, &|k| self.hash(k))),
+                        None => Ok(writer.insert(hash, key.into_owned(), value, &|k| self.hash(k))),
                     }
                 }
             };

@@ -75,9 +75,29 @@
 //!
 //! **Closures that run under a shard lock** — those given to `compute`, `get_or_insert_with`,
 //! `get_or_try_insert_with`, `update`, `remove_if`, `retain` and `par_retain`, and the key's
-//! `Hash`/`Eq` — make other writers to that shard wait, so keep them short. They may read the map,
+//! `Hash`/`Eq` — make other writers to that shard wait, so keep them short (a slow one belongs in
+//! a `get_or_load` loader, which runs with no lock held). They may read the map,
 //! but must not write to it: that would wait for a lock the thread already holds. Such a call
 //! panics with an explanation instead of deadlocking.
+//!
+//! ## Loading: single-flight, off the lock
+//!
+//! [`EpochMap::get_or_load`] returns a key's entry, running the loader if it is absent: **with no
+//! map lock held**, and once per key however many threads ask at the same time (the others wait,
+//! parked, and get its value). A failing or panicking loader inserts nothing; a waiter then loads.
+//! Forms: [`EpochMap::try_get_or_load`] (fallible), [`EpochMap::get_or_load_async`] (a future as
+//! the loader, runtime-agnostic), [`EpochMap::get_or_load_ref`] (a borrowed key, allocated only
+//! to insert) and [`EpochMap::get_or_load_with_hash`] (a hash from [`EpochMap::hash_key`]).
+//! `docs/caching.md` has the full rules, and what runs under which lock for every call.
+//!
+//! ```
+//! use epochmap::EpochMap;
+//!
+//! let users: EpochMap<u64, String> = EpochMap::new();
+//! let name = users.get_or_load(7, || format!("user {}", 7)); // a slow fetch, no lock held
+//! assert_eq!(*name, "user 7");
+//! assert_eq!(*users.get_or_load(7, || unreachable!()), "user 7"); // a hit: lock-free
+//! ```
 //!
 //! ## Async code
 //!
@@ -85,8 +105,9 @@
 //! pinned it (it points into that thread's epoch record), so both types are `!Send`. That is also
 //! what you want across an `.await`: a guard held by a suspended task would keep every entry
 //! retired since from being freed, for as long as the task sleeps. In async code, use
-//! [`EpochMap::get_cloned`] (clone the value out) or [`EpochMap::with`] (run a closure on it):
-//! both drop their guard before returning, so the future stays `Send`.
+//! [`EpochMap::get_cloned`] (clone the value out), [`EpochMap::with`] (run a closure on it) or
+//! [`EpochMap::get_or_load_async`] (load on a miss): they hold no guard once they return, so the
+//! future stays `Send`.
 //!
 //! ```
 //! use epochmap::EpochMap;
@@ -244,8 +265,11 @@ mod builder;
 mod compute;
 mod drain;
 mod entry;
+mod hashed;
 mod impls;
 mod iter;
+mod key;
+mod load;
 mod map;
 mod pinned;
 #[cfg(feature = "rayon")]

@@ -64,3 +64,11 @@ impl Drop for Held {
         });
     }
 }
+
+/// A number that identifies the calling thread among the threads alive now (the address of its
+/// record of held locks), or 0 during thread teardown. Lets a load detect that its own loader asks
+/// for the key it is loading, which would otherwise wait for itself forever.
+pub(crate) fn thread_token() -> usize {
+    HELD.try_with(|held| held as *const RefCell<Vec<usize>> as usize)
+        .unwrap_or(0)
+}

@@ -10,6 +10,7 @@ use std::borrow::Borrow;
 use std::mem::ManuallyDrop;
 
 use crate::entry::Entry;
+use crate::load::Pending;
 use crate::reclaim::{self, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
 use crate::slab::{EntrySlab, SlabCache};
@@ -81,6 +82,9 @@ struct Writer<K, V> {
     garbage: Vec<*mut Entry<K, V>>,
     /// Slots for new entries, taken from the shard's slab a few at a time.
     cache: SlabCache,
+    /// Loads in flight for keys of this shard (`src/load.rs`): registered and completed under
+    /// this lock, so "absent and not loading" is decided atomically with every other write.
+    pending: Pending<K>,
 }
 
 // SAFETY: the garbage pointers are owned entries, moved between threads only together with the lock
@@ -113,6 +117,7 @@ impl<K, V> Shard<K, V> {
             writer: Mutex::new(Writer {
                 garbage: Vec::new(),
                 cache: SlabCache::new(),
+                pending: Pending::new(),
             }),
             len: AtomicUsize::new(0),
             buckets: AtomicUsize::new(buckets),
@@ -523,6 +528,35 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         self.shard
             .slab
             .alloc(&mut self.locked.writer.cache, Entry { key, value })
+    }
+
+    /// The loads in flight for this shard's keys.
+    pub(crate) fn pending(&mut self) -> &mut Pending<K> {
+        &mut self.locked.writer.pending
+    }
+
+    /// [`remove`](Self::remove) for a `hash` the caller supplied, which may be wrong.
+    ///
+    /// Removal lowers the overflow counts along the path from the entry's home bucket, which is
+    /// where its insertion raised them; entries are always placed by the map's own hash (`real`).
+    /// So if the entry is not in `hash`'s home bucket, the path is walked from the home of
+    /// `real(key)`, never from a home a wrong `hash` names (that would lower counts other entries
+    /// rely on, and later lookups of those would miss). If it is in `hash`'s home bucket, there is
+    /// nothing to walk for a right `hash`; for a wrong one the entry's own path keeps its raised
+    /// counts: probes past it stay longer than needed until the next rebuild, never too short.
+    /// `real` runs under the lock, before anything changes.
+    pub(crate) fn remove_trusting(
+        &mut self,
+        hash: u64,
+        at: Slot<'_, K, V>,
+        real: impl FnOnce(&K) -> u64,
+    ) {
+        let walk = if self.table.is_home(hash, at.bucket) {
+            hash
+        } else {
+            real(&at.entry.key)
+        };
+        self.remove(walk, at);
     }
 
     /// Unlinks the entry at `at`, which `find` located for a key with `hash`.

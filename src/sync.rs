@@ -11,7 +11,7 @@
 #[cfg(not(epochmap_loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering},
-    Arc, Mutex, MutexGuard,
+    Arc, Condvar, Mutex, MutexGuard,
 };
 #[cfg(not(epochmap_loom))]
 pub(crate) use std::thread_local;
@@ -19,7 +19,7 @@ pub(crate) use std::thread_local;
 #[cfg(epochmap_loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering},
-    Arc, Mutex, MutexGuard,
+    Arc, Condvar, Mutex, MutexGuard,
 };
 #[cfg(epochmap_loom)]
 pub(crate) use loom::thread_local;
@@ -33,6 +33,14 @@ pub(crate) use crossbeam_epoch as epoch;
 /// held says nothing about the shard's state.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Waits on `condvar`, ignoring poison (see [`lock`]).
+pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    match condvar.wait(guard) {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     }

@@ -121,6 +121,12 @@ impl<K, V> Table<K, V> {
         hash as usize & self.mask
     }
 
+    /// Whether `bucket` is the home bucket of `hash` in this table.
+    #[inline]
+    pub(crate) fn is_home(&self, hash: u64, bucket: usize) -> bool {
+        self.home(hash) == bucket
+    }
+
     /// Looks `key` up, lock-free.
     ///
     /// # Safety

@@ -176,9 +176,10 @@ fn a_consumed_drain_returns_a_million_entries_to_the_allocator() {
         "{stats:?}"
     );
     assert_eq!(stats.slab_bytes, 0, "every slab chunk went back: {stats:?}");
-    // crossbeam's global garbage queue keeps its last node (one bag, about 2 KiB) until the next
-    // collection pops another, so the process may hold one more bag than at the baseline.
-    let slack = 4096;
+    // crossbeam's global garbage queue holds its nodes (one bag of deferred functions, about
+    // 2 KiB each) until later collections free them, so the process may hold a couple more bags
+    // than at the baseline (measured: 2.1 KiB and 4.6 KiB above it, depending on what ran before).
+    let slack = 8192;
     assert!(
         after_consumed <= baseline + slack,
         "after the drain is consumed the allocator holds {after_consumed} bytes: more than the \
@@ -186,7 +187,7 @@ fn a_consumed_drain_returns_a_million_entries_to_the_allocator() {
     );
     assert!(
         after_dropped <= baseline + slack,
-        "after the drain is dropped the allocator holds {after_dropped} bytes, more than 4 KiB \
+        "after the drain is dropped the allocator holds {after_dropped} bytes, more than 8 KiB \
          above the empty-map baseline of {baseline} bytes"
     );
 }
@@ -267,6 +268,58 @@ fn a_ref_held_across_clear_keeps_its_value_alive_until_dropped() {
         drops.load(Ordering::SeqCst),
         1000,
         "each value dropped exactly once"
+    );
+}
+
+/// What a held `Ref` costs a cache (docs/caching.md): no lock, but every entry retired while it
+/// lives stays allocated until it drops. One `Ref` is held while 100,000 replacements of 1 KiB
+/// values run on other keys; the allocator grows by about their size, and gives it back once the
+/// `Ref` is dropped.
+#[test]
+fn a_held_ref_holds_back_the_memory_retired_while_it_lives() {
+    let _serial = serial();
+    const REPLACEMENTS: usize = 100_000;
+    let map: EpochMap<u64, Vec<u8>> = EpochMap::builder().shards(4).build();
+    for k in 0..100 {
+        map.insert(k, vec![0; 1024]);
+    }
+    assert!(map.wait_for_reclamation(GRACE));
+    let base = allocated();
+    let held = map.get(&0).unwrap();
+    for i in 0..REPLACEMENTS {
+        map.insert(1 + (i as u64 % 99), vec![1; 1024]);
+    }
+    let during = allocated() - base;
+    let pending = map.memory_stats().pending_bytes;
+    assert!(
+        !map.wait_for_reclamation(Duration::from_millis(100)),
+        "nothing retired after the Ref was taken can be freed while it lives"
+    );
+    assert!(
+        during >= REPLACEMENTS * 1024,
+        "the replaced values stay allocated: {during} bytes"
+    );
+    assert_eq!(held.len(), 1024);
+    drop(held);
+    let start = Instant::now();
+    assert!(map.wait_for_reclamation(GRACE));
+    let back = start.elapsed();
+    let after = allocated().saturating_sub(base);
+    println!(
+        "a Ref held across {REPLACEMENTS} replacements of 1 KiB values held back {:.1} MiB \
+         (pending_bytes {:.1} MiB counts the entries, not their heap values); after it dropped, \
+         reclamation finished in {:.1} ms and {:.2} MiB remained above the baseline \
+         (slab chunks {:.2} MiB; the rest not attributed, and the same after each of three rounds \
+         in a trial run: kept capacity, not a leak)",
+        mib(during),
+        mib(pending),
+        back.as_secs_f64() * 1e3,
+        mib(after),
+        mib(map.memory_stats().slab_bytes)
+    );
+    assert!(
+        during - after >= REPLACEMENTS * 1024,
+        "the replaced values were freed once the Ref dropped: {during} -> {after} bytes"
     );
 }
 

@@ -5,13 +5,12 @@
 //!
 //! Design, and why:
 //!
-//! * **Values live in `Arc<Slot>`**, a `OnceLock` plus a last-used stamp. A miss inserts an empty
-//!   slot with `get_or_insert_with` (so exactly one slot per key wins, in the time of an
-//!   allocation under the shard lock) and then runs the loader *outside* every map lock through
-//!   `OnceLock::get_or_init`: concurrent misses on one key wait for the one load instead of
-//!   repeating it, and a slow loader never blocks writers of other keys in the same shard. A
-//!   loader that panics leaves the slot empty and the next caller loads again.
-//! * **Hits take no lock and clone no `Arc`**: `EpochMap::with` runs a closure on the slot under a
+//! * **Misses load through `EpochMap::get_or_load_ref`**, which is single-flight and runs the
+//!   loader with no map lock held: concurrent misses on one key wait for the one load instead of
+//!   repeating it, a slow loader never blocks writers of other keys in the same shard, and a
+//!   loader that panics inserts nothing (the next caller loads again). The borrowed-key form
+//!   clones the key only for the caller that loads; hits and waiters allocate nothing.
+//! * **Hits take no lock**: `EpochMap::with` runs a closure on the slot under a
 //!   short epoch guard, clones the value out and refreshes the stamp (a relaxed store, skipped when
 //!   the stamp is already current, so a hot key's cache line is not written on every hit).
 //! * **Eviction is batched LRU.** The stamp is a coarse clock that advances once every
@@ -24,18 +23,19 @@
 //!   access, which a hash map does not offer cheaply) it samples once per batch and sweeps; and
 //!   unlike CLOCK it needs no shared ring of keys. The example measures its hit ratio against an
 //!   exact LRU on the same trace.
-//! * **The bound is exact.** `occupied` counts entries plus slots reserved by misses that are
-//!   about to insert; a miss reserves before inserting (evicting first if the count is at
-//!   capacity) and gives the reservation back if another thread inserted the key first, and the
-//!   evictor subtracts exactly what `retain` removed. So the map never holds more than
-//!   `capacity` entries. `invalidate_all` takes the admission lock exclusively (misses take it
-//!   shared, only around reserve-and-insert, never around a load), so it can reset the count
-//!   while nothing is in flight; its `clear()` is O(shards) and the old entries are freed in the
-//!   background.
+//! * **The bound is exact.** `occupied` counts entries plus reservations of loads that are
+//!   about to insert; the loading caller reserves once its loader has produced a value (evicting
+//!   first if the count is at capacity), and `get_or_load` inserts that value: nothing else
+//!   inserts into the map, so every reservation becomes exactly one entry. The evictor subtracts
+//!   exactly what `retain` removed. So the map never holds more than `capacity` entries.
+//!   `invalidate_all` takes the admission lock exclusively; a loading caller takes it shared from
+//!   its reservation until `get_or_load` has inserted (never around the load itself), so
+//!   invalidation can reset the count while nothing is in flight; its `clear()` is O(shards) and
+//!   the old entries are freed in the background.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use crossbeam_utils::CachePadded;
 use epochmap::{EpochMap, MemoryStats};
@@ -43,16 +43,17 @@ use epochmap::{EpochMap, MemoryStats};
 /// How many stamps an eviction round samples to find its cut-off.
 const SAMPLE: usize = 1024;
 
-/// One cached value (or the promise of one) and when it was last used.
+/// One cached value and when it was last used. The map keeps it at a stable address, so the
+/// stamp can be an atomic that hits update in place.
 struct Slot<V> {
-    value: OnceLock<V>,
+    value: V,
     last_used: AtomicU64,
 }
 
 impl<V> Slot<V> {
-    fn new(now: u64) -> Self {
+    fn new(value: V, now: u64) -> Self {
         Slot {
-            value: OnceLock::new(),
+            value,
             last_used: AtomicU64::new(now),
         }
     }
@@ -115,7 +116,7 @@ impl CacheStats {
 
 /// A bounded, concurrent, loading cache with batched-LRU eviction. See the module docs.
 pub struct BoundedCache<K, V> {
-    map: EpochMap<K, Arc<Slot<V>>>,
+    map: EpochMap<K, Slot<V>>,
     capacity: usize,
     /// Entries freed per eviction round.
     batch: usize,
@@ -125,8 +126,8 @@ pub struct BoundedCache<K, V> {
     clock: CachePadded<AtomicU64>,
     admitted: CachePadded<AtomicU64>,
     tick_every: u64,
-    /// Shared by reserve-and-insert (and the evictions it triggers), exclusive for
-    /// `invalidate_all`.
+    /// Shared from a load's reservation until its insertion (and the evictions it triggers),
+    /// exclusive for `invalidate_all`.
     admission: RwLock<()>,
     evicting: Mutex<()>,
     hits: Striped,
@@ -182,13 +183,10 @@ where
 
     fn lookup(&self, key: &K) -> Option<V> {
         let now = self.now();
-        self.map
-            .with(key, |slot| {
-                let value = slot.value.get()?.clone();
-                slot.touch(now);
-                Some(value)
-            })
-            .flatten()
+        self.map.with(key, |slot| {
+            slot.touch(now);
+            slot.value.clone()
+        })
     }
 
     /// The value for `key`, loading it with `load` on a miss. Under contention for one key the
@@ -199,32 +197,27 @@ where
             return value;
         }
         self.misses.add(1);
-        let slot = {
-            let _admission = self
-                .admission
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let now = self.reserve();
-            let mut inserted = false;
-            let slot = self.map.get_or_insert_with(key.clone(), || {
-                inserted = true;
-                Arc::new(Slot::new(now))
-            });
-            let slot = Arc::clone(&slot);
-            if !inserted {
-                // Another thread's slot won: give our reservation back.
-                self.occupied.fetch_sub(1, Ordering::Relaxed);
-            }
-            slot
-        };
-        // The slot's stamp is its admission period; waiting for or running the load is not
-        // another use.
-        slot.value
-            .get_or_init(|| {
+        // Held from the reservation until `get_or_load_ref` has inserted the value, so that
+        // `invalidate_all` never resets the count between the two.
+        let mut admission: Option<RwLockReadGuard<'_, ()>> = None;
+        let value = self
+            .map
+            .get_or_load_ref(&key, || {
                 self.loads.fetch_add(1, Ordering::Relaxed);
-                load(&key)
+                // The load itself runs with no lock of ours or the map's held.
+                let value = load(&key);
+                admission = Some(
+                    self.admission
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                // The stamp is the admission period; waiting for a load is not another use.
+                Slot::new(value, self.reserve())
             })
-            .clone()
+            .value
+            .clone();
+        drop(admission);
+        value
     }
 
     /// Takes one unit of occupancy, evicting first while the cache is full; returns the stamp for

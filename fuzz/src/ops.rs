@@ -1,4 +1,5 @@
-//! Differential target: one thread applies an operation sequence to an [`EpochMap`] and to
+//! Differential target: one thread applies an operation sequence (including single-flight loads,
+//! `_with_hash` calls with right and wrong hashes, and borrowed-key writes) to an [`EpochMap`] and to
 //! `std::collections::HashMap`, comparing every result, and at the end the whole contents. `drain`
 //! is compared with taking the model's contents.
 //!
@@ -7,9 +8,12 @@
 //! reach collisions, overflow chains across buckets, growth, shrinking and clears of full tables.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::{Arbitrary, Unstructured};
-use epochmap::{EpochMap, ReclaimMode, Ref, WouldBlock};
+use epochmap::{Compute, EpochMap, Operation, ReclaimMode, Ref, WouldBlock};
 
 use crate::FuzzHasher;
 
@@ -75,11 +79,41 @@ enum Op {
     Hold(u16),
     /// Drops the oldest held `Ref`.
     Release,
+    /// `get_or_load` (or `try_get_or_load` failing when `fail`): the loader runs iff absent.
+    GetOrLoad(u16, u32, bool),
+    /// `get_or_load_async`, run to completion on this thread.
+    GetOrLoadAsync(u16, u32),
+    /// An async load polled once and dropped (cancelled): it inserts nothing, leaves the key
+    /// loadable, and a following `get_or_load` still runs its loader iff the key is absent.
+    CancelledLoad(u16, u32),
+    /// A `_with_hash` call, with the key's `hash_key` or a wrong hash (`right ^ wrong`, 0 = right).
+    WithHash(u16, u32, HashOp, u64),
+    /// `compute_ref` with a borrowed key.
+    ComputeRef(u16, u32, ComputeChoice),
+    /// `try_insert_ref` with a borrowed key.
+    TryInsertRef(u16, u32),
     /// `drain`, then takes `take` entries (all for `None`) and drops the rest; with `Ref`s held
     /// (this thread pinned before the swap) only checks that the drain says it would wait.
     Drain {
         take: Option<u8>,
     },
+}
+
+/// Which `_with_hash` call [`Op::WithHash`] makes.
+#[derive(Debug, Arbitrary, Clone, Copy)]
+enum HashOp {
+    Get,
+    Insert,
+    Remove,
+    GetOrLoad,
+}
+
+/// What the [`Op::ComputeRef`] closure returns.
+#[derive(Debug, Arbitrary, Clone, Copy)]
+enum ComputeChoice {
+    Insert,
+    Remove,
+    Abort,
 }
 
 type Map = EpochMap<Box<u16>, Box<u32>, FuzzHasher>;
@@ -324,6 +358,128 @@ fn apply<'m>(
                 held.remove(0);
             }
         }
+        Op::GetOrLoad(k, v, fail) => {
+            let k = k & mask;
+            let absent = !model.contains_key(&k);
+            let mut ran = false;
+            let got = map
+                .try_get_or_load(Box::new(k), || {
+                    ran = true;
+                    if fail {
+                        Err(())
+                    } else {
+                        Ok(Box::new(v))
+                    }
+                })
+                .map(|r| **r);
+            assert_eq!(ran, absent, "get_or_load ran its loader iff absent");
+            let want = if absent && fail {
+                Err(())
+            } else {
+                Ok(*model.entry(k).or_insert(v))
+            };
+            assert_eq!(got, want, "try_get_or_load({k}, fail={fail})");
+        }
+        Op::GetOrLoadAsync(k, v) => {
+            let k = k & mask;
+            let got = *poll_once(map.get_or_load_async(Box::new(k), async move { Box::new(v) }))
+                .expect("a single-threaded async load completes in one poll");
+            assert_eq!(got, *model.entry(k).or_insert(v), "get_or_load_async({k})");
+        }
+        Op::CancelledLoad(k, v) => {
+            let k = k & mask;
+            let cancelled =
+                poll_once(map.get_or_load_async(Box::new(k), std::future::pending::<Box<u32>>()));
+            match (cancelled, model.get(&k)) {
+                (Some(got), Some(&want)) => assert_eq!(*got, want, "a present key is returned"),
+                (None, None) => {}
+                (got, want) => panic!("cancelled load of {k}: got {got:?}, model {want:?}"),
+            }
+            let mut ran = false;
+            let got = **map.get_or_load(Box::new(k), || {
+                ran = true;
+                Box::new(v)
+            });
+            assert_eq!(
+                ran,
+                !model.contains_key(&k),
+                "the cancelled load left nothing behind"
+            );
+            assert_eq!(got, *model.entry(k).or_insert(v));
+        }
+        Op::WithHash(k, v, op, wrong) => {
+            let k = k & mask;
+            let right = map.hash_key(&k);
+            let hash = right ^ wrong;
+            let boxed = Box::new(k);
+            match op {
+                HashOp::Get => {
+                    let got = map.get_with_hash(&boxed, hash).map(|r| **r);
+                    if wrong == 0 {
+                        assert_eq!(got, model.get(&k).copied(), "get_with_hash({k})");
+                    } else {
+                        assert!(got.is_none() || got == model.get(&k).copied(), "wrong hash");
+                    }
+                }
+                HashOp::Insert => {
+                    let old = map.insert_with_hash(boxed, hash, Box::new(v)).map(|r| **r);
+                    assert_eq!(
+                        old,
+                        model.insert(k, v),
+                        "insert_with_hash({k}, ^{wrong:#x})"
+                    );
+                }
+                HashOp::Remove => match map.remove_with_hash(&boxed, hash).map(|r| **r) {
+                    Some(old) => assert_eq!(Some(old), model.remove(&k), "remove_with_hash"),
+                    None => assert!(wrong != 0 || !model.contains_key(&k), "right hash missed"),
+                },
+                HashOp::GetOrLoad => {
+                    let got = **map.get_or_load_with_hash(boxed, hash, || Box::new(v));
+                    assert_eq!(got, *model.entry(k).or_insert(v), "get_or_load_with_hash");
+                }
+            }
+        }
+        Op::ComputeRef(k, v, choice) => {
+            let k = k & mask;
+            let done = map.compute_ref(&Box::new(k), |entry| {
+                assert_eq!(entry.map(|(_, v)| **v), model.get(&k).copied());
+                match choice {
+                    ComputeChoice::Insert => Operation::Insert(Box::new(v)),
+                    ComputeChoice::Remove => Operation::Remove,
+                    ComputeChoice::Abort => Operation::Abort,
+                }
+            });
+            let before = model.get(&k).copied();
+            match (choice, &done) {
+                (ComputeChoice::Insert, Compute::Inserted(_) | Compute::Updated { .. }) => {
+                    model.insert(k, v);
+                }
+                (ComputeChoice::Remove, Compute::Removed(_)) => {
+                    model.remove(&k);
+                }
+                (ComputeChoice::Remove, Compute::Unchanged(None)) => assert!(before.is_none()),
+                (ComputeChoice::Abort, Compute::Unchanged(_)) => {}
+                _ => panic!("compute_ref({k}, {choice:?}) did {done:?}"),
+            }
+            assert_eq!(
+                done.previous().map(|r| ***r),
+                before,
+                "compute_ref previous"
+            );
+        }
+        Op::TryInsertRef(k, v) => {
+            let k = k & mask;
+            match map.try_insert_ref(&Box::new(k), Box::new(v)) {
+                Ok(new) => {
+                    assert_eq!(**new, v);
+                    assert!(
+                        model.insert(k, v).is_none(),
+                        "try_insert_ref of a present key"
+                    );
+                }
+                Err(err) => assert_eq!(Some(**err.entry), model.get(&k).copied()),
+            }
+        }
         Op::Drain { take } => {
             let mut drain = map.drain();
             assert_eq!(drain.len(), model.len(), "drain len");
@@ -364,6 +520,23 @@ fn apply<'m>(
             }
             model.clear();
         }
+    }
+}
+
+struct NoopWake;
+
+impl Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Polls `future` once; `None` if it is not ready (it is then dropped: cancelled).
+fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let waker: Waker = Arc::new(NoopWake).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
     }
 }
 

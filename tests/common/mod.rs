@@ -9,6 +9,7 @@
 //! | [`config`] | [`with_map`]: runs a test body once per map configuration (shards, reclaim mode, hasher) |
 //! | [`panics`] | [`expect_panic`], [`quiet_expected_panics`], [`completes_within`], [`assert_not_impl!`] |
 //! | [`check`] | [`assert_matches_model`]: a map agrees with a `std::collections::HashMap` in every way |
+//! | [`executor`] | [`block_on`], [`Manual`] (poll by hand, drop to cancel), [`Delay`]: async with std wakers only |
 //!
 //! Not every test file uses every helper, hence the `dead_code` allowance.
 
@@ -17,6 +18,7 @@
 pub mod check;
 pub mod config;
 pub mod drops;
+pub mod executor;
 pub mod hashers;
 pub mod keys;
 pub mod panics;
@@ -25,6 +27,7 @@ pub mod rng;
 pub use check::assert_matches_model;
 pub use config::{configs, with_map, Config, HasherKind};
 pub use drops::{Tracked, Tracker};
+pub use executor::{block_on, Delay, Manual};
 pub use hashers::TestHasher;
 pub use keys::{PanicKey, PanicSwitch};
 pub use panics::{completes_within, expect_panic, quiet_expected_panics, EXPECTED_PANIC};
