@@ -510,7 +510,7 @@ impl<K, V> Shard<K, V> {
         let mut free = |entry: *mut Entry<K, V>| {
             // Exclusive access: the map is being dropped, so no `Ref` or guard of it exists.
             // SAFETY: each entry is reachable from one place we free it from, and is in our slab.
-            if let Err(payload) = unsafe { releaser.free(entry) } {
+            if let Some(payload) = unsafe { releaser.free(entry) }.first {
                 first_panic.get_or_insert(payload);
             }
         };

@@ -434,24 +434,52 @@ impl<K, V> Releaser<'_, K, V> {
         }
     }
 
-    /// Drops the entry at `ptr` and queues its slot, returning the panic of its key's or value's
-    /// `Drop`, if one panicked (the slot is queued either way).
+    /// Drops the entry at `ptr` and queues its slot, reporting which of its key's and value's
+    /// `Drop`s panicked (the slot is queued either way).
+    ///
+    /// The key and the value are dropped one after the other, each under its own `catch_unwind`:
+    /// dropping the pair in one `drop_in_place` would run the value's `Drop` while the key's panic
+    /// unwinds, and a second panic there aborts the process.
     ///
     /// # Safety
     /// `ptr` came from `alloc` on this releaser's slab, is owned by the caller (reachable from no
     /// table and no reader), and is not used again.
-    pub(crate) unsafe fn free(
-        &mut self,
-        ptr: *mut Entry<K, V>,
-    ) -> Result<(), Box<dyn std::any::Any + Send>> {
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the caller owns the live entry at `ptr`; it is dropped exactly once, here
-            // (if the drop panics, the remaining fields are still dropped by the unwinding).
-            unsafe { ptr::drop_in_place(ptr) }
-        }));
+    pub(crate) unsafe fn free(&mut self, ptr: *mut Entry<K, V>) -> DropPanics {
+        let mut panics = DropPanics::default();
+        // SAFETY: the caller owns the live entry at `ptr`, so its key is live; it is dropped
+        // exactly once, here (`Entry` has no `Drop` of its own, so dropping its fields one by one
+        // is all that dropping the entry does).
+        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).key)) });
+        // SAFETY: as for the key; a panic from the key's `Drop` was caught above and left the
+        // value untouched.
+        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).value)) });
         // SAFETY: the entry is gone either way; the caller gave up the slot.
         unsafe { self.release(ptr) };
-        dropped
+        panics
+    }
+}
+
+/// The panics raised by the `Drop`s of one entry's key and value (see [`Releaser::free`]).
+#[derive(Default)]
+pub(crate) struct DropPanics {
+    /// How many of the two `Drop`s panicked: 0, 1 or 2.
+    pub(crate) count: u64,
+    /// The first panic's payload.
+    pub(crate) first: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl DropPanics {
+    fn catch(&mut self, drop: impl FnOnce()) {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop)) {
+            self.count += 1;
+            self.first.get_or_insert(payload);
+        }
+    }
+
+    /// Panics if a `Drop` panicked: for tests whose entries must drop cleanly.
+    #[cfg(test)]
+    pub(crate) fn unwrap(self) {
+        assert_eq!(self.count, 0, "a key's or value's Drop panicked");
     }
 }
 

@@ -94,7 +94,9 @@ pub struct MemoryStats {
     pub buckets_skipped: u64,
     /// Entries dropped by reclamation (of cleared tables and of removed or replaced entries).
     pub entries_reclaimed: u64,
-    /// Panics caught from `Drop` of a key or value during reclamation. The rest of the table was
+    /// Panics caught from the `Drop` of a key or a value during reclamation, one per panicking
+    /// `Drop` (an entry whose key and value both panic counts 2: they are dropped one after the
+    /// other, each caught, never one during the other's unwinding). The rest of the table was
     /// still freed; the panicking value's memory was released as far as unwinding allowed.
     pub drop_panics: u64,
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    completes_within, expect_panic, quiet_expected_panics, with_map, Config, PanicKey, PanicSwitch,
-    TestHasher, Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
+    completes_within, expect_panic, in_child_process, quiet_expected_panics, with_map, Config,
+    PanicKey, PanicSwitch, TestHasher, Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
 };
-use epochmap::EpochMap;
+use epochmap::{EpochMap, ReclaimMode};
 
 type Map = EpochMap<PanicKey, Tracked, TestHasher>;
 
@@ -383,4 +383,51 @@ fn a_panicking_drop_during_reclamation_is_counted_and_the_rest_is_freed() {
         drop(map);
         tracker.assert_all_dropped_once();
     });
+}
+
+/// A key and a value whose `Drop`s both panic, on every way an entry is freed: the removal batch
+/// and a cleared table (reclamation, both modes), and the map's own drop. Dropping the pair in one
+/// `drop_in_place` ran the value's `Drop` while the key's panic unwound, which aborted the process;
+/// now each is dropped under its own `catch_unwind` and both panics count. In a child process,
+/// because the broken behaviour is an abort.
+#[test]
+fn a_key_and_a_value_whose_drops_both_panic_are_counted_twice_and_never_abort() {
+    in_child_process(
+        "a_key_and_a_value_whose_drops_both_panic_are_counted_twice_and_never_abort",
+        || {
+            for mode in [ReclaimMode::Inline, ReclaimMode::Background] {
+                let tracker = Tracker::new();
+                let map: EpochMap<Tracked, Tracked> =
+                    EpochMap::builder().shards(1).reclaim_mode(mode).build();
+                let bomb = |id| {
+                    (
+                        tracker.always_panicking_value(id),
+                        tracker.always_panicking_value(id),
+                    )
+                };
+                let (k, v) = bomb(1);
+                map.insert(k, v);
+                let (k, v) = bomb(2);
+                map.insert(k, v);
+                // Removal: the entry waits in the shard's batch, which `wait_for_reclamation`
+                // hands to the epoch.
+                let removed = map.remove(&tracker.value(1)).expect("present");
+                drop(removed);
+                assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{mode:?}");
+                assert_eq!(map.memory_stats().drop_panics, 2, "{mode:?}: removed entry");
+                // Clear: the entry goes with the retired table.
+                map.clear();
+                assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{mode:?}");
+                let stats = map.memory_stats();
+                assert_eq!(stats.drop_panics, 4, "{mode:?}: cleared entry");
+                assert_eq!(stats.entries_reclaimed, 2, "{mode:?}");
+                // The map's drop: the first panic is resumed after everything was dropped.
+                let (k, v) = bomb(3);
+                map.insert(k, v);
+                let msg = expect_panic(move || drop(map));
+                assert!(msg.contains("panicked in Drop"), "{mode:?}: {msg}");
+                tracker.assert_all_dropped_once();
+            }
+        },
+    );
 }

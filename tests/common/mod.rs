@@ -27,7 +27,9 @@ pub use config::{configs, with_map, Config, HasherKind};
 pub use drops::{Tracked, Tracker};
 pub use hashers::TestHasher;
 pub use keys::{PanicKey, PanicSwitch};
-pub use panics::{completes_within, expect_panic, quiet_expected_panics, EXPECTED_PANIC};
+pub use panics::{
+    completes_within, expect_panic, in_child_process, quiet_expected_panics, EXPECTED_PANIC,
+};
 pub use rng::Rng;
 
 /// How long tests wait for reclamation before declaring it stuck. Generous: a test binary runs its
