@@ -758,6 +758,11 @@ where
     /// return `false`, including one held by the caller. A testing and observability tool: correct
     /// programs never need to call it.
     ///
+    /// When it returns `true`, the `Drop`s of the keys and values it waited for have run, on
+    /// whichever thread, and their effects (a drop counter, an `Arc`'s strong count) are visible
+    /// to the caller: the reclaimers' accounting publishes them with `Release`, the wait reads it
+    /// with `Acquire`.
+    ///
     /// ```
     /// use std::time::Duration;
     ///

@@ -133,7 +133,7 @@ impl<K, V> EntryJob<K, V> {
         // Returns the slots before the pending bytes go down, so a caller that waits for them
         // sees the slab's memory back too.
         drop(releaser);
-        Counters::sub(&self.counters.pending_bytes, self.bytes);
+        self.counters.sub_pending(self.bytes);
     }
 }
 
@@ -222,7 +222,7 @@ impl<K, V> TableJob<K, V> {
             Counters::bump(&counters.buckets_skipped, counts.skipped);
         }
         drop(table);
-        Counters::sub(&counters.pending_bytes, bytes);
+        counters.sub_pending(bytes);
         Counters::bump(&counters.tables_reclaimed, 1);
     }
 }
@@ -300,6 +300,7 @@ pub(crate) fn help() {
 /// own pin would hold the epoch back.
 pub(crate) fn relieve(counters: &Counters, bound: usize) {
     for _ in 0..RELIEF_ROUNDS {
+        // Relaxed: a heuristic bound; nothing is read on the strength of this value.
         if counters.pending_bytes.load(Ordering::Relaxed) <= bound {
             return;
         }
@@ -313,7 +314,9 @@ pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::In
     let mut pause = std::time::Duration::from_micros(10);
     let mut rounds = 0;
     loop {
-        if counters.pending_bytes.load(Ordering::Relaxed) == 0 {
+        // Acquire (inside `nothing_pending`): `true` promises the caller the effects of the
+        // `Drop`s it waited for, which the reclaiming threads published with their decrements.
+        if counters.nothing_pending() {
             return true;
         }
         if out_of_time(deadline, rounds) {

@@ -1,8 +1,11 @@
 //! Where a map's memory is: the counters behind [`EpochMap::memory_stats`](crate::EpochMap::memory_stats).
 //!
 //! The counters are plain atomics updated with `Relaxed` ordering: each is a statistic, read on its
-//! own, and nothing is published through them. A snapshot taken while other threads write is
-//! therefore a mix of moments, exact only when the map is quiescent.
+//! own, and nothing is published through them, with one exception: `wait_for_reclamation` promises
+//! that once it returns `true` the `Drop`s it waited for have happened, so the reclaimers' decrements
+//! of `pending_bytes` are `Release` and its poll is `Acquire` ([`Counters::sub_pending`],
+//! [`Counters::nothing_pending`]). A snapshot taken while other threads write is a mix of moments,
+//! exact only when the map is quiescent.
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
@@ -31,6 +34,25 @@ impl Counters {
 
     pub(crate) fn bump(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` reclaimed bytes off `pending_bytes`, after the reclaiming thread has dropped and
+    /// freed what they stood for.
+    ///
+    /// Release: pairs with the `Acquire` poll in `reclaim::drive_until_reclaimed`. A waiter that
+    /// reads the value this decrement (or any later add or subtract, which continue its release
+    /// sequence) wrote sees every effect of the `Drop`s and frees that came before it in this
+    /// thread, such as a drop counter or an `Arc`'s strong count. `Relaxed` would let a waiter on
+    /// ARM or POWER see 0 and still read the old counter.
+    pub(crate) fn sub_pending(&self, n: usize) {
+        self.pending_bytes.fetch_sub(n, Ordering::Release);
+    }
+
+    /// Whether nothing is pending. Acquire: pairs with [`Counters::sub_pending`], so once this
+    /// reads 0 every `Drop` behind the bytes that were pending happens-before the caller's next
+    /// step.
+    pub(crate) fn nothing_pending(&self) -> bool {
+        self.pending_bytes.load(Ordering::Acquire) == 0
     }
 
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
