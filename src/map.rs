@@ -618,10 +618,14 @@ where
         let new: *const Entry<K, V> = {
             let hash = self.hash(key);
             let ctx = self.ctx();
+            // Declared before the writer, so that if `K::clone` panics the unwinding drops the new
+            // value after the writer has released the lock: no user `Drop` under the lock.
+            let value;
             let mut writer = self.shard(hash).writer(&ctx, &guard);
             let at = writer.find(hash, key)?;
-            let value = f(&at.entry.value);
-            writer.replace(at, at.entry.key.clone(), value)
+            value = f(&at.entry.value);
+            let key = at.entry.key.clone();
+            writer.replace(at, key, value)
         };
         // SAFETY: published under `guard`.
         Some(unsafe { Ref::new(guard, &*new) })

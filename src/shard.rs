@@ -58,16 +58,20 @@ pub(crate) struct ShardWriter<'s, 'g, K, V> {
     ctx: &'s Ctx<'s>,
     guard: &'g epoch::Guard,
     table: &'g Table<K, V>,
-    /// Released in `Drop`, before the flush.
+    /// Released in `Drop`, before the flush (or earlier by `unlock_drop_and_resume`).
     locked: ManuallyDrop<Locked<'s, K, V>>,
+    /// `locked` was already released: a panic is unwinding through this handle.
+    released: bool,
     /// Set when this write handed garbage to the epoch, which must be flushed after unlocking.
     flush: bool,
 }
 
 impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
     fn drop(&mut self) {
-        // SAFETY: `locked` is dropped exactly once, here, and not used afterwards.
-        unsafe { ManuallyDrop::drop(&mut self.locked) };
+        if !self.released {
+            // SAFETY: `locked` is dropped exactly once, here, and not used afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.locked) };
+        }
         if self.flush {
             // Unlocked now: user `Drop`s that the flush may run can write to any map.
             self.guard.flush();
@@ -201,6 +205,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             ctx,
             guard,
             locked,
+            released: false,
             flush: false,
         }
     }
@@ -430,15 +435,24 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     ) -> &'g Entry<K, V> {
         let len = self.shard.len.load(Ordering::Relaxed);
         if len >= self.table.max_len() {
-            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and `key`
-            // and `value` are dropped by the unwinding.
-            let buckets = Table::<K, V>::buckets_for(len + 1)
-                .expect("epochmap: capacity overflow")
-                .max(self.table.bucket_count() * 2);
-            self.table = self
-                .shard
-                .resize(self.ctx, self.guard, self.table, buckets, hasher);
-            self.flush = true;
+            // Growth runs `hasher` on other keys. If it panics nothing has changed yet, but `key`
+            // and `value` are ours: unwinding would drop them here, under the lock, and a `Drop`
+            // that writes to this map would then panic during a panic (an abort). So the panic is
+            // caught, the lock released, and only then are they dropped and the panic resumed.
+            let grown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let buckets = Table::<K, V>::buckets_for(len + 1)
+                    .expect("epochmap: capacity overflow")
+                    .max(self.table.bucket_count() * 2);
+                self.shard
+                    .resize(self.ctx, self.guard, self.table, buckets, hasher)
+            }));
+            match grown {
+                Ok(table) => {
+                    self.table = table;
+                    self.flush = true;
+                }
+                Err(payload) => self.unlock_drop_and_resume((key, value), payload),
+            }
         }
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
@@ -448,6 +462,19 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // SAFETY: published under the lock; it can only be retired through the epoch after
         // `guard` (which outlives 'g) was pinned.
         unsafe { &*entry }
+    }
+
+    /// For a panic caught under the lock while this write owns user values: releases the lock,
+    /// then drops `owned` (a panic from its `Drop` is discarded: the first panic is the one to
+    /// report), then resumes the panic. The handle's own `Drop` then only flushes.
+    #[cold]
+    fn unlock_drop_and_resume<T>(&mut self, owned: T, payload: Box<dyn std::any::Any + Send>) -> ! {
+        // SAFETY: `locked` has not been released yet (`released` is false until here) and is
+        // never used again: `released` makes `Drop` skip it.
+        unsafe { ManuallyDrop::drop(&mut self.locked) };
+        self.released = true;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(owned)));
+        std::panic::resume_unwind(payload)
     }
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
