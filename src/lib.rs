@@ -216,6 +216,7 @@ mod rayon;
 mod reclaim;
 mod reentrancy;
 mod refs;
+mod reserve;
 #[cfg(feature = "serde")]
 mod serde;
 mod shard;
@@ -233,6 +234,7 @@ pub use map::EpochMap;
 pub use pinned::Pinned;
 pub use reclaim::ReclaimMode;
 pub use refs::{KeyRef, Ref};
+pub use reserve::TryReserveError;
 pub use stats::MemoryStats;
 
 #[doc = include_str!("../README.md")]

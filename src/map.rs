@@ -715,7 +715,9 @@ where
     /// over shards by hash, so approximately).
     ///
     /// # Panics
-    /// If the new size overflows the address space.
+    /// If the new size overflows the address space, or the allocator refuses a table (with the
+    /// message of the [`TryReserveError`](crate::TryReserveError) that
+    /// [`try_reserve`](EpochMap::try_reserve) would return; the process is not aborted).
     ///
     /// ```
     /// let map: epochmap::EpochMap<u64, u64> = epochmap::EpochMap::new();
@@ -723,14 +725,8 @@ where
     /// assert!(map.capacity() >= 10_000);
     /// ```
     pub fn reserve(&self, additional: usize) {
-        let share = per_shard_share(additional, self.shards.len()).unwrap_or(usize::MAX);
-        let guard = epoch::pin();
-        let ctx = self.ctx();
-        for shard in self.shards.iter() {
-            let target = shard.len().saturating_add(share);
-            if !shard.fit(&ctx, &guard, &|k| self.hash(k), target, true, false) {
-                panic!("epochmap: capacity overflow reserving {additional} more entries");
-            }
+        if let Err(err) = self.try_reserve(additional) {
+            panic!("epochmap: reserving {additional} more entries failed: {err}");
         }
     }
 
@@ -749,7 +745,8 @@ where
         let guard = epoch::pin();
         let ctx = self.ctx();
         for shard in self.shards.iter() {
-            shard.fit(&ctx, &guard, &|k| self.hash(k), 0, false, true);
+            // A shrink that cannot get its smaller table keeps the current one: nothing to report.
+            let _ = shard.fit(&ctx, &guard, &|k| self.hash(k), 0, false, true);
         }
     }
 
@@ -792,7 +789,7 @@ where
 
 /// How many of `entries` one of `shards` shards should make room for: an even share plus three
 /// standard deviations, since well-hashed keys spread over shards binomially. `None` on overflow.
-fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
+pub(crate) fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
     let even = entries.div_ceil(shards);
     even.checked_add(3 * (even as f64).sqrt() as usize)
 }

@@ -12,6 +12,7 @@ use std::mem::ManuallyDrop;
 use crate::entry::Entry;
 use crate::reclaim::{self, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
+use crate::reserve::TryReserveError;
 use crate::slab::{EntrySlab, SlabCache};
 use crate::stats::Counters;
 use crate::sync::{epoch, lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -264,7 +265,20 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         buckets: usize,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Table<K, V> {
-        let fresh = epoch::Owned::new(Table::new(buckets));
+        self.rehash_into(ctx, guard, old, Table::new(buckets), hasher)
+    }
+
+    /// The body of [`Shard::resize`], for a table the caller has already allocated (`fit` uses
+    /// `Table::try_new`, so that a failed allocation is an error rather than an abort).
+    fn rehash_into<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        old: &'g Table<K, V>,
+        fresh: Table<K, V>,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Table<K, V> {
+        let fresh = epoch::Owned::new(fresh);
         old.for_each_occupied(|index| {
             for (_, entry) in old.entries_in(index) {
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
@@ -324,7 +338,8 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 
     /// Resizes the table to fit `len.max(at_least)` entries if that means growing (`grow`) or
-    /// shrinking (`shrink`). Returns false if the size does not fit in memory.
+    /// shrinking (`shrink`). Fails, changing nothing, if that size does not fit in the address
+    /// space or the allocator refuses the new table.
     pub(crate) fn fit(
         &self,
         ctx: &Ctx<'_>,
@@ -333,23 +348,23 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         at_least: usize,
         grow: bool,
         shrink: bool,
-    ) -> bool {
+    ) -> Result<(), TryReserveError> {
         let locked = self.lock(ctx.map_id);
         let table = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
-        let Some(buckets) = len
+        let buckets = len
             .checked_add(at_least.saturating_sub(len))
             .and_then(Table::<K, V>::buckets_for)
-        else {
-            return false;
-        };
+            .ok_or(TryReserveError::CapacityOverflow)?;
         let current = table.bucket_count();
         if (grow && buckets > current) || (shrink && buckets < current) {
-            self.resize(ctx, guard, table, buckets, hasher);
+            let fresh =
+                Table::try_new(buckets).map_err(|layout| TryReserveError::AllocError { layout })?;
+            self.rehash_into(ctx, guard, table, fresh, hasher);
             drop(locked);
             guard.flush();
         }
-        true
+        Ok(())
     }
 
     /// Swaps in an empty table (of the same size with `keep_capacity`, else minimal) and fully
