@@ -140,8 +140,8 @@
 //! (`epochmap-reclaim`) drops the old entries and frees the arrays, skipping buckets whose "known
 //! empty" mark bit is set, so a sparse table costs what it holds, not its size.
 //! [`EpochMap::clear_keep_capacity`] keeps the table sizes instead (Go's `clear`, without the
-//! O(n) walk). [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries, and
-//! retired-but-pending; [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
+//! O(n) walk). [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries,
+//! retired-but-pending, and in all (`allocated_bytes`) what the map holds from the allocator; [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
 //!
 //! ```
 //! use epochmap::EpochMap;
@@ -153,7 +153,7 @@
 //! assert!(map.wait_for_reclamation(Duration::from_secs(10)));
 //! let after = map.memory_stats();
 //! assert_eq!(after.pending_bytes, 0);
-//! assert!(after.total_bytes() < before.total_bytes() / 100);
+//! assert!(after.allocated_bytes < before.allocated_bytes / 100);
 //! ```
 //!
 //! ## Cost model

@@ -257,13 +257,28 @@ impl<K, V, S> EpochMap<K, V, S> {
         let c = &self.counters;
         let len = self.len();
         let batched: usize = self.shards.iter().map(|s| s.garbage_len()).sum();
+        let table_bytes = c.table_bytes.load(Ordering::Relaxed);
+        let entry_bytes = len * Entry::<K, V>::BYTES;
+        let slab_bytes = self.shards.iter().map(|s| s.slab_bytes()).sum();
+        let pending_bytes =
+            c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES;
+        let retired_tables = c.retired_table_bytes.load(Ordering::Relaxed);
+        // Pooled entries (live, retired or freed) are inside the slab's chunks; unpooled ones are
+        // an allocation each, live or pending. `saturating_sub`: under concurrent writes the
+        // counters are read at slightly different moments.
+        let entries_held = if crate::slab::EntrySlab::<K, V>::POOLED {
+            slab_bytes
+        } else {
+            entry_bytes + pending_bytes.saturating_sub(retired_tables)
+        };
         MemoryStats {
             len,
             buckets: self.shards.iter().map(|s| s.bucket_count()).sum(),
-            table_bytes: c.table_bytes.load(Ordering::Relaxed),
-            entry_bytes: len * Entry::<K, V>::BYTES,
-            slab_bytes: self.shards.iter().map(|s| s.slab_bytes()).sum(),
-            pending_bytes: c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES,
+            table_bytes,
+            entry_bytes,
+            slab_bytes,
+            pending_bytes,
+            allocated_bytes: table_bytes + retired_tables + entries_held + self.structure_bytes(),
             tables_retired: Counters::get(&c.tables_retired),
             tables_reclaimed: Counters::get(&c.tables_reclaimed),
             buckets_scanned: Counters::get(&c.buckets_scanned),
@@ -271,6 +286,22 @@ impl<K, V, S> EpochMap<K, V, S> {
             entries_reclaimed: Counters::get(&c.entries_reclaimed),
             drop_panics: Counters::get(&c.drop_panics),
         }
+    }
+
+    /// Bytes of the map's fixed structure: the shard array, each shard's slab record (an `Arc`),
+    /// and the counters (an `Arc`), for `allocated_bytes`.
+    fn structure_bytes(&self) -> usize {
+        // An `Arc`'s allocation: the two reference counts, then the value (std's layout).
+        fn arc_bytes<T>() -> usize {
+            let counts = std::alloc::Layout::new::<[usize; 2]>();
+            counts
+                .extend(std::alloc::Layout::new::<T>())
+                .map_or(0, |(inner, _)| inner.pad_to_align().size())
+        }
+        self.shards.len()
+            * (std::mem::size_of::<CachePadded<Shard<K, V>>>()
+                + arc_bytes::<crate::slab::EntrySlab<K, V>>())
+            + arc_bytes::<Counters>()
     }
 
     /// An iterator over the entries as [`Ref`]s. Lock-free and weakly consistent: every entry

@@ -221,7 +221,10 @@ impl<K, V> TableJob<K, V> {
             Counters::bump(&counters.buckets_scanned, counts.scanned);
             Counters::bump(&counters.buckets_skipped, counts.skipped);
         }
+        let table_bytes = table.bytes();
         drop(table);
+        // Relaxed: a statistic (`allocated_bytes`); the `Release` below publishes the frees.
+        Counters::sub(&counters.retired_table_bytes, table_bytes);
         counters.sub_pending(bytes);
         Counters::bump(&counters.tables_reclaimed, 1);
     }
@@ -263,6 +266,7 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
         Retire::Full => table_bytes + entries * Entry::<K, V>::BYTES,
     };
     Counters::add(&counters.pending_bytes, bytes);
+    Counters::add(&counters.retired_table_bytes, table_bytes);
     Counters::bump(&counters.tables_retired, 1);
     let ptr: SendPtr<Table<K, V>, Entry<K, V>> = SendPtr::new(table);
     let counters = Arc::clone(counters);

@@ -121,7 +121,8 @@ unsafe impl Send for SlabState {}
 /// The slot allocator of one shard's entries. See the module docs.
 pub(crate) struct EntrySlab<K, V> {
     state: Mutex<SlabState>,
-    /// Bytes of all chunks, readable without the mutex (a statistic: `Relaxed`).
+    /// Bytes of all chunks and of their free-slot stacks, readable without the mutex (a
+    /// statistic: `Relaxed`).
     chunk_bytes: AtomicUsize,
     _entries: PhantomData<fn(Entry<K, V>)>,
 }
@@ -155,7 +156,7 @@ impl<K, V> EntrySlab<K, V> {
     const SLOT: usize = round_up(max(size_of::<Entry<K, V>>(), 1), Self::ALIGN);
     const ALIGN: usize = align_of::<Entry<K, V>>();
     /// Whether entries of this type are pooled (`true`) or boxed one by one.
-    const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
+    pub(crate) const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
     /// Offset of the first slot: the header, rounded up to the slot alignment.
     const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
     /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes, and never more than a
@@ -250,7 +251,8 @@ impl<K, V> EntrySlab<K, V> {
         .expect("a chunk is at most CHUNK bytes, aligned to at most MAX_ALIGN")
     }
 
-    /// Drops a chunk's header and gives its memory back; returns its size in bytes.
+    /// Drops a chunk's header and gives its memory back; returns its size in bytes, including its
+    /// free-slot stack's buffer (counted in `chunk_bytes` as it grew).
     ///
     /// # Safety
     /// `chunk` was allocated by `refill`, nothing can reach it any more, and it is freed once.
@@ -259,9 +261,10 @@ impl<K, V> EntrySlab<K, V> {
         // memory was allocated with `chunk_layout(slots)`.
         unsafe {
             let layout = Self::chunk_layout((*chunk.as_ptr()).slots);
+            let stack = (*chunk.as_ptr()).free.capacity() * size_of::<u16>();
             ptr::drop_in_place(chunk.as_ptr());
             std::alloc::dealloc(chunk.as_ptr().cast(), layout);
-            layout.size()
+            layout.size() + stack
         }
     }
 
@@ -344,6 +347,7 @@ impl<K, V> EntrySlab<K, V> {
     /// binary search per slot plus O(chunks) per chunk freed, never a walk over all slots.
     fn give_back(&self, slots: &mut Vec<NonNull<u8>>) {
         let mut freed = Vec::new();
+        let mut grown = 0;
         {
             let mut state = lock(&self.state);
             let state = &mut *state;
@@ -360,7 +364,10 @@ impl<K, V> EntrySlab<K, V> {
                 let offset = slot.as_ptr() as usize - chunk.as_ptr() as usize - Self::FIRST;
                 debug_assert!(offset < header.slots * Self::SLOT && offset % Self::SLOT == 0);
                 // `slots <= u16::MAX` (see `MAX_SLOTS`).
+                let capacity = header.free.capacity();
                 header.free.push((offset / Self::SLOT) as u16);
+                // The free-slot stack is memory the slab holds too (`allocated_bytes`).
+                grown += (header.free.capacity() - capacity) * size_of::<u16>();
                 header.in_use -= 1;
                 state.in_use -= 1;
                 if header.partial_at == NOT_PARTIAL {
@@ -409,6 +416,8 @@ impl<K, V> EntrySlab<K, V> {
             // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
             bytes += unsafe { Self::free_chunk(chunk) };
         }
+        // Relaxed, both: a statistic. Growth first, so the counter never dips below zero.
+        self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
         self.chunk_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
