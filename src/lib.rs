@@ -79,6 +79,13 @@
 //! but must not write to it: that would wait for a lock the thread already holds. Such a call
 //! panics with an explanation instead of deadlocking.
 //!
+//! Writing from such a closure to a *second* map is allowed, but two threads that do it in
+//! opposite directions can deadlock, and this is **not detected**: thread 1 runs a closure under a
+//! lock of map A that writes to map B while thread 2 runs a closure under a lock of map B that
+//! writes to map A; each waits for the lock the other holds. Give your maps an order and only ever write from a closure of one map to a later one, or collect
+//! what to write and do it after the closure returns. Detecting it would take a process-wide
+//! lock-order graph of maps checked on every nested write, which this crate does not keep.
+//!
 //! ## Async code
 //!
 //! A [`Ref`] or a [`Pinned`] owns a crossbeam-epoch guard. A guard belongs to the thread that

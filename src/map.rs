@@ -364,6 +364,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             counters: &self.counters,
             mode: self.mode,
             map_id: self.shards.as_ptr() as usize,
+            call: crate::reentrancy::ORDINARY,
         }
     }
 }

@@ -24,6 +24,9 @@ pub(crate) struct Ctx<'m> {
     pub(crate) mode: ReclaimMode,
     /// Identifies the map for re-entrancy detection (the address of its shard array).
     pub(crate) map_id: usize,
+    /// The `par_retain` call this write is a task of, or `reentrancy::ORDINARY`: which nested
+    /// locks the re-entrancy detector allows depends on it (see `src/reentrancy.rs`).
+    pub(crate) call: usize,
 }
 
 /// Where a lock holder found a key: valid until that writer changes the table.
@@ -174,8 +177,8 @@ impl<K, V> Shard<K, V> {
         unsafe { table.find(hash, key) }.map(|found| found.entry)
     }
 
-    fn lock(&self, map_id: usize) -> Locked<'_, K, V> {
-        let held = Held::enter(map_id);
+    fn lock(&self, ctx: &Ctx<'_>) -> Locked<'_, K, V> {
+        let held = Held::enter(ctx.map_id, self as *const Self as usize, ctx.call);
         Locked {
             writer: lock(&self.writer),
             _held: held,
@@ -199,7 +202,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         ctx: &'s Ctx<'s>,
         guard: &'g epoch::Guard,
     ) -> ShardWriter<'s, 'g, K, V> {
-        let locked = ManuallyDrop::new(self.lock(ctx.map_id));
+        let locked = ManuallyDrop::new(self.lock(ctx));
         ShardWriter {
             table: self.current_locked(guard),
             shard: self,
@@ -249,7 +252,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     /// Hands this shard's partial batch of removed entries to the epoch now; the caller flushes
     /// the guard.
     pub(crate) fn retire_pending(&self, ctx: &Ctx<'_>, guard: &epoch::Guard) {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
         }
@@ -349,7 +352,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         grow: bool,
         shrink: bool,
     ) -> Result<(), TryReserveError> {
-        let locked = self.lock(ctx.map_id);
+        let locked = self.lock(ctx);
         let table = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
         let buckets = len
@@ -370,7 +373,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     /// Swaps in an empty table (of the same size with `keep_capacity`, else minimal) and fully
     /// retires the old one with its entries. The caller flushes the guard after the last shard.
     pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, keep_capacity: bool) {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
         if len == 0 && (keep_capacity || old.bucket_count() == 1) {
@@ -398,7 +401,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         hasher: &dyn Fn(&K) -> u64,
         keep: &mut dyn FnMut(&K, &V) -> bool,
     ) {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         let table = self.current_locked(guard);
         let mut flush = false;
         table.for_each_occupied(|index| {
