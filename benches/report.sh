@@ -44,6 +44,7 @@ fi
 
 echo "=== building benches and the report tool ($(date -u +%H:%M:%S))"
 cargo bench -p epochmap-benches --no-run --benches
+cargo bench -p epochmap-benches --no-run --bench mixes --features mimalloc
 CARGO_TARGET_DIR=$target cargo build --release --manifest-path benches/report/Cargo.toml
 
 if $render_only; then
@@ -67,6 +68,14 @@ else
             exit 1
         fi
     done
+    # The mixes again on mimalloc (its groups are named mix-mimalloc/...): see mixes.rs.
+    echo "=== mixes on mimalloc ($(date -u +%H:%M:%S))"
+    if ! cargo bench -p epochmap-benches --bench mixes --features mimalloc \
+        >"$results/mixes-mimalloc.log" 2>&1; then
+        tail -n 40 "$results/mixes-mimalloc.log" >&2
+        echo "bench mixes (mimalloc) failed; full log: $results/mixes-mimalloc.log" >&2
+        exit 1
+    fi
     secs=$(($(date +%s) - start))
     echo "$secs" >"$results/runtime-secs"
     echo "$date" >"$results/date"

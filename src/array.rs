@@ -2,12 +2,17 @@
 //!
 //! What matters for a hash table that is swapped out whole, and what was tried and dropped:
 //!
-//! * **Zeroed in one pass.** An all-zero bucket is a valid empty bucket, so a fresh table is one
-//!   `alloc_zeroed` call and needs no per-bucket initialisation. Because buckets are 64-byte
-//!   aligned, std's `System` allocator serves this with an aligned allocation plus a `memset`
-//!   (`calloc`'s lazily zeroed pages are only used for alignments of 16 or less), so a fresh table
-//!   costs one pass over its memory at memset speed: about 10 ms for the 16 MiB of tables of a
-//!   1M-entry map on our machine, which is what `clear_keep_capacity` pays.
+//! * **Zeroed by the allocator, lazily.** An all-zero bucket is a valid empty bucket, so a fresh
+//!   table is one `alloc_zeroed` call and needs no per-bucket initialisation. Buckets want 64-byte
+//!   alignment, but std's `System` allocator serves `alloc_zeroed` with `calloc` only for alignments
+//!   up to its natural one (16 bytes on 64-bit targets); above that it takes an aligned allocation
+//!   and `memset`s it, touching every page. So arrays of over-aligned elements are requested at the
+//!   natural alignment with [`slack`](ZeroedArray::slack) bytes to spare and aligned up inside the
+//!   block. Large blocks then come from `calloc`'s fresh `mmap` pages, which the kernel zeroes on
+//!   first touch: a fresh table costs what its writers touch, not its size, and `with_capacity` of
+//!   millions of entries returns in microseconds. (Measured before the change: 10 ms of memset for
+//!   the 16 MiB of tables of a 1M-entry map; figures after it are in docs/design.md.) A custom
+//!   global allocator gets the same natural-alignment zeroed request and may do the same.
 //! * **No huge-page advice.** Earlier versions aligned arrays of 2 MiB and more to 2 MiB and advised
 //!   `MADV_HUGEPAGE`. With the tables verifiably on huge pages (`AnonHugePages` in `smaps`), pinned
 //!   lookups on 1M- and 4M-entry maps were no faster on our machine (47.8 vs 47.5-49.7 ns at 1M,
@@ -20,10 +25,14 @@ use std::ops::Deref;
 
 /// An owned array of `T` for which all-zero bytes are a valid value.
 pub(crate) struct ZeroedArray<T> {
+    /// The first element: `block` aligned up to `T`'s alignment.
     #[cfg(not(epochmap_loom))]
     ptr: std::ptr::NonNull<T>,
     #[cfg(not(epochmap_loom))]
     len: usize,
+    /// The block as the allocator returned it, and the layout it was requested with.
+    #[cfg(not(epochmap_loom))]
+    block: std::ptr::NonNull<u8>,
     #[cfg(not(epochmap_loom))]
     layout: std::alloc::Layout,
     #[cfg(epochmap_loom)]
@@ -35,6 +44,28 @@ pub(crate) struct ZeroedArray<T> {
 unsafe impl<T: Send> Send for ZeroedArray<T> {}
 // SAFETY: as above; shared access only hands out `&[T]`.
 unsafe impl<T: Sync> Sync for ZeroedArray<T> {}
+
+/// The alignment up to which std's `System` allocator serves `alloc_zeroed` with `calloc` (its
+/// `MIN_ALIGN`): 16 bytes on 64-bit targets, 8 on 32-bit ones.
+const NATURAL_ALIGN: usize = if cfg!(target_pointer_width = "64") {
+    16
+} else {
+    8
+};
+
+impl<T> ZeroedArray<T> {
+    /// Bytes requested beyond the elements themselves: room to align an over-aligned `T` up
+    /// inside a block that has only the allocator's natural alignment.
+    pub(crate) const fn slack() -> usize {
+        std::mem::align_of::<T>().saturating_sub(NATURAL_ALIGN)
+    }
+
+    /// Heap bytes an array of `len` elements requests from the allocator, or `None` on overflow.
+    pub(crate) fn bytes_for(len: usize) -> Option<usize> {
+        len.checked_mul(std::mem::size_of::<T>())?
+            .checked_add(Self::slack())
+    }
+}
 
 #[cfg(not(epochmap_loom))]
 impl<T> ZeroedArray<T> {
@@ -48,14 +79,30 @@ impl<T> ZeroedArray<T> {
         _make: impl FnMut() -> T,
     ) -> Result<Self, std::alloc::Layout> {
         use std::alloc::{alloc_zeroed, Layout};
-        let layout = Layout::array::<T>(len).expect("array size checked by Table::buckets_for");
-        assert!(layout.size() != 0, "tables have at least one bucket");
+        let size = Self::bytes_for(len).expect("array size checked by Table::buckets_for");
+        let align = std::mem::align_of::<T>().min(NATURAL_ALIGN);
+        let layout =
+            Layout::from_size_align(size, align).expect("array size checked by Table::buckets_for");
+        assert!(
+            len != 0 && std::mem::size_of::<T>() != 0,
+            "tables have at least one bucket"
+        );
         // SAFETY: the layout has a non-zero size (asserted above).
-        let raw = unsafe { alloc_zeroed(layout) };
-        let Some(ptr) = std::ptr::NonNull::new(raw.cast::<T>()) else {
+        let Some(block) = std::ptr::NonNull::new(unsafe { alloc_zeroed(layout) }) else {
             return Err(layout);
         };
-        Ok(ZeroedArray { ptr, len, layout })
+        // The block is `align`-aligned, so at most `align_of::<T>() - align` = `slack()` bytes
+        // separate it from the first `T`-aligned address, and `len` elements fit after that.
+        let offset = block.as_ptr().align_offset(std::mem::align_of::<T>());
+        debug_assert!(offset <= Self::slack());
+        // SAFETY: `offset <= slack()`, so the pointer stays inside the block (see above).
+        let ptr = unsafe { block.add(offset) }.cast::<T>();
+        Ok(ZeroedArray {
+            ptr,
+            len,
+            block,
+            layout,
+        })
     }
 }
 
@@ -93,13 +140,13 @@ impl<T> Deref for ZeroedArray<T> {
 impl<T> Drop for ZeroedArray<T> {
     fn drop(&mut self) {
         // SAFETY: 1. every element is valid, so dropping them in place is sound (for the atomics used
-        // here it is a no-op); 2. `ptr` was allocated with exactly `self.layout` and is freed once.
+        // here it is a no-op); 2. `block` was allocated with exactly `self.layout` and is freed once.
         unsafe {
             std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
                 self.ptr.as_ptr(),
                 self.len,
             ));
-            std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout);
+            std::alloc::dealloc(self.block.as_ptr(), self.layout);
         }
     }
 }
@@ -108,6 +155,28 @@ impl<T> Drop for ZeroedArray<T> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[repr(C, align(64))]
+    struct Line([AtomicU64; 8]);
+
+    #[test]
+    fn over_aligned_elements_are_aligned_inside_a_naturally_aligned_block() {
+        assert_eq!(ZeroedArray::<Line>::slack(), 64 - NATURAL_ALIGN);
+        assert_eq!(ZeroedArray::<AtomicU64>::slack(), 0);
+        for len in [1, 3, 1000, (8 << 20) / 64] {
+            // SAFETY: zero is a valid `Line` (atomics of integers).
+            let array = unsafe { ZeroedArray::new(len, || unreachable!()) }.unwrap();
+            let first: &Line = &array[0];
+            assert_eq!(first as *const Line as usize % 64, 0);
+            assert_eq!(
+                ZeroedArray::<Line>::bytes_for(len),
+                Some(len * 64 + ZeroedArray::<Line>::slack())
+            );
+            let last: &Line = &array[len - 1];
+            assert!(last.0.iter().all(|a| a.load(Ordering::Relaxed) == 0));
+            last.0[7].store(1, Ordering::Relaxed);
+        }
+    }
 
     #[test]
     fn small_and_large_arrays_start_zeroed() {

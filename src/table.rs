@@ -93,10 +93,11 @@ impl<K, V> Table<K, V> {
         Some(buckets)
     }
 
-    /// Heap bytes of a table with `buckets` buckets: bucket array, summary and header.
+    /// Heap bytes of a table with `buckets` buckets: bucket array (with its alignment slack),
+    /// summary and header, exactly as requested from the allocator.
     pub(crate) fn bytes_for(buckets: usize) -> Option<usize> {
-        let array = buckets.checked_mul(std::mem::size_of::<Bucket<K, V>>())?;
-        let summary = buckets.div_ceil(64) * std::mem::size_of::<u64>();
+        let array = ZeroedArray::<Bucket<K, V>>::bytes_for(buckets)?;
+        let summary = ZeroedArray::<AtomicU64>::bytes_for(buckets.div_ceil(64))?;
         array
             .checked_add(summary)?
             .checked_add(std::mem::size_of::<Self>())
@@ -257,9 +258,15 @@ impl<K, V> Table<K, V> {
         slot: usize,
         entry: *mut Entry<K, V>,
     ) -> *mut Entry<K, V> {
+        let slot = &self.buckets[bucket].slots[slot];
+        // A load and a store, not a `swap`: only the lock holder stores slot pointers, so nothing
+        // can change the slot between the two, and a `swap` would be a locked instruction (a full
+        // barrier on x86) on every replace. Relaxed load: the lock orders the last store before it.
+        let old = slot.load(Ordering::Relaxed);
         // Release publishes the new entry's contents to readers that acquire the slot; the tag is
         // unchanged because the key (and so its hash) is the same.
-        self.buckets[bucket].slots[slot].swap(entry, Ordering::Release)
+        slot.store(entry, Ordering::Release);
+        old
     }
 
     /// Unlinks the entry at `bucket`/`slot` (which `hash` hashes to) and returns it. The caller
@@ -278,9 +285,11 @@ impl<K, V> Table<K, V> {
         // Relaxed load: the writer is the only one storing. Release store: see `insert_new`.
         let ctrl = Control(b.ctrl.load(Ordering::Relaxed)).with_tag(slot, 0);
         b.ctrl.store(ctrl.0, Ordering::Release);
-        // Relaxed: a null pointer publishes nothing; a reader that still sees the old pointer
-        // reads a retired but live entry, which is a valid pre-removal view.
-        let entry = b.slots[slot].swap(std::ptr::null_mut(), Ordering::Relaxed);
+        // Load then store rather than `swap`, as in `replace`: the lock holder is the only writer.
+        // Relaxed store: a null pointer publishes nothing; a reader that still sees the old
+        // pointer reads a retired but live entry, which is a valid pre-removal view.
+        let entry = b.slots[slot].load(Ordering::Relaxed);
+        b.slots[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
         if ctrl.known_empty() {
             self.set_summary(bucket, false);
         }

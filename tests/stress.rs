@@ -626,3 +626,105 @@ fn a_successful_wait_for_reclamation_sees_every_drop_it_waited_for_long() {
         waits_see_the_drops_they_waited_for(config(shards, mode), 20_000, budget);
     }
 }
+
+/// Values never move: counters live in `AtomicU64` values and are bumped through `&V` from `get`
+/// and `pin().get`, while other threads make the tables grow (a flood of fresh keys), shrink
+/// (removing them and `shrink_to_fit`) and `reserve`, for `rounds` rounds each (or until
+/// `budget`). An increment through a reference to a copy the map had moved would be lost, so the
+/// final sum must equal the number of increments, and each counter's address must be the one it
+/// had when it was inserted.
+fn values_never_move(config: Config, counters: u64, rounds: u64, budget: Duration) {
+    let map: Arc<EpochMap<u64, AtomicU64, TestHasher>> = Arc::new(config.build());
+    for k in 0..counters {
+        map.insert(k, AtomicU64::new(0));
+    }
+    let addresses: Vec<usize> = (0..counters)
+        .map(|k| &*map.get(&k).unwrap() as *const AtomicU64 as usize)
+        .collect();
+    let deadline = Instant::now() + budget;
+    let stop = Arc::new(AtomicBool::new(false));
+    let bumpers: Vec<_> = (0..THREADS / 2)
+        .map(|t| {
+            let (map, stop) = (Arc::clone(&map), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut rng = Rng::new(config.seed(t));
+                let mut bumped = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = rng.below(counters);
+                    if bumped % 2 == 0 {
+                        let v = map.get(&key).expect("counters are never removed");
+                        v.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let pinned = map.pin();
+                        let v = pinned.get(&key).expect("counters are never removed");
+                        v.fetch_add(1, Ordering::Relaxed);
+                    }
+                    bumped += 1;
+                }
+                bumped
+            })
+        })
+        .collect();
+    let resizers: Vec<_> = (0..THREADS / 2)
+        .map(|t| {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                let base = counters + 1_000_000 * (t + 1);
+                let mut round = 0u64;
+                while round < rounds && Instant::now() < deadline {
+                    let flood = 2_000 + 500 * (round % 4);
+                    if round % 3 == 0 {
+                        map.reserve(flood as usize * 4);
+                    }
+                    for k in base..base + flood {
+                        map.insert(k, AtomicU64::new(0));
+                    }
+                    for k in base..base + flood {
+                        map.remove(&k);
+                    }
+                    map.shrink_to_fit();
+                    round += 1;
+                }
+                round
+            })
+        })
+        .collect();
+    let resized: u64 = resizers.into_iter().map(|r| r.join().unwrap()).sum();
+    stop.store(true, Ordering::Relaxed);
+    let bumped: u64 = bumpers.into_iter().map(|b| b.join().unwrap()).sum();
+    assert!(resized > 0, "the resizers never ran a round, {config}");
+    for (k, &address) in addresses.iter().enumerate() {
+        let now = &*map.get(&(k as u64)).unwrap() as *const AtomicU64 as usize;
+        assert_eq!(now, address, "counter {k} moved, {config}");
+    }
+    let total: u64 = (0..counters)
+        .map(|k| map.get(&k).unwrap().load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(
+        total, bumped,
+        "increments lost through references to moved values ({resized} resize rounds), {config}"
+    );
+}
+
+#[test]
+fn atomics_in_values_lose_no_increment_across_growth_shrink_and_reserve() {
+    values_never_move(
+        config(1, ReclaimMode::Inline),
+        16,
+        6,
+        Duration::from_secs(10),
+    );
+    values_never_move(
+        config(8, ReclaimMode::Background),
+        64,
+        6,
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
+#[ignore = "long stress run; .ci/stress.sh runs it in release"]
+fn atomics_in_values_lose_no_increment_across_growth_shrink_and_reserve_long() {
+    let budget = common::stress_budget();
+    values_never_move(config(4, ReclaimMode::Background), 256, u64::MAX, budget);
+}

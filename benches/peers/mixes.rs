@@ -1,6 +1,11 @@
 //! The standard concurrent-map mixes (bustle / conc-map-bench): read-heavy 98/1/1, exchange
 //! 10/40/40/10 and rapid-grow 5/80/5/10, on `u64 -> u64`, at 1..=cores threads (at least 1 and 2),
-//! with uniform and Zipf(0.99) keys, against dashmap, papaya, scc and `RwLock<std HashMap>`.
+//! with uniform and Zipf(0.99) keys, against dashmap, papaya, scc (`HashMap` and `HashIndex`) and
+//! `RwLock<std HashMap>`.
+//!
+//! Built with `--features mimalloc`, the binary runs on mimalloc and names its groups
+//! `mix-mimalloc/...` instead of `mix/...`, so `benches/report.sh` can run both and report them side
+//! by side from one criterion directory.
 //!
 //! Shape of one measurement (`iter_custom`): the map is built and prefilled outside the timing;
 //! `threads` workers are started and meet at a barrier, then each runs `iters / threads`
@@ -59,6 +64,7 @@ struct PapayaOneCall(papaya::HashMap<u64, u64, Hasher>);
 struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
 struct Dash(dashmap::DashMap<u64, u64, Hasher>);
 struct Scc(scc::HashMap<u64, u64, Hasher>);
+struct SccIndex(scc::HashIndex<u64, u64, Hasher>);
 struct RwStd(RwLock<StdHashMap<u64, u64, Hasher>>);
 
 impl MixMap for EpochOneCall {
@@ -256,6 +262,44 @@ impl MixMap for Scc {
     }
 }
 
+impl MixMap for SccIndex {
+    fn run(&self, ops: &[(Op, u64)]) -> u64 {
+        let m = &self.0;
+        let mut sum = 0u64;
+        for &(op, k) in ops {
+            match op {
+                Op::Get => {
+                    if let Some(v) = m.peek_with(&k, |_, v| *v) {
+                        sum = sum.wrapping_add(v);
+                    }
+                }
+                // No upsert in `HashIndex`: its entry API replaces by writing a new copy.
+                Op::Insert => match m.entry(k) {
+                    scc::hash_index::Entry::Occupied(o) => o.update(k),
+                    scc::hash_index::Entry::Vacant(e) => {
+                        e.insert_entry(k);
+                    }
+                },
+                Op::Remove => {
+                    m.remove(&k);
+                }
+                Op::Update => {
+                    if let Some(o) = m.get(&k) {
+                        let v = o.get().wrapping_add(1);
+                        o.update(v);
+                    }
+                }
+            }
+        }
+        sum
+    }
+    fn prefill(&self, keys: impl Iterator<Item = u64>) {
+        for k in keys {
+            let _ = self.0.insert(k, k);
+        }
+    }
+}
+
 impl MixMap for RwStd {
     fn run(&self, ops: &[(Op, u64)]) -> u64 {
         let m = &self.0;
@@ -416,6 +460,17 @@ fn run_threads<M: MixMap>(
 /// Per-benchmark state: per-thread op streams, their cursors, and the prefilled map (if any).
 type Setup<M> = (Vec<Vec<(Op, u64)>>, Vec<AtomicUsize>, Option<M>);
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The prefix of every group name: which allocator the maps ran on.
+const GROUP: &str = if cfg!(feature = "mimalloc") {
+    "mix-mimalloc"
+} else {
+    "mix"
+};
+
 fn bench_map<M: MixMap>(
     c: &mut Criterion,
     w: Workload,
@@ -424,7 +479,7 @@ fn bench_map<M: MixMap>(
     name: &str,
     make: impl Fn() -> M,
 ) {
-    let mut group = c.benchmark_group(format!("mix/{}/{}", w.name, dist));
+    let mut group = c.benchmark_group(format!("{GROUP}/{}/{}", w.name, dist));
     group.throughput(Throughput::Elements(1));
     group.sampling_mode(SamplingMode::Flat);
     for threads in thread_counts() {
@@ -497,6 +552,9 @@ fn mixes(c: &mut Criterion) {
             });
             bench_map(c, w, dist, z, "scc", || {
                 Scc(scc::HashMap::with_hasher(hasher()))
+            });
+            bench_map(c, w, dist, z, "scc-index", || {
+                SccIndex(scc::HashIndex::with_hasher(hasher()))
             });
             bench_map(c, w, dist, z, "rwlock-std", || {
                 RwStd(RwLock::new(StdHashMap::with_hasher(hasher())))

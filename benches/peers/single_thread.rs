@@ -1,6 +1,7 @@
 //! Single-thread `get` (hit and miss), `insert` and `remove` on maps holding 1K / 100K / 1M
 //! `u64 -> u64` entries: epochmap (`get` per call, and `pin()` per batch), papaya (one call, and
-//! pinned), dashmap, scc, and the single-thread limits `hashbrown::HashMap` and std's `HashMap`.
+//! pinned), dashmap, scc (`HashMap`, and `HashIndex`: the peer whose reads are lock-free too),
+//! and the single-thread limits `hashbrown::HashMap` and std's `HashMap`.
 //! `hashbrown+pin` (gets only) is hashbrown with a crossbeam-epoch pin around every lookup: the
 //! floor for any map whose one-call `get` pins crossbeam, whatever its table looks like.
 //!
@@ -38,6 +39,7 @@ struct Papaya(papaya::HashMap<u64, u64, Hasher>);
 struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
 struct Dash(dashmap::DashMap<u64, u64, Hasher>);
 struct Scc(scc::HashMap<u64, u64, Hasher>);
+struct SccIndex(scc::HashIndex<u64, u64, Hasher>);
 struct Brown(hashbrown::HashMap<u64, u64, Hasher>);
 struct BrownPin(Brown);
 struct Std(StdHashMap<u64, u64, Hasher>);
@@ -147,6 +149,35 @@ impl StMap for Scc {
     fn insert_batch(&mut self, keys: &[u64]) {
         for &k in keys {
             self.0.upsert(k, k);
+        }
+    }
+    fn remove_batch(&mut self, keys: &[u64]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+}
+
+/// `HashIndex` has no upsert: insert-or-replace goes through its entry API (a replace writes a new
+/// copy and marks the old one removed, which is what `HashIndex` does for every update).
+fn scc_index_upsert(m: &scc::HashIndex<u64, u64, Hasher>, k: u64, v: u64) {
+    match m.entry(k) {
+        scc::hash_index::Entry::Occupied(o) => o.update(v),
+        scc::hash_index::Entry::Vacant(e) => {
+            e.insert_entry(v);
+        }
+    }
+}
+
+impl StMap for SccIndex {
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter()
+            .map(|k| self.0.peek_with(k, |_, v| *v).unwrap_or(0))
+            .fold(0, u64::wrapping_add)
+    }
+    fn insert_batch(&mut self, keys: &[u64]) {
+        for &k in keys {
+            scc_index_upsert(&self.0, k, k);
         }
     }
     fn remove_batch(&mut self, keys: &[u64]) {
@@ -366,6 +397,9 @@ fn single_thread(c: &mut Criterion) {
         });
         bench_map(c, n, keys, "scc", Ops::All, || {
             Scc(scc::HashMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "scc-index", Ops::All, || {
+            SccIndex(scc::HashIndex::with_hasher(hasher()))
         });
         bench_map(c, n, keys, "hashbrown", Ops::All, || {
             Brown(hashbrown::HashMap::with_hasher(hasher()))
