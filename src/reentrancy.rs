@@ -82,6 +82,11 @@ impl Held {
         // of ours, so only a write nested in a closure *within* that destructor goes undetected.
         let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
+            // The common case, every write not nested in a closure: nothing held, nothing to check.
+            if held.is_empty() {
+                held.push(lock);
+                return;
+            }
             let mut same_map = held.iter().filter(|h| h.map == map).peekable();
             if same_map.peek().is_some() {
                 let same_shard = same_map.clone().any(|h| h.shard == shard);
@@ -126,7 +131,10 @@ impl Drop for Held {
         // nothing left to keep consistent.
         let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
-            if let Some(at) = held.iter().rposition(|&h| h == self.lock) {
+            // The common case: this is the only (so the last) lock held.
+            if held.last() == Some(&self.lock) {
+                held.pop();
+            } else if let Some(at) = held.iter().rposition(|&h| h == self.lock) {
                 held.remove(at);
             }
         });
