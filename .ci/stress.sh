@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Long stress and differential runs: the `#[ignore]`d tests of tests/stress.rs,
-# tests/stress_load.rs and tests/differential.rs, in release, one at a time (the machine may have only 2 cores), each for
+# tests/stress_load.rs, tests/differential.rs and tests/features_rayon.rs (built with `--features rayon`), in release, one at a time (the machine may have only 2 cores), each for
 # EPOCHMAP_STRESS_SECS seconds (default 20): about 2.5 minutes of running, plus the release build.
 # The run (not the build) is killed after EPOCHMAP_STRESS_BUDGET_SECS (default 300) seconds.
 #
@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 export EPOCHMAP_STRESS_SECS="${EPOCHMAP_STRESS_SECS:-20}"
 budget_secs="${EPOCHMAP_STRESS_BUDGET_SECS:-300}"
-tests=(--test stress --test stress_load --test differential)
+# The rayon feature adds the `par_retain` stress test of tests/features_rayon.rs.
+tests=(--features rayon --test stress --test stress_load --test differential --test features_rayon)
 
 start=$(date +%s)
 cargo test --release "${tests[@]}" --no-run

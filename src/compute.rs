@@ -11,7 +11,9 @@
 //! for them) and must not write to the same map: that would wait for a lock the thread already
 //! holds. The re-entrancy detector (`src/reentrancy.rs`) turns such a write into a panic with an
 //! explanation instead of a silent deadlock. Reads (`get`, `get_cloned`, `with`, `iter`, ...) take no
-//! lock and are allowed inside the closures.
+//! lock and are allowed inside the closures. A closure may write to *another* map, but a closure
+//! of map A writing to B on one thread and one of B writing to A on another can deadlock, and that
+//! is not detected (see the crate docs, "Closures that run under a shard lock").
 
 use std::borrow::Borrow;
 use std::error::Error;

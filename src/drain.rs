@@ -26,8 +26,8 @@ use crate::entry::Entry;
 use crate::map::EpochMap;
 use crate::reclaim::{self, Grace, ReclaimMode, Retire};
 use crate::slab::{EntrySlab, OwnedReleaser};
-use crate::stats::Counters;
-use crate::sync::{epoch, Arc, AtomicUsize, Ordering};
+use crate::stats::{Counters, DrainHeld};
+use crate::sync::{epoch, Arc, Ordering};
 use crate::table::Table;
 
 /// A table a shard handed to `drain`, with its entries (see `Shard::take_table`).
@@ -148,10 +148,11 @@ pub struct Drain<K, V> {
     grace: Arc<Grace>,
     /// Cached `grace.passed()`, so the moves after the first need no atomic load.
     ready: bool,
-    /// What this drain holds (tables and entries not yet yielded), in bytes: the owner's copy of
-    /// `held_bytes`, which `memory_stats` reads.
+    /// What this drain holds (tables and entries not yet yielded), in bytes, and of that its
+    /// tables: the owner's copies of `held_bytes`, which `memory_stats` reads.
     bytes: usize,
-    held_bytes: Arc<AtomicUsize>,
+    table_bytes: usize,
+    held_bytes: Arc<DrainHeld>,
     counters: Arc<Counters>,
     mode: ReclaimMode,
     retire: RetireFn<K, V>,
@@ -260,7 +261,8 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
             ready: grace.passed(),
             grace,
             // Relaxed: the shards' additions were made on this thread.
-            bytes: held_bytes.load(Ordering::Relaxed),
+            bytes: held_bytes.total.load(Ordering::Relaxed),
+            table_bytes: held_bytes.tables.load(Ordering::Relaxed),
             held_bytes,
             counters: Arc::clone(ctx.counters),
             mode: self.mode,
@@ -389,7 +391,7 @@ impl<K, V> Drain<K, V> {
     /// statistic that publishes nothing.
     fn hold(&mut self, gone: usize) {
         self.bytes -= gone;
-        self.held_bytes.store(self.bytes, Ordering::Relaxed);
+        self.held_bytes.total.store(self.bytes, Ordering::Relaxed);
     }
 
     /// Frees the current table (emptied, past its grace period) and moves on to the next.
@@ -400,6 +402,11 @@ impl<K, V> Drain<K, V> {
         // crossbeam `Owned`, and it is freed once: `current` moves past it right after.
         drop(unsafe { epoch::Shared::from(held.table as *const Table<K, V>).into_owned() });
         let bytes = held.bytes;
+        self.table_bytes -= bytes;
+        // Relaxed: as in `hold`.
+        self.held_bytes
+            .tables
+            .store(self.table_bytes, Ordering::Relaxed);
         self.hold(bytes);
         self.current += 1;
         self.cursor = 0;
@@ -527,13 +534,16 @@ mod tests {
         assert_eq!(crate::sync::lock(&counters.drains).len(), 2);
         assert_eq!(
             counters.drain_bytes(),
-            first.bytes + second.bytes,
+            (
+                first.bytes + second.bytes,
+                first.table_bytes + second.table_bytes
+            ),
             "memory_stats sums what each drain holds"
         );
         drop(first);
         assert_eq!(second.count(), 10);
         assert!(crate::sync::lock(&counters.drains).is_empty());
-        assert_eq!(counters.drain_bytes(), 0);
+        assert_eq!(counters.drain_bytes(), (0, 0));
     }
 
     #[test]

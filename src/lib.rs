@@ -80,6 +80,13 @@
 //! but must not write to it: that would wait for a lock the thread already holds. Such a call
 //! panics with an explanation instead of deadlocking.
 //!
+//! Writing from such a closure to a *second* map is allowed, but two threads that do it in
+//! opposite directions can deadlock, and this is **not detected**: thread 1 runs a closure under a
+//! lock of map A that writes to map B while thread 2 runs a closure under a lock of map B that
+//! writes to map A; each waits for the lock the other holds. Give your maps an order and only ever write from a closure of one map to a later one, or collect
+//! what to write and do it after the closure returns. Detecting it would take a process-wide
+//! lock-order graph of maps checked on every nested write, which this crate does not keep.
+//!
 //! ## Loading: single-flight, off the lock
 //!
 //! [`EpochMap::get_or_load`] returns a key's entry, running the loader if it is absent: **with no
@@ -161,8 +168,8 @@
 //! (`epochmap-reclaim`) drops the old entries and frees the arrays, skipping buckets whose "known
 //! empty" mark bit is set, so a sparse table costs what it holds, not its size.
 //! [`EpochMap::clear_keep_capacity`] keeps the table sizes instead (Go's `clear`, without the
-//! O(n) walk). [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries, and
-//! retired-but-pending; [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
+//! O(n) walk). [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries,
+//! retired-but-pending, and in all (`allocated_bytes`) what the map holds from the allocator; [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
 //!
 //! ```
 //! use epochmap::EpochMap;
@@ -174,7 +181,7 @@
 //! assert!(map.wait_for_reclamation(Duration::from_secs(10)));
 //! let after = map.memory_stats();
 //! assert_eq!(after.pending_bytes, 0);
-//! assert!(after.total_bytes() < before.total_bytes() / 100);
+//! assert!(after.allocated_bytes < before.allocated_bytes / 100);
 //! ```
 //!
 //! ## Taking everything out: `drain`
@@ -277,6 +284,7 @@ mod rayon;
 mod reclaim;
 mod reentrancy;
 mod refs;
+mod reserve;
 #[cfg(feature = "serde")]
 mod serde;
 mod shard;
@@ -295,6 +303,7 @@ pub use map::EpochMap;
 pub use pinned::Pinned;
 pub use reclaim::ReclaimMode;
 pub use refs::{KeyRef, Ref};
+pub use reserve::TryReserveError;
 pub use stats::MemoryStats;
 
 #[doc = include_str!("../README.md")]

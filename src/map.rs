@@ -257,14 +257,37 @@ impl<K, V, S> EpochMap<K, V, S> {
         let c = &self.counters;
         let len = self.len();
         let batched: usize = self.shards.iter().map(|s| s.garbage_len()).sum();
+        let table_bytes = c.table_bytes.load(Ordering::Relaxed);
+        let entry_bytes = len * Entry::<K, V>::BYTES;
+        let slab_bytes = self.shards.iter().map(|s| s.slab_bytes()).sum();
+        let pending_bytes =
+            c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES;
+        let retired_tables = c.retired_table_bytes.load(Ordering::Relaxed);
+        // Tables and entries live `Drain`s took out of the map (see `drain.rs`).
+        let (drain_bytes, drain_tables) = c.drain_bytes();
+        // Pooled entries (live, retired, held by a `Drain` or freed) are inside the slab's chunks;
+        // unpooled ones are an allocation each, live, pending or held by a `Drain`. `saturating_sub`: under concurrent writes the
+        // counters are read at slightly different moments.
+        let entries_held = if crate::slab::EntrySlab::<K, V>::POOLED {
+            slab_bytes
+        } else {
+            entry_bytes
+                + pending_bytes.saturating_sub(retired_tables)
+                + drain_bytes.saturating_sub(drain_tables)
+        };
         MemoryStats {
             len,
             buckets: self.shards.iter().map(|s| s.bucket_count()).sum(),
-            table_bytes: c.table_bytes.load(Ordering::Relaxed),
-            entry_bytes: len * Entry::<K, V>::BYTES,
-            slab_bytes: self.shards.iter().map(|s| s.slab_bytes()).sum(),
-            pending_bytes: c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES,
-            drain_bytes: c.drain_bytes(),
+            table_bytes,
+            entry_bytes,
+            slab_bytes,
+            pending_bytes,
+            drain_bytes,
+            allocated_bytes: table_bytes
+                + retired_tables
+                + drain_tables
+                + entries_held
+                + self.structure_bytes(),
             tables_retired: Counters::get(&c.tables_retired),
             tables_reclaimed: Counters::get(&c.tables_reclaimed),
             buckets_scanned: Counters::get(&c.buckets_scanned),
@@ -272,6 +295,22 @@ impl<K, V, S> EpochMap<K, V, S> {
             entries_reclaimed: Counters::get(&c.entries_reclaimed),
             drop_panics: Counters::get(&c.drop_panics),
         }
+    }
+
+    /// Bytes of the map's fixed structure: the shard array, each shard's slab record (an `Arc`),
+    /// and the counters (an `Arc`), for `allocated_bytes`.
+    fn structure_bytes(&self) -> usize {
+        // An `Arc`'s allocation: the two reference counts, then the value (std's layout).
+        fn arc_bytes<T>() -> usize {
+            let counts = std::alloc::Layout::new::<[usize; 2]>();
+            counts
+                .extend(std::alloc::Layout::new::<T>())
+                .map_or(0, |(inner, _)| inner.pad_to_align().size())
+        }
+        self.shards.len()
+            * (std::mem::size_of::<CachePadded<Shard<K, V>>>()
+                + arc_bytes::<crate::slab::EntrySlab<K, V>>())
+            + arc_bytes::<Counters>()
     }
 
     /// An iterator over the entries as [`Ref`]s. Lock-free and weakly consistent: every entry
@@ -334,6 +373,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             counters: &self.counters,
             mode: self.mode,
             map_id: self.shards.as_ptr() as usize,
+            call: crate::reentrancy::ORDINARY,
         }
     }
 }
@@ -619,10 +659,14 @@ where
         let new: *const Entry<K, V> = {
             let hash = self.hash(key);
             let ctx = self.ctx();
+            // Declared before the writer, so that if `K::clone` panics the unwinding drops the new
+            // value after the writer has released the lock: no user `Drop` under the lock.
+            let value;
             let mut writer = self.shard(hash).writer(&ctx, &guard);
             let at = writer.find(hash, key)?;
-            let value = f(&at.entry.value);
-            writer.replace(at, at.entry.key.clone(), value)
+            value = f(&at.entry.value);
+            let key = at.entry.key.clone();
+            writer.replace(at, key, value)
         };
         // SAFETY: published under `guard`.
         Some(unsafe { Ref::new(guard, &*new) })
@@ -712,7 +756,9 @@ where
     /// over shards by hash, so approximately).
     ///
     /// # Panics
-    /// If the new size overflows the address space.
+    /// If the new size overflows the address space, or the allocator refuses a table (with the
+    /// message of the [`TryReserveError`](crate::TryReserveError) that
+    /// [`try_reserve`](EpochMap::try_reserve) would return; the process is not aborted).
     ///
     /// ```
     /// let map: epochmap::EpochMap<u64, u64> = epochmap::EpochMap::new();
@@ -720,14 +766,8 @@ where
     /// assert!(map.capacity() >= 10_000);
     /// ```
     pub fn reserve(&self, additional: usize) {
-        let share = per_shard_share(additional, self.shards.len()).unwrap_or(usize::MAX);
-        let guard = epoch::pin();
-        let ctx = self.ctx();
-        for shard in self.shards.iter() {
-            let target = shard.len().saturating_add(share);
-            if !shard.fit(&ctx, &guard, &|k| self.hash(k), target, true, false) {
-                panic!("epochmap: capacity overflow reserving {additional} more entries");
-            }
+        if let Err(err) = self.try_reserve(additional) {
+            panic!("epochmap: reserving {additional} more entries failed: {err}");
         }
     }
 
@@ -746,7 +786,8 @@ where
         let guard = epoch::pin();
         let ctx = self.ctx();
         for shard in self.shards.iter() {
-            shard.fit(&ctx, &guard, &|k| self.hash(k), 0, false, true);
+            // A shrink that cannot get its smaller table keeps the current one: nothing to report.
+            let _ = shard.fit(&ctx, &guard, &|k| self.hash(k), 0, false, true);
         }
     }
 
@@ -758,6 +799,11 @@ where
     /// (a live [`Ref`], [`Pinned`], or iterator, on any thread) holds the epoch back and makes this
     /// return `false`, including one held by the caller. A testing and observability tool: correct
     /// programs never need to call it.
+    ///
+    /// When it returns `true`, the `Drop`s of the keys and values it waited for have run, on
+    /// whichever thread, and their effects (a drop counter, an `Arc`'s strong count) are visible
+    /// to the caller: the reclaimers' accounting publishes them with `Release`, the wait reads it
+    /// with `Acquire`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -784,7 +830,7 @@ where
 
 /// How many of `entries` one of `shards` shards should make room for: an even share plus three
 /// standard deviations, since well-hashed keys spread over shards binomially. `None` on overflow.
-fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
+pub(crate) fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
     let even = entries.div_ceil(shards);
     even.checked_add(3 * (even as f64).sqrt() as usize)
 }

@@ -28,7 +28,8 @@ use ::rayon::iter::{
 use crossbeam_utils::CachePadded;
 
 use crate::iter::RawIter;
-use crate::shard::Shard;
+use crate::reentrancy::{Held, ParRetainCall};
+use crate::shard::{Ctx, Shard};
 use crate::sync::epoch::{self, Guard};
 use crate::EpochMap;
 
@@ -246,8 +247,12 @@ where
     /// The same contract as [`retain`](EpochMap::retain): each shard is filtered under its writer
     /// lock (readers are not blocked), atomically with respect to that shard's writers and weakly
     /// consistent across shards. `keep` runs under the lock, so it must not write to this map (that
-    /// panics rather than deadlocks), nor start rayon work that could steal another shard's task of
-    /// this same call onto its thread (that is detected the same way).
+    /// panics rather than deadlocks). It may use rayon itself: a worker waiting in a nested `join`
+    /// may then run another shard's task of this same call and lock that shard while it holds its
+    /// own, which cannot deadlock (each shard is locked by one task of the call) and is allowed
+    /// while this is the only `par_retain` running on the map. Two `par_retain` calls on one map
+    /// at once whose `keep`s use rayon could each wait for a shard the other holds; that nesting
+    /// panics instead (`src/reentrancy.rs` has the full rule).
     ///
     /// ```
     /// use epochmap::EpochMap;
@@ -259,9 +264,18 @@ where
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
     pub fn par_retain(&self, keep: impl Fn(&K, &V) -> bool + Sync + Send) {
+        let map_id = self.ctx().map_id;
+        // The tasks lock on other threads, which cannot see that this one holds a lock.
+        Held::assert_not_holding(map_id);
+        // Registered for the whole call: its tasks may nest on one thread through work stealing
+        // (allowed while it is the only `par_retain` on this map; see `src/reentrancy.rs`).
+        let call = ParRetainCall::start(map_id);
         self.shards.par_iter().for_each(|shard| {
             let guard = epoch::pin();
-            let ctx = self.ctx();
+            let ctx = Ctx {
+                call: call.id,
+                ..self.ctx()
+            };
             shard.retain(&ctx, &guard, &|k| self.hash(k), &mut |k, v| keep(k, v));
         });
     }
@@ -347,6 +361,8 @@ where
         I: IntoParallelIterator<Item = (K, V)>,
     {
         let map: &EpochMap<K, V, S> = self;
+        // The inserts lock on other threads, which cannot see that this one holds a lock.
+        Held::assert_not_holding(map.ctx().map_id);
         // One guard per rayon job, created on the worker that runs the job (`for_each_init` does
         // not send it) and re-pinned every 1024 inserts so tables retired by growth along the way
         // can be freed during a long extend, as the serial `Extend` does.

@@ -22,6 +22,8 @@
 //! is wrapped in `catch_unwind`: a panicking destructor is counted, never allowed to unwind through
 //! crossbeam's collector or kill the reclaimer, and never stops the rest of a table from being freed.
 
+use std::marker::PhantomData;
+
 use crate::entry::Entry;
 use crate::slab::{EntrySlab, Releaser};
 use crate::stats::Counters;
@@ -74,13 +76,23 @@ pub enum ReclaimMode {
     Inline,
 }
 
-/// A raw pointer that may cross to the thread that runs a deferred function.
-struct SendPtr<T>(*mut T);
+/// A raw pointer to retired memory (an entry of a batch, or a table) that crosses to the thread
+/// that runs a deferred function and frees it there. `O` is what freeing the pointee drops: the
+/// entries, `Entry<K, V>`. The pointer is `Send` only when `O` is, so the soundness of handing it
+/// to another thread is in the type, not in the bounds of whichever function builds one (a
+/// `Table<K, V>` alone is `Send` for every `K` and `V`: its slots are `AtomicPtr`s).
+struct SendPtr<T, O>(*mut T, PhantomData<O>);
+
+impl<T, O> SendPtr<T, O> {
+    fn new(ptr: *mut T) -> Self {
+        SendPtr(ptr, PhantomData)
+    }
+}
 
 // SAFETY: the pointee is only ever touched by the one deferred function or job that owns the
-// pointer, and the map's public bounds require `K: Send` and `V: Send` for every operation that
-// retires, so moving ownership of the pointee to another thread is sound.
-unsafe impl<T> Send for SendPtr<T> {}
+// pointer, so sending the pointer moves ownership of the pointee, and freeing it drops values of
+// type `O` on the receiving thread: sound exactly when `O: Send`.
+unsafe impl<T, O: Send> Send for SendPtr<T, O> {}
 
 /// Frees one retired entry into its slab, containing a panic from its `Drop`.
 ///
@@ -93,15 +105,17 @@ unsafe fn free_entry<K, V>(
     counters: &Counters,
 ) {
     // SAFETY: forwarded from this function's contract.
-    if unsafe { releaser.free(ptr) }.is_err() {
-        Counters::bump(&counters.drop_panics, 1);
+    let panics = unsafe { releaser.free(ptr) };
+    if panics.count > 0 {
+        // Each of the key's and the value's `Drop` counts.
+        Counters::bump(&counters.drop_panics, panics.count);
     }
     Counters::bump(&counters.entries_reclaimed, 1);
 }
 
 /// Removed or replaced entries on their way to being freed.
 struct EntryJob<K, V> {
-    batch: Vec<SendPtr<Entry<K, V>>>,
+    batch: Vec<SendPtr<Entry<K, V>, Entry<K, V>>>,
     bytes: usize,
     counters: Arc<Counters>,
     /// The slab the entries live in, kept alive by the job even if the map is gone.
@@ -119,7 +133,7 @@ impl<K, V> EntryJob<K, V> {
         // Returns the slots before the pending bytes go down, so a caller that waits for them
         // sees the slab's memory back too.
         drop(releaser);
-        Counters::sub(&self.counters.pending_bytes, self.bytes);
+        self.counters.sub_pending(self.bytes);
     }
 }
 
@@ -150,7 +164,7 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     }
     let job = EntryJob {
         bytes: batch.len() * Entry::<K, V>::BYTES,
-        batch: batch.into_iter().map(SendPtr).collect(),
+        batch: batch.into_iter().map(SendPtr::new).collect(),
         counters: Arc::clone(counters),
         slab: Arc::clone(slab),
     };
@@ -207,8 +221,11 @@ impl<K, V> TableJob<K, V> {
             Counters::bump(&counters.buckets_scanned, counts.scanned);
             Counters::bump(&counters.buckets_skipped, counts.skipped);
         }
+        let table_bytes = table.bytes();
         drop(table);
-        Counters::sub(&counters.pending_bytes, bytes);
+        // Relaxed: a statistic (`allocated_bytes`); the `Release` below publishes the frees.
+        Counters::sub(&counters.retired_table_bytes, table_bytes);
+        counters.sub_pending(bytes);
         Counters::bump(&counters.tables_reclaimed, 1);
     }
 }
@@ -249,8 +266,9 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
         Retire::Full => table_bytes + entries * Entry::<K, V>::BYTES,
     };
     Counters::add(&counters.pending_bytes, bytes);
+    Counters::add(&counters.retired_table_bytes, table_bytes);
     Counters::bump(&counters.tables_retired, 1);
-    let ptr = SendPtr(table);
+    let ptr: SendPtr<Table<K, V>, Entry<K, V>> = SendPtr::new(table);
     let counters = Arc::clone(counters);
     let slab = Arc::clone(slab);
     let reclaim = move || {
@@ -286,6 +304,7 @@ pub(crate) fn help() {
 /// own pin would hold the epoch back.
 pub(crate) fn relieve(counters: &Counters, bound: usize) {
     for _ in 0..RELIEF_ROUNDS {
+        // Relaxed: a heuristic bound; nothing is read on the strength of this value.
         if counters.pending_bytes.load(Ordering::Relaxed) <= bound {
             return;
         }
@@ -299,7 +318,9 @@ pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::In
     let mut pause = std::time::Duration::from_micros(10);
     let mut rounds = 0;
     loop {
-        if counters.pending_bytes.load(Ordering::Relaxed) == 0 {
+        // Acquire (inside `nothing_pending`): `true` promises the caller the effects of the
+        // `Drop`s it waited for, which the reclaiming threads published with their decrements.
+        if counters.nothing_pending() {
             return true;
         }
         if out_of_time(deadline, rounds) {
@@ -572,4 +593,34 @@ mod background {
     }
 
     pub(super) fn drain_here() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::SendPtr;
+    use crate::entry::Entry;
+    use crate::table::Table;
+
+    /// `<T as AmbiguousIfSend<_>>::check` compiles only if exactly one impl applies, i.e. only if
+    /// `T` is not `Send` (the trick of `static_assertions::assert_not_impl_any`).
+    trait AmbiguousIfSend<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    struct IsSend;
+    impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
+
+    fn assert_send<T: Send>() {}
+
+    /// Before the bound was on the type, `SendPtr<T>` was `Send` for every `T`, so this did not
+    /// compile: a retired table of `Rc` keys could have been handed to the reclaimer thread.
+    #[test]
+    fn send_ptr_is_send_only_when_what_it_frees_is() {
+        let _ = <SendPtr<Table<Rc<u8>, u8>, Entry<Rc<u8>, u8>> as AmbiguousIfSend<_>>::check;
+        let _ = <SendPtr<Entry<u8, Rc<u8>>, Entry<u8, Rc<u8>>> as AmbiguousIfSend<_>>::check;
+        assert_send::<SendPtr<Table<String, u8>, Entry<String, u8>>>();
+        assert_send::<SendPtr<Entry<String, u8>, Entry<String, u8>>>();
+    }
 }

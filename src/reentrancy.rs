@@ -1,33 +1,80 @@
-//! Detects a thread writing to a map from inside code that runs under one of that map's shard locks.
+//! Detects a thread taking a shard lock it can deadlock on, and panics instead.
 //!
 //! Closures passed to `get_or_insert_with`, `update`, `retain`, `remove_if` and `compute` (and the
-//! key's `Hash`/`Eq`) run while the shard's writer lock is held. If such code writes to the same map
-//! it would wait for a lock its own thread holds (same shard), or take two shard locks in an order
-//! another thread may reverse (different shards): a deadlock either way. Instead of deadlocking
-//! silently we keep, per thread, the maps whose locks it holds, and panic with an explanation.
-//! Reads (`get`, `iter`, `len`, ...) take no lock and are always allowed.
+//! key's `Hash`/`Eq`) run while the shard's writer lock is held. We keep, per thread, the shard
+//! locks it holds (map, shard, and which `par_retain` call took each, if one did), and check each
+//! new lock against them.
+//!
+//! # The rule: which nested lock can deadlock
+//!
+//! A thread that already holds shard locks of a map and takes another lock of the same map:
+//!
+//! 1. **The same shard** would wait for itself, forever (the mutex is not re-entrant): panic.
+//! 2. **Another shard, from code running under a lock** (a closure writing to its own map, a
+//!    `Drop`, a rayon job that happens to run there) holds one lock while waiting for a second.
+//!    Another thread doing the same in the opposite order closes a cycle (A holds shard 1 and
+//!    waits for 2, B holds 2 and waits for 1): panic. Whether the other shard is free right now
+//!    does not matter; the order is the hazard.
+//! 3. **Another shard, for a task of the same `par_retain` call** that rayon's work stealing ran
+//!    on this thread while it waited in a `join` inside `keep`: allowed, as long as that call is
+//!    the only `par_retain` running on the map. A `par_retain` call locks each shard exactly once,
+//!    in one task; so the holder of the shard this thread waits for is either a task of the same
+//!    call (impossible: that task is this one), or a write that by rules 1 and 2 never waits for a
+//!    second lock of this map while it holds one, or a task of *another* `par_retain` call of the
+//!    same map. Only the last can wait for a lock this thread holds, so the exception requires the
+//!    call to be alone on its map (checked against a registry of running calls, which only
+//!    `par_retain` and this nested case touch). Two calls at once on one map that both nest
+//!    this way panic instead; the one whose check comes second sees both calls registered.
+//!
+//! Reads (`get`, `iter`, `len`, ...) take no lock and are always allowed. What stays undetected:
+//! a cycle through two *different* maps (a closure on map A writing to map B while another
+//! thread's closure on B writes to A; documented where the closures are), and a thread that
+//! blocks on anything else while holding a lock (a channel, another mutex, a rayon pool whose
+//! threads are all blocked on this map's locks).
 
 use std::cell::RefCell;
 
 use crate::sync::thread_local;
 
+/// One held shard lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Lock {
+    /// The map (the address of its shard array).
+    map: usize,
+    /// The shard (its address).
+    shard: usize,
+    /// The `par_retain` call that took it, or [`ORDINARY`].
+    call: usize,
+}
+
+/// The `call` of a lock taken by anything but a `par_retain` task.
+pub(crate) const ORDINARY: usize = 0;
+
 thread_local! {
     // Not `const { .. }`: loom's `thread_local!` does not accept that form.
     #[allow(clippy::missing_const_for_thread_local)]
-    static HELD: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+    static HELD: RefCell<Vec<Lock>> = RefCell::new(Vec::new());
 }
 
-/// Proof that this thread has registered a shard lock of map `map` as held.
+const REENTRANT: &str = "epochmap: re-entrant write. Code running under one of this map's shard \
+     locks (a closure given to get_or_insert_with/update/retain/remove_if/compute, or a key's \
+     Hash/Eq) called a method that takes this map's shard locks (insert, remove, clear, retain, \
+     par_retain, par_extend, reserve, shrink_to_fit, wait_for_reclamation, ...). That would \
+     deadlock; read with get/get_cloned inside the closure and write after it returns.";
+
+/// Proof that this thread has registered a shard lock as held.
 pub(crate) struct Held {
-    map: usize,
+    lock: Lock,
 }
 
 impl Held {
-    /// Registers that this thread is about to lock a shard of `map`.
+    /// Registers that this thread is about to lock `shard` of `map`, for `call` (a `par_retain`
+    /// call's id, or [`ORDINARY`]).
     ///
     /// # Panics
-    /// If this thread already holds a shard lock of `map`.
-    pub(crate) fn enter(map: usize) -> Held {
+    /// If that lock can deadlock (see the module docs).
+    pub(crate) fn enter(map: usize, shard: usize, call: usize) -> Held {
+        let lock = Lock { map, shard, call };
         // `try_with`: a write may come from another thread-local's destructor (say, a per-thread
         // token that deregisters itself from a global map on thread exit) after `HELD` is already
         // destroyed. `with` would panic there, and a panic in a thread-local destructor aborts the
@@ -35,20 +82,46 @@ impl Held {
         // of ours, so only a write nested in a closure *within* that destructor goes undetected.
         let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
-            if held.contains(&map) {
-                drop(held);
-                panic!(
-                    "epochmap: re-entrant write. Code running under one of this map's shard locks \
-                     (a closure given to get_or_insert_with/update/retain/remove_if/compute, or a \
-                     key's Hash/Eq) called a method that takes this map's shard locks (insert, \
-                     remove, clear, retain, reserve, shrink_to_fit, wait_for_reclamation, ...). \
-                     That would deadlock; read with get/get_cloned inside the closure and write \
-                     after it returns."
-                );
+            // The common case, every write not nested in a closure: nothing held, nothing to check.
+            if held.is_empty() {
+                held.push(lock);
+                return;
             }
-            held.push(map);
+            let mut same_map = held.iter().filter(|h| h.map == map).peekable();
+            if same_map.peek().is_some() {
+                let same_shard = same_map.clone().any(|h| h.shard == shard);
+                let one_call = call != ORDINARY && same_map.all(|h| h.call == call);
+                if same_shard || !one_call {
+                    drop(held);
+                    panic!("{REENTRANT}");
+                }
+                if !calls::alone(map, call) {
+                    drop(held);
+                    panic!(
+                        "{REENTRANT} (Here: work stealing ran a task of one par_retain on a \
+                         thread that holds another shard for it, while a second par_retain of \
+                         the same map is running; the two could each wait for a shard the other \
+                         holds. Do not run par_retain calls on one map at once when their keep \
+                         uses rayon.)"
+                    );
+                }
+            }
+            held.push(lock);
         });
-        Held { map }
+        Held { lock }
+    }
+
+    /// Panics if this thread holds a shard lock of `map`: for writes whose locks are taken on
+    /// other threads (`par_retain`, `par_extend`), where the per-lock check would not run on the
+    /// thread that holds the lock, and the caller would wait for them forever.
+    #[cfg(feature = "rayon")]
+    pub(crate) fn assert_not_holding(map: usize) {
+        let holds = HELD
+            .try_with(|held| held.borrow().iter().any(|h| h.map == map))
+            .unwrap_or(false);
+        if holds {
+            panic!("{REENTRANT}");
+        }
     }
 }
 
@@ -58,7 +131,10 @@ impl Drop for Held {
         // nothing left to keep consistent.
         let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
-            if let Some(at) = held.iter().rposition(|&m| m == self.map) {
+            // The common case: this is the only (so the last) lock held.
+            if held.last() == Some(&self.lock) {
+                held.pop();
+            } else if let Some(at) = held.iter().rposition(|&h| h == self.lock) {
                 held.remove(at);
             }
         });
@@ -69,6 +145,65 @@ impl Drop for Held {
 /// record of held locks), or 0 during thread teardown. Lets a load detect that its own loader asks
 /// for the key it is loading, which would otherwise wait for itself forever.
 pub(crate) fn thread_token() -> usize {
-    HELD.try_with(|held| held as *const RefCell<Vec<usize>> as usize)
+    HELD.try_with(|held| held as *const RefCell<Vec<Lock>> as usize)
         .unwrap_or(0)
+}
+
+#[cfg(feature = "rayon")]
+pub(crate) use calls::ParRetainCall;
+
+/// The registry of running `par_retain` calls (rule 3 of the module docs).
+#[cfg(feature = "rayon")]
+mod calls {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// `(map, call)` for every `par_retain` call running now. A plain `std` mutex: the `rayon`
+    /// feature is not built for loom, and this is touched only when a call starts or ends and when
+    /// a task nests in another of its call (never on the ordinary write path).
+    static RUNNING: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+    /// Registration of one running `par_retain` call; deregisters on drop.
+    pub(crate) struct ParRetainCall {
+        map: usize,
+        pub(crate) id: usize,
+    }
+
+    impl ParRetainCall {
+        /// Registers a call on `map` and gives it a fresh id.
+        pub(crate) fn start(map: usize) -> Self {
+            // Relaxed: the counter only has to hand out distinct ids, which any RMW does.
+            static NEXT: AtomicUsize = AtomicUsize::new(super::ORDINARY + 1);
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            running().push((map, id));
+            ParRetainCall { map, id }
+        }
+    }
+
+    impl Drop for ParRetainCall {
+        fn drop(&mut self) {
+            let mut running = running();
+            if let Some(at) = running.iter().position(|&r| r == (self.map, self.id)) {
+                running.swap_remove(at);
+            }
+        }
+    }
+
+    fn running() -> std::sync::MutexGuard<'static, Vec<(usize, usize)>> {
+        RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `call` is the only `par_retain` running on `map`. The mutex orders this check
+    /// after the registration of every call whose task already holds a lock of `map`.
+    pub(super) fn alone(map: usize, call: usize) -> bool {
+        running().iter().all(|&(m, c)| m != map || c == call)
+    }
+}
+
+/// Without `rayon` there is no `par_retain`, so no lock is ever taken for one.
+#[cfg(not(feature = "rayon"))]
+mod calls {
+    pub(super) fn alone(_map: usize, _call: usize) -> bool {
+        unreachable!("only par_retain tasks take locks for a call")
+    }
 }

@@ -1,6 +1,7 @@
 //! Serde integration (feature `serde`): an [`EpochMap`] serializes as a map and deserializes from
 //! one, like `std::collections::HashMap`.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
@@ -15,7 +16,10 @@ use crate::EpochMap;
 /// The entries are snapshotted under one epoch guard first, so the map's length written up front
 /// is exactly the number of entries that follow, even while other threads write to the map (formats
 /// with a length prefix, such as bincode, depend on that). Under concurrent writes the snapshot is
-/// weakly consistent, like [`EpochMap::iter`].
+/// weakly consistent, like [`EpochMap::iter`], with one more promise: each key is written at most
+/// once. (A walk can meet a key twice when a writer removes it behind the walk and re-inserts it
+/// ahead, say into a later bucket its home bucket overflowed into; the snapshot keeps the entry
+/// met last, the newer one.) That costs a set of the snapshot's keys, hence `K: Hash + Eq`.
 ///
 /// ```
 /// let map = epochmap::EpochMap::new();
@@ -23,12 +27,29 @@ use crate::EpochMap;
 /// assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"answer":42}"#);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-impl<K: Serialize, V: Serialize, S> Serialize for EpochMap<K, V, S> {
+impl<K: Serialize + Hash + Eq, V: Serialize, S> Serialize for EpochMap<K, V, S> {
     fn serialize<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
         let pinned = self.pin();
-        let entries: Vec<(&K, &V)> = pinned.iter().collect();
-        serializer.collect_map(entries)
+        serializer.collect_map(unique_keys(pinned.iter()))
     }
+}
+
+/// The entries of `walk`, keeping for each key only the last entry met, in walk order otherwise.
+fn unique_keys<'a, K: Hash + Eq, V>(
+    walk: impl Iterator<Item = (&'a K, &'a V)>,
+) -> Vec<(&'a K, &'a V)> {
+    let mut entries: Vec<(&K, &V)> = Vec::new();
+    let mut at: HashMap<&K, usize> = HashMap::new();
+    for (key, value) in walk {
+        match at.entry(key) {
+            Entry::Occupied(seen) => entries[*seen.get()] = (key, value),
+            Entry::Vacant(new) => {
+                new.insert(entries.len());
+                entries.push((key, value));
+            }
+        }
+    }
+    entries
 }
 
 /// Deserializes a map; if a key occurs more than once, the last value wins (as for `HashMap`).
@@ -79,5 +100,80 @@ where
             map.insert(key, value);
         }
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, Hasher};
+
+    use super::unique_keys;
+    use crate::EpochMap;
+
+    /// Hashes a `u64` key to itself, so the test places keys in buckets.
+    #[derive(Clone, Copy, Default)]
+    struct Identity;
+
+    #[derive(Default)]
+    struct IdentityHasher(u64);
+
+    impl Hasher for IdentityHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, _: &[u8]) {
+            unreachable!("only u64 keys")
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+
+    impl BuildHasher for Identity {
+        type Hasher = IdentityHasher;
+        fn build_hasher(&self) -> IdentityHasher {
+            IdentityHasher::default()
+        }
+    }
+
+    /// The walk that used to write a key twice: bucket 0 is full (7 keys homing there), the walk
+    /// passes it, then a writer removes key 0, fills its slot with another key of bucket 0 and
+    /// re-inserts key 0, which overflows into bucket 1, still ahead of the walk. The raw walk
+    /// meets key 0 twice; the snapshot `Serialize` writes keeps it once, with the newer value.
+    #[test]
+    fn a_key_reinserted_ahead_of_the_walk_is_written_once() {
+        let map: EpochMap<u64, &str, Identity> = EpochMap::builder()
+            .shards(1)
+            .capacity(100)
+            .hasher(Identity)
+            .build();
+        let buckets = map.memory_stats().buckets as u64;
+        assert!(buckets >= 2);
+        for i in 0..7 {
+            map.insert(i * buckets, "old");
+        }
+        let pinned = map.pin();
+        let mut walk = pinned.iter();
+        let passed: Vec<(&u64, &&str)> = walk.by_ref().take(7).collect();
+        assert!(
+            passed.iter().all(|(k, _)| *k % buckets == 0),
+            "bucket 0 first"
+        );
+        map.remove(&0);
+        map.insert(7 * buckets, "filler");
+        map.insert(0, "new");
+        let walked: Vec<(&u64, &&str)> = passed.into_iter().chain(walk).collect();
+        let zeros = walked.iter().filter(|(k, _)| **k == 0).count();
+        assert_eq!(zeros, 2, "the raw walk meets key 0 twice: {walked:?}");
+
+        let unique = unique_keys(walked.into_iter());
+        assert_eq!(unique.iter().filter(|(k, _)| **k == 0).count(), 1);
+        assert_eq!(
+            unique.iter().find(|(k, _)| **k == 0).map(|(_, v)| **v),
+            Some("new")
+        );
+        assert_eq!(unique.len(), 7);
+        let json = serde_json::to_string(&map).unwrap();
+        assert_eq!(json.matches("\"0\":").count(), 1, "{json}");
     }
 }

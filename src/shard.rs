@@ -13,6 +13,7 @@ use crate::entry::Entry;
 use crate::load::Pending;
 use crate::reclaim::{self, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
+use crate::reserve::TryReserveError;
 use crate::slab::{EntrySlab, SlabCache};
 use crate::stats::Counters;
 use crate::sync::{epoch, lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -24,6 +25,9 @@ pub(crate) struct Ctx<'m> {
     pub(crate) mode: ReclaimMode,
     /// Identifies the map for re-entrancy detection (the address of its shard array).
     pub(crate) map_id: usize,
+    /// The `par_retain` call this write is a task of, or `reentrancy::ORDINARY`: which nested
+    /// locks the re-entrancy detector allows depends on it (see `src/reentrancy.rs`).
+    pub(crate) call: usize,
 }
 
 /// Where a lock holder found a key: valid until that writer changes the table.
@@ -59,16 +63,20 @@ pub(crate) struct ShardWriter<'s, 'g, K, V> {
     ctx: &'s Ctx<'s>,
     guard: &'g epoch::Guard,
     table: &'g Table<K, V>,
-    /// Released in `Drop`, before the flush.
+    /// Released in `Drop`, before the flush (or earlier by `unlock_drop_and_resume`).
     locked: ManuallyDrop<Locked<'s, K, V>>,
+    /// `locked` was already released: a panic is unwinding through this handle.
+    released: bool,
     /// Set when this write handed garbage to the epoch, which must be flushed after unlocking.
     flush: bool,
 }
 
 impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
     fn drop(&mut self) {
-        // SAFETY: `locked` is dropped exactly once, here, and not used afterwards.
-        unsafe { ManuallyDrop::drop(&mut self.locked) };
+        if !self.released {
+            // SAFETY: `locked` is dropped exactly once, here, and not used afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.locked) };
+        }
         if self.flush {
             // Unlocked now: user `Drop`s that the flush may run can write to any map.
             self.guard.flush();
@@ -174,8 +182,8 @@ impl<K, V> Shard<K, V> {
         unsafe { table.find(hash, key) }.map(|found| found.entry)
     }
 
-    fn lock(&self, map_id: usize) -> Locked<'_, K, V> {
-        let held = Held::enter(map_id);
+    fn lock(&self, ctx: &Ctx<'_>) -> Locked<'_, K, V> {
+        let held = Held::enter(ctx.map_id, self as *const Self as usize, ctx.call);
         Locked {
             writer: lock(&self.writer),
             _held: held,
@@ -199,13 +207,14 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         ctx: &'s Ctx<'s>,
         guard: &'g epoch::Guard,
     ) -> ShardWriter<'s, 'g, K, V> {
-        let locked = ManuallyDrop::new(self.lock(ctx.map_id));
+        let locked = ManuallyDrop::new(self.lock(ctx));
         ShardWriter {
             table: self.current_locked(guard),
             shard: self,
             ctx,
             guard,
             locked,
+            released: false,
             flush: false,
         }
     }
@@ -248,7 +257,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     /// Hands this shard's partial batch of removed entries to the epoch now; the caller flushes
     /// the guard.
     pub(crate) fn retire_pending(&self, ctx: &Ctx<'_>, guard: &epoch::Guard) {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
         }
@@ -264,7 +273,20 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         buckets: usize,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Table<K, V> {
-        let fresh = epoch::Owned::new(Table::new(buckets));
+        self.rehash_into(ctx, guard, old, Table::new(buckets), hasher)
+    }
+
+    /// The body of [`Shard::resize`], for a table the caller has already allocated (`fit` uses
+    /// `Table::try_new`, so that a failed allocation is an error rather than an abort).
+    fn rehash_into<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        old: &'g Table<K, V>,
+        fresh: Table<K, V>,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Table<K, V> {
+        let fresh = epoch::Owned::new(fresh);
         old.for_each_occupied(|index| {
             for (_, entry) in old.entries_in(index) {
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
@@ -324,7 +346,8 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 
     /// Resizes the table to fit `len.max(at_least)` entries if that means growing (`grow`) or
-    /// shrinking (`shrink`). Returns false if the size does not fit in memory.
+    /// shrinking (`shrink`). Fails, changing nothing, if that size does not fit in the address
+    /// space or the allocator refuses the new table.
     pub(crate) fn fit(
         &self,
         ctx: &Ctx<'_>,
@@ -333,29 +356,29 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         at_least: usize,
         grow: bool,
         shrink: bool,
-    ) -> bool {
-        let locked = self.lock(ctx.map_id);
+    ) -> Result<(), TryReserveError> {
+        let locked = self.lock(ctx);
         let table = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
-        let Some(buckets) = len
+        let buckets = len
             .checked_add(at_least.saturating_sub(len))
             .and_then(Table::<K, V>::buckets_for)
-        else {
-            return false;
-        };
+            .ok_or(TryReserveError::CapacityOverflow)?;
         let current = table.bucket_count();
         if (grow && buckets > current) || (shrink && buckets < current) {
-            self.resize(ctx, guard, table, buckets, hasher);
+            let fresh =
+                Table::try_new(buckets).map_err(|layout| TryReserveError::AllocError { layout })?;
+            self.rehash_into(ctx, guard, table, fresh, hasher);
             drop(locked);
             guard.flush();
         }
-        true
+        Ok(())
     }
 
     /// Swaps in an empty table (of the same size with `keep_capacity`, else minimal) and fully
     /// retires the old one with its entries. The caller flushes the guard after the last shard.
     pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, keep_capacity: bool) {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
         if len == 0 && (keep_capacity || old.bucket_count() == 1) {
@@ -384,14 +407,14 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ///
     /// The caller owns the returned table but must not move anything out of it (nor free it)
     /// before the grace period of this call has passed: readers pinned now may still probe it.
-    /// The table's bytes and its entries' are added to `drain_bytes`, the drain's counter.
+    /// The table's bytes and its entries' are added to `held`, the drain's counters.
     pub(crate) fn take_table(
         &self,
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
-        drain_bytes: &AtomicUsize,
+        held: &crate::stats::DrainHeld,
     ) -> Option<crate::drain::Taken<K, V>> {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
         let len = self.len.load(Ordering::Relaxed);
         let taken = if len == 0 {
@@ -412,8 +435,10 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             let old_bytes = unsafe { old.deref() }.bytes();
             Counters::add(&ctx.counters.table_bytes, new_bytes);
             Counters::sub(&ctx.counters.table_bytes, old_bytes);
-            // Relaxed: a statistic (the drain's own counter, see `Counters::drains`).
-            drain_bytes.fetch_add(old_bytes + len * Entry::<K, V>::BYTES, Ordering::Relaxed);
+            // Relaxed: statistics (the drain's own counters, see `Counters::drains`).
+            held.total
+                .fetch_add(old_bytes + len * Entry::<K, V>::BYTES, Ordering::Relaxed);
+            held.tables.fetch_add(old_bytes, Ordering::Relaxed);
             self.len.store(0, Ordering::Relaxed);
             Some(crate::drain::Taken {
                 table: old.as_raw() as *mut Table<K, V>,
@@ -438,7 +463,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         hasher: &dyn Fn(&K) -> u64,
         keep: &mut dyn FnMut(&K, &V) -> bool,
     ) {
-        let mut locked = self.lock(ctx.map_id);
+        let mut locked = self.lock(ctx);
         let table = self.current_locked(guard);
         let mut flush = false;
         table.for_each_occupied(|index| {
@@ -490,15 +515,24 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     ) -> &'g Entry<K, V> {
         let len = self.shard.len.load(Ordering::Relaxed);
         if len >= self.table.max_len() {
-            // Growth runs `hasher` on other keys; if it panics nothing has changed yet and `key`
-            // and `value` are dropped by the unwinding.
-            let buckets = Table::<K, V>::buckets_for(len + 1)
-                .expect("epochmap: capacity overflow")
-                .max(self.table.bucket_count() * 2);
-            self.table = self
-                .shard
-                .resize(self.ctx, self.guard, self.table, buckets, hasher);
-            self.flush = true;
+            // Growth runs `hasher` on other keys. If it panics nothing has changed yet, but `key`
+            // and `value` are ours: unwinding would drop them here, under the lock, and a `Drop`
+            // that writes to this map would then panic during a panic (an abort). So the panic is
+            // caught, the lock released, and only then are they dropped and the panic resumed.
+            let grown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let buckets = Table::<K, V>::buckets_for(len + 1)
+                    .expect("epochmap: capacity overflow")
+                    .max(self.table.bucket_count() * 2);
+                self.shard
+                    .resize(self.ctx, self.guard, self.table, buckets, hasher)
+            }));
+            match grown {
+                Ok(table) => {
+                    self.table = table;
+                    self.flush = true;
+                }
+                Err(payload) => self.unlock_drop_and_resume((key, value), payload),
+            }
         }
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
@@ -508,6 +542,19 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // SAFETY: published under the lock; it can only be retired through the epoch after
         // `guard` (which outlives 'g) was pinned.
         unsafe { &*entry }
+    }
+
+    /// For a panic caught under the lock while this write owns user values: releases the lock,
+    /// then drops `owned` (a panic from its `Drop` is discarded: the first panic is the one to
+    /// report), then resumes the panic. The handle's own `Drop` then only flushes.
+    #[cold]
+    fn unlock_drop_and_resume<T>(&mut self, owned: T, payload: Box<dyn std::any::Any + Send>) -> ! {
+        // SAFETY: `locked` has not been released yet (`released` is false until here) and is
+        // never used again: `released` makes `Drop` skip it.
+        unsafe { ManuallyDrop::drop(&mut self.locked) };
+        self.released = true;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(owned)));
+        std::panic::resume_unwind(payload)
     }
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
@@ -599,7 +646,7 @@ impl<K, V> Shard<K, V> {
         let mut free = |entry: *mut Entry<K, V>| {
             // Exclusive access: the map is being dropped, so no `Ref` or guard of it exists.
             // SAFETY: each entry is reachable from one place we free it from, and is in our slab.
-            if let Err(payload) = unsafe { releaser.free(entry) } {
+            if let Some(payload) = unsafe { releaser.free(entry) }.first {
                 first_panic.get_or_insert(payload);
             }
         };

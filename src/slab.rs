@@ -121,7 +121,8 @@ unsafe impl Send for SlabState {}
 /// The slot allocator of one shard's entries. See the module docs.
 pub(crate) struct EntrySlab<K, V> {
     state: Mutex<SlabState>,
-    /// Bytes of all chunks, readable without the mutex (a statistic: `Relaxed`).
+    /// Bytes of all chunks and of their free-slot stacks, readable without the mutex (a
+    /// statistic: `Relaxed`).
     chunk_bytes: AtomicUsize,
     _entries: PhantomData<fn(Entry<K, V>)>,
 }
@@ -155,7 +156,7 @@ impl<K, V> EntrySlab<K, V> {
     const SLOT: usize = round_up(max(size_of::<Entry<K, V>>(), 1), Self::ALIGN);
     const ALIGN: usize = align_of::<Entry<K, V>>();
     /// Whether entries of this type are pooled (`true`) or boxed one by one.
-    const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
+    pub(crate) const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
     /// Offset of the first slot: the header, rounded up to the slot alignment.
     const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
     /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes, and never more than a
@@ -250,7 +251,8 @@ impl<K, V> EntrySlab<K, V> {
         .expect("a chunk is at most CHUNK bytes, aligned to at most MAX_ALIGN")
     }
 
-    /// Drops a chunk's header and gives its memory back; returns its size in bytes.
+    /// Drops a chunk's header and gives its memory back; returns its size in bytes, including its
+    /// free-slot stack's buffer (counted in `chunk_bytes` as it grew).
     ///
     /// # Safety
     /// `chunk` was allocated by `refill`, nothing can reach it any more, and it is freed once.
@@ -259,9 +261,10 @@ impl<K, V> EntrySlab<K, V> {
         // memory was allocated with `chunk_layout(slots)`.
         unsafe {
             let layout = Self::chunk_layout((*chunk.as_ptr()).slots);
+            let stack = (*chunk.as_ptr()).free.capacity() * size_of::<u16>();
             ptr::drop_in_place(chunk.as_ptr());
             std::alloc::dealloc(chunk.as_ptr().cast(), layout);
-            layout.size()
+            layout.size() + stack
         }
     }
 
@@ -344,6 +347,7 @@ impl<K, V> EntrySlab<K, V> {
     /// binary search per slot plus O(chunks) per chunk freed, never a walk over all slots.
     fn give_back(&self, slots: &mut Vec<NonNull<u8>>) {
         let mut freed = Vec::new();
+        let mut grown = 0;
         {
             let mut state = lock(&self.state);
             let state = &mut *state;
@@ -360,7 +364,10 @@ impl<K, V> EntrySlab<K, V> {
                 let offset = slot.as_ptr() as usize - chunk.as_ptr() as usize - Self::FIRST;
                 debug_assert!(offset < header.slots * Self::SLOT && offset % Self::SLOT == 0);
                 // `slots <= u16::MAX` (see `MAX_SLOTS`).
+                let capacity = header.free.capacity();
                 header.free.push((offset / Self::SLOT) as u16);
+                // The free-slot stack is memory the slab holds too (`allocated_bytes`).
+                grown += (header.free.capacity() - capacity) * size_of::<u16>();
                 header.in_use -= 1;
                 state.in_use -= 1;
                 if header.partial_at == NOT_PARTIAL {
@@ -409,6 +416,8 @@ impl<K, V> EntrySlab<K, V> {
             // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
             bytes += unsafe { Self::free_chunk(chunk) };
         }
+        // Relaxed, both: a statistic. Growth first, so the counter never dips below zero.
+        self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
         self.chunk_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
@@ -424,24 +433,52 @@ impl<K, V> Releaser<'_, K, V> {
         unsafe { self.slab.queue_slot(&mut self.slots, ptr) };
     }
 
-    /// Drops the entry at `ptr` and queues its slot, returning the panic of its key's or value's
-    /// `Drop`, if one panicked (the slot is queued either way).
+    /// Drops the entry at `ptr` and queues its slot, reporting which of its key's and value's
+    /// `Drop`s panicked (the slot is queued either way).
+    ///
+    /// The key and the value are dropped one after the other, each under its own `catch_unwind`:
+    /// dropping the pair in one `drop_in_place` would run the value's `Drop` while the key's panic
+    /// unwinds, and a second panic there aborts the process.
     ///
     /// # Safety
     /// `ptr` came from `alloc` on this releaser's slab, is owned by the caller (reachable from no
     /// table and no reader), and is not used again.
-    pub(crate) unsafe fn free(
-        &mut self,
-        ptr: *mut Entry<K, V>,
-    ) -> Result<(), Box<dyn std::any::Any + Send>> {
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the caller owns the live entry at `ptr`; it is dropped exactly once, here
-            // (if the drop panics, the remaining fields are still dropped by the unwinding).
-            unsafe { ptr::drop_in_place(ptr) }
-        }));
+    pub(crate) unsafe fn free(&mut self, ptr: *mut Entry<K, V>) -> DropPanics {
+        let mut panics = DropPanics::default();
+        // SAFETY: the caller owns the live entry at `ptr`, so its key is live; it is dropped
+        // exactly once, here (`Entry` has no `Drop` of its own, so dropping its fields one by one
+        // is all that dropping the entry does).
+        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).key)) });
+        // SAFETY: as for the key; a panic from the key's `Drop` was caught above and left the
+        // value untouched.
+        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).value)) });
         // SAFETY: the entry is gone either way; the caller gave up the slot.
         unsafe { self.release(ptr) };
-        dropped
+        panics
+    }
+}
+
+/// The panics raised by the `Drop`s of one entry's key and value (see [`Releaser::free`]).
+#[derive(Default)]
+pub(crate) struct DropPanics {
+    /// How many of the two `Drop`s panicked: 0, 1 or 2.
+    pub(crate) count: u64,
+    /// The first panic's payload.
+    pub(crate) first: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl DropPanics {
+    fn catch(&mut self, drop: impl FnOnce()) {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop)) {
+            self.count += 1;
+            self.first.get_or_insert(payload);
+        }
+    }
+
+    /// Panics if a `Drop` panicked: for tests whose entries must drop cleanly.
+    #[cfg(test)]
+    pub(crate) fn unwrap(self) {
+        assert_eq!(self.count, 0, "a key's or value's Drop panicked");
     }
 }
 

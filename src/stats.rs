@@ -1,8 +1,11 @@
 //! Where a map's memory is: the counters behind [`EpochMap::memory_stats`](crate::EpochMap::memory_stats).
 //!
 //! The counters are plain atomics updated with `Relaxed` ordering: each is a statistic, read on its
-//! own, and nothing is published through them. A snapshot taken while other threads write is
-//! therefore a mix of moments, exact only when the map is quiescent.
+//! own, and nothing is published through them, with one exception: `wait_for_reclamation` promises
+//! that once it returns `true` the `Drop`s it waited for have happened, so the reclaimers' decrements
+//! of `pending_bytes` are `Release` and its poll is `Acquire` ([`Counters::sub_pending`],
+//! [`Counters::nothing_pending`]). A snapshot taken while other threads write is a mix of moments,
+//! exact only when the map is quiescent.
 
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
@@ -12,10 +15,12 @@ use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 pub(crate) struct Counters {
     pub(crate) table_bytes: AtomicUsize,
     pub(crate) pending_bytes: AtomicUsize,
-    /// One counter per live `Drain`: the bytes of the tables and entries it still holds. Each is
+    /// One record per live `Drain`: the bytes of the tables and entries it still holds. Each is
     /// written only by its `Drain` (plain `Relaxed` stores, no read-modify-write on the per-entry
     /// path) and summed by `memory_stats`; a `Drain` registers in `drain()` and leaves on drop.
-    pub(crate) drains: Mutex<Vec<Arc<AtomicUsize>>>,
+    pub(crate) drains: Mutex<Vec<Arc<DrainHeld>>>,
+    /// The part of `pending_bytes` that is retired tables (arrays and headers), not entries.
+    pub(crate) retired_table_bytes: AtomicUsize,
     pub(crate) tables_retired: AtomicU64,
     pub(crate) tables_reclaimed: AtomicU64,
     pub(crate) buckets_scanned: AtomicU64,
@@ -37,36 +42,70 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Takes `n` reclaimed bytes off `pending_bytes`, after the reclaiming thread has dropped and
+    /// freed what they stood for.
+    ///
+    /// Release: pairs with the `Acquire` poll in `reclaim::drive_until_reclaimed`. A waiter that
+    /// reads the value this decrement (or any later add or subtract, which continue its release
+    /// sequence) wrote sees every effect of the `Drop`s and frees that came before it in this
+    /// thread, such as a drop counter or an `Arc`'s strong count. `Relaxed` would let a waiter on
+    /// ARM or POWER see 0 and still read the old counter.
+    pub(crate) fn sub_pending(&self, n: usize) {
+        self.pending_bytes.fetch_sub(n, Ordering::Release);
+    }
+
+    /// Whether nothing is pending. Acquire: pairs with [`Counters::sub_pending`], so once this
+    /// reads 0 every `Drop` behind the bytes that were pending happens-before the caller's next
+    /// step.
+    pub(crate) fn nothing_pending(&self) -> bool {
+        self.pending_bytes.load(Ordering::Acquire) == 0
+    }
+
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
-    /// A new live drain's byte counter, registered (starting at 0).
-    pub(crate) fn register_drain(&self) -> Arc<AtomicUsize> {
-        let held = Arc::new(AtomicUsize::new(0));
+    /// A new live drain's byte counters, registered (starting at 0).
+    pub(crate) fn register_drain(&self) -> Arc<DrainHeld> {
+        let held = Arc::new(DrainHeld::default());
         lock(&self.drains).push(Arc::clone(&held));
         held
     }
 
-    /// Forgets a drain's counter (its drain has handed everything on).
-    pub(crate) fn unregister_drain(&self, held: &Arc<AtomicUsize>) {
+    /// Forgets a drain's counters (its drain has handed everything on).
+    pub(crate) fn unregister_drain(&self, held: &Arc<DrainHeld>) {
         lock(&self.drains).retain(|d| !Arc::ptr_eq(d, held));
     }
 
-    /// What all live drains hold. Relaxed: statistics.
-    pub(crate) fn drain_bytes(&self) -> usize {
-        lock(&self.drains)
-            .iter()
-            .map(|d| d.load(Ordering::Relaxed))
-            .sum()
+    /// What all live drains hold: `(tables and entries, of which tables)`. Relaxed: statistics.
+    pub(crate) fn drain_bytes(&self) -> (usize, usize) {
+        lock(&self.drains).iter().fold((0, 0), |(all, tables), d| {
+            (
+                all + d.total.load(Ordering::Relaxed),
+                tables + d.tables.load(Ordering::Relaxed),
+            )
+        })
     }
+}
+
+/// What one live `Drain` holds, in bytes: written by `drain()` while it takes the tables (`Relaxed`
+/// `fetch_add`s) and afterwards only by its `Drain` (`Relaxed` stores); read by `memory_stats`.
+#[derive(Default)]
+pub(crate) struct DrainHeld {
+    /// The tables it took and the entries not yet moved out (`size_of` each).
+    pub(crate) total: AtomicUsize,
+    /// Of which the tables (arrays and headers) not yet freed.
+    pub(crate) tables: AtomicUsize,
 }
 
 /// A snapshot of where a map's memory is, from [`EpochMap::memory_stats`](crate::EpochMap::memory_stats).
 ///
-/// Byte counts are what the map asked the allocator for (`size_of` based); allocator overhead per
-/// allocation is not included. All fields come from counters, so taking a snapshot is cheap (no walk
-/// of the table) and exact whenever no other thread is writing.
+/// [`allocated_bytes`](MemoryStats::allocated_bytes) is the one figure that answers "how much
+/// memory does this map hold from the allocator right now"; the other byte counts say where it
+/// is, and they overlap (a retired entry is in `pending_bytes` and, pooled, in `slab_bytes`).
+/// Byte counts are what the map asked the allocator for (`size_of` based); the allocator's own
+/// overhead per allocation is not included. All fields come from counters, so taking a snapshot is
+/// cheap (no walk of the table) and exact whenever no other thread is writing.
 ///
 /// ```
 /// use epochmap::EpochMap;
@@ -76,6 +115,8 @@ impl Counters {
 /// let full = map.memory_stats();
 /// assert_eq!(full.len, 10_000);
 /// assert!(full.entry_bytes >= 10_000 * 16);
+/// // Tables plus the slab the entries live in, plus the shards themselves.
+/// assert!(full.allocated_bytes >= full.table_bytes + full.slab_bytes);
 ///
 /// map.clear();
 /// let cleared = map.memory_stats();
@@ -84,7 +125,9 @@ impl Counters {
 ///
 /// // Once the grace period has passed and the reclaimer has run, nothing is pending.
 /// assert!(map.wait_for_reclamation(Duration::from_secs(10)));
-/// assert_eq!(map.memory_stats().pending_bytes, 0);
+/// let reclaimed = map.memory_stats();
+/// assert_eq!(reclaimed.pending_bytes, 0);
+/// assert!(reclaimed.allocated_bytes < full.allocated_bytes / 10);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -93,19 +136,23 @@ pub struct MemoryStats {
     pub len: usize,
     /// Buckets in the live tables of all shards.
     pub buckets: usize,
-    /// Bytes of the live tables (bucket arrays, summary bitmaps, headers).
+    /// Bytes of the live tables (bucket arrays, summary bitmaps, headers). Retired tables are in
+    /// `pending_bytes` instead.
     pub table_bytes: usize,
-    /// Bytes of the live entries: `len * size_of::<(K, V)>()` (per-entry heap records; a
-    /// zero-sized entry counts as one byte).
+    /// Bytes of the live entries: `len * size_of::<(K, V)>()` (a zero-sized entry counts as one
+    /// byte). Where they live: in `slab_bytes` when entries are pooled, else one allocation each.
     pub entry_bytes: usize,
     /// Bytes the shards' entry slabs hold from the allocator, in chunks of up to 64 KiB: slots of live
-    /// entries, of retired entries not yet freed, and free slots kept for reuse. Entries are
+    /// entries, of retired entries not yet freed, and free slots kept for reuse (plus each chunk's
+    /// stack of free-slot indices, 2 bytes per slot freed). Entries are
     /// pooled this way unless one is larger than 4 KiB (then each is its own allocation, counted
     /// in `entry_bytes` and `pending_bytes` only, and this is 0). Well above `entry_bytes` after
     /// mass removals: a chunk goes back to the allocator only once none of its slots is in use.
     pub slab_bytes: usize,
     /// Bytes retired (by `clear`, growth, `shrink_to_fit`, `remove`, replacing inserts) and not yet
-    /// freed: they wait for the epoch grace period, the reclaimer, or a writer's batch to fill.
+    /// freed: tables, and entries at `size_of::<(K, V)>()` each (pooled entries' slots are also
+    /// in `slab_bytes`). They wait for the epoch grace period, the reclaimer, or a writer's batch
+    /// to fill. 0 after a successful [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation).
     pub pending_bytes: usize,
     /// Bytes that [`EpochMap::drain`](crate::EpochMap::drain) took out of the map and a live
     /// [`Drain`](crate::Drain) still holds: the tables it swapped out and the entries it has not
@@ -113,6 +160,13 @@ pub struct MemoryStats {
     /// a table leaves it when the drain has emptied and freed it, or when the `Drain` is dropped
     /// early and hands what is left to the reclaimer (then it moves to `pending_bytes`).
     pub drain_bytes: usize,
+    /// Bytes this map holds from the allocator right now, each byte counted once: live and
+    /// retired-but-unfreed tables, the entry slabs' chunks (or, for entries too big to pool, each
+    /// live or retired entry's own allocation), and the shard array with its per-shard slab and
+    /// counter records. Not included: small per-shard bookkeeping (a shard's removal batch and
+    /// slot cache, a slab's chunk lists: about 1 KiB per shard), the epoch's own queue, and what
+    /// the keys and values own on the heap (a `String`'s buffer).
+    pub allocated_bytes: usize,
     /// Tables retired so far (growth, shrink and clear each retire one per shard they touch).
     pub tables_retired: u64,
     /// Retired tables whose memory has been given back.
@@ -124,14 +178,19 @@ pub struct MemoryStats {
     pub buckets_skipped: u64,
     /// Entries dropped by reclamation (of cleared tables and of removed or replaced entries).
     pub entries_reclaimed: u64,
-    /// Panics caught from `Drop` of a key or value during reclamation. The rest of the table was
+    /// Panics caught from the `Drop` of a key or a value during reclamation, one per panicking
+    /// `Drop` (an entry whose key and value both panic counts 2: they are dropped one after the
+    /// other, each caught, never one during the other's unwinding). The rest of the table was
     /// still freed; the panicking value's memory was released as far as unwinding allowed.
     pub drop_panics: u64,
 }
 
 impl MemoryStats {
-    /// Live bytes plus pending bytes plus what live [`Drain`](crate::Drain)s hold: everything the
-    /// map and its drains hold on to right now.
+    /// `table_bytes + entry_bytes + pending_bytes + drain_bytes`: the logical size of what the map
+    /// and its live [`Drain`](crate::Drain)s hold, live, waiting to be freed or waiting to be moved
+    /// out, at `size_of` per entry. It leaves out free slab slots and counts a retired pooled
+    /// entry's slot only once it is pending; for the bytes held from the allocator, read
+    /// [`allocated_bytes`](MemoryStats::allocated_bytes).
     ///
     /// ```
     /// let map = epochmap::EpochMap::<u32, u32>::new();

@@ -10,10 +10,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{completes_within, expect_panic, TestHasher, Tracker, RECLAIM_TIMEOUT};
+use common::{
+    completes_within, expect_panic, in_child_process, TestHasher, Tracker, RECLAIM_TIMEOUT,
+};
 use epochmap::{
     BuildError, Builder, Drain, EpochMap, IntoIter, Iter, KeyRef, Keys, MemoryStats, Pinned,
-    PinnedIter, ReclaimMode, Ref, Values, WouldBlock, MAX_SHARDS,
+    PinnedIter, ReclaimMode, Ref, TryReserveError, Values, WouldBlock, MAX_SHARDS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -738,4 +740,91 @@ fn a_value_drop_may_write_to_its_own_map_in_every_mode() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reserving more than the machine has: an error or a panic, never an abort.
+
+assert_impl!(TryReserveError: std::error::Error, std::fmt::Display, std::fmt::Debug, Clone, PartialEq, Eq, Send, Sync);
+
+/// 2^40 `u64` pairs need tables of about 1.6 TiB: more than this machine's memory, so the
+/// allocator refuses them (the kernel's default overcommit heuristic rejects a single mapping
+/// larger than RAM plus swap). Used in a child process only, so that a regression aborts a child.
+const MORE_THAN_THE_MACHINE_HAS: usize = 1 << 40;
+
+/// `try_reserve` tells the two failures apart, changes nothing when it fails, and the map keeps
+/// working. `reserve(1 << 40)` used to abort the process ("memory allocation of ... failed"),
+/// hence the child process.
+#[test]
+fn try_reserve_reports_capacity_overflow_and_allocation_failure_and_changes_nothing() {
+    in_child_process(
+        "try_reserve_reports_capacity_overflow_and_allocation_failure_and_changes_nothing",
+        || {
+            let map: EpochMap<u64, u64> = EpochMap::builder().shards(4).build();
+            map.insert(1, 1);
+            let before = map.memory_stats();
+
+            assert_eq!(
+                map.try_reserve(usize::MAX),
+                Err(TryReserveError::CapacityOverflow)
+            );
+            let err = map.try_reserve(MORE_THAN_THE_MACHINE_HAS).unwrap_err();
+            let TryReserveError::AllocError { layout } = err.clone() else {
+                panic!("expected an allocation failure, got {err:?}");
+            };
+            // A shard's share of 2^40 entries, at 64 bytes per 5.25 entries (7 slots, 3/4 full).
+            assert!(
+                layout.size() > (MORE_THAN_THE_MACHINE_HAS / 4) * 8,
+                "{layout:?}"
+            );
+            assert_eq!(err.clone(), err);
+            assert_ne!(err, TryReserveError::CapacityOverflow);
+            let text = err.to_string();
+            assert!(
+                text.contains("memory allocation") && text.contains(&layout.size().to_string()),
+                "{text}"
+            );
+            assert!(TryReserveError::CapacityOverflow
+                .to_string()
+                .contains("capacity overflow"));
+            let _: &dyn std::error::Error = &err;
+
+            // Nothing changed, and the map works.
+            assert_eq!(map.memory_stats().table_bytes, before.table_bytes);
+            assert_eq!(map.memory_stats().buckets, before.buckets);
+            map.try_reserve(10_000).unwrap();
+            assert!(map.capacity() >= 10_000);
+            for i in 0..1_000 {
+                map.insert(i, i);
+            }
+            assert_eq!(map.len(), 1_000);
+            assert_eq!(*map.get(&999).unwrap(), 999);
+        },
+    );
+}
+
+/// `reserve` panics with the error's message where it used to abort, and leaves the map usable.
+#[test]
+fn reserve_of_more_memory_than_the_machine_has_panics_instead_of_aborting() {
+    in_child_process(
+        "reserve_of_more_memory_than_the_machine_has_panics_instead_of_aborting",
+        || {
+            let map: EpochMap<u64, u64> = EpochMap::new();
+            map.insert(7, 7);
+            let msg = expect_panic(|| map.reserve(MORE_THAN_THE_MACHINE_HAS));
+            assert!(
+                msg.contains("reserving 1099511627776 more entries failed")
+                    && msg.contains("memory allocation of"),
+                "{msg}"
+            );
+            let msg = expect_panic(|| map.reserve(usize::MAX));
+            assert!(msg.contains("capacity overflow"), "{msg}");
+            // No lock left held, nothing lost.
+            map.insert(8, 8);
+            assert_eq!(map.len(), 2);
+            assert_eq!(*map.get(&7).unwrap(), 7);
+            map.reserve(1_000);
+            assert!(map.capacity() >= 1_000);
+        },
+    );
 }

@@ -1,9 +1,12 @@
 //! The `serde` feature: maps round-trip through serde_json.
 #![cfg(feature = "serde")]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 
+use common::TestHasher;
 use epochmap::EpochMap;
 
 fn sorted<K: Ord + Clone, V: Clone>(map: &EpochMap<K, V, impl Sized>) -> BTreeMap<K, V> {
@@ -73,4 +76,60 @@ fn deserializes_with_a_custom_default_hasher() {
 fn malformed_input_is_an_error_not_a_panic() {
     assert!(serde_json::from_str::<EpochMap<String, u32>>("[1, 2]").is_err());
     assert!(serde_json::from_str::<EpochMap<String, u32>>(r#"{"a": "x"}"#).is_err());
+}
+
+/// Serializing while another thread removes keys behind the walk and re-inserts them ahead of it
+/// (bucket 0 of each table kept full, so a re-inserted key overflows into bucket 1): every JSON
+/// object written has each key at most once and exactly as many entries as it announced.
+/// (`src/serde.rs` has the deterministic version of the interleaving.)
+#[test]
+fn serializing_during_remove_and_reinsert_writes_each_key_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(
+        EpochMap::builder()
+            .shards(1)
+            .capacity(100)
+            .hasher(TestHasher::Identity)
+            .build(),
+    );
+    let buckets = map.memory_stats().buckets as u64;
+    for i in 0..7 {
+        map.insert(i * buckets, i);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (map, stop) = (Arc::clone(&map), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Key 0 leaves bucket 0, a filler takes its slot, key 0 comes back in bucket 1;
+                // then the filler leaves and key 0 moves home again.
+                map.remove(&0);
+                map.insert(7 * buckets, round);
+                map.insert(0, round);
+                map.remove(&(7 * buckets));
+                map.remove(&0);
+                map.insert(0, round);
+                round += 1;
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut runs = 0;
+    while std::time::Instant::now() < deadline {
+        let json = serde_json::to_string(&*map).unwrap();
+        let zeros = json.matches("\"0\":").count();
+        assert!(
+            zeros <= 1,
+            "run {runs}: key 0 written {zeros} times: {json}"
+        );
+        let back: HashMap<u64, u64> = serde_json::from_str(&json).unwrap();
+        assert!(back.len() >= 6, "{json}");
+        runs += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(runs > 0);
 }

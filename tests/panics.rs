@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    completes_within, expect_panic, quiet_expected_panics, with_map, Config, PanicKey, PanicSwitch,
-    TestHasher, Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
+    completes_within, expect_panic, in_child_process, quiet_expected_panics, with_map, Config,
+    PanicKey, PanicSwitch, TestHasher, Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
 };
-use epochmap::EpochMap;
+use epochmap::{EpochMap, ReclaimMode};
 
 type Map = EpochMap<PanicKey, Tracked, TestHasher>;
 
@@ -383,4 +383,238 @@ fn a_panicking_drop_during_reclamation_is_counted_and_the_rest_is_freed() {
         drop(map);
         tracker.assert_all_dropped_once();
     });
+}
+
+/// A key and a value whose `Drop`s both panic, on every way an entry is freed: the removal batch
+/// and a cleared table (reclamation, both modes), and the map's own drop. Dropping the pair in one
+/// `drop_in_place` ran the value's `Drop` while the key's panic unwound, which aborted the process;
+/// now each is dropped under its own `catch_unwind` and both panics count. In a child process,
+/// because the broken behaviour is an abort.
+#[test]
+fn a_key_and_a_value_whose_drops_both_panic_are_counted_twice_and_never_abort() {
+    in_child_process(
+        "a_key_and_a_value_whose_drops_both_panic_are_counted_twice_and_never_abort",
+        || {
+            for mode in [ReclaimMode::Inline, ReclaimMode::Background] {
+                let tracker = Tracker::new();
+                let map: EpochMap<Tracked, Tracked> =
+                    EpochMap::builder().shards(1).reclaim_mode(mode).build();
+                let bomb = |id| {
+                    (
+                        tracker.always_panicking_value(id),
+                        tracker.always_panicking_value(id),
+                    )
+                };
+                let (k, v) = bomb(1);
+                map.insert(k, v);
+                let (k, v) = bomb(2);
+                map.insert(k, v);
+                // Removal: the entry waits in the shard's batch, which `wait_for_reclamation`
+                // hands to the epoch.
+                let removed = map.remove(&tracker.value(1)).expect("present");
+                drop(removed);
+                assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{mode:?}");
+                assert_eq!(map.memory_stats().drop_panics, 2, "{mode:?}: removed entry");
+                // Clear: the entry goes with the retired table.
+                map.clear();
+                assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT), "{mode:?}");
+                let stats = map.memory_stats();
+                assert_eq!(stats.drop_panics, 4, "{mode:?}: cleared entry");
+                assert_eq!(stats.entries_reclaimed, 2, "{mode:?}");
+                // The map's drop: the first panic is resumed after everything was dropped.
+                let (k, v) = bomb(3);
+                map.insert(k, v);
+                let msg = expect_panic(move || drop(map));
+                assert!(msg.contains("panicked in Drop"), "{mode:?}: {msg}");
+                tracker.assert_all_dropped_once();
+            }
+        },
+    );
+}
+
+/// A value whose `Drop` writes to the map it was made for (while that map is alive): it puts a
+/// plain value under `key`, a key the map already holds, and counts the write in `wrote`. Under a
+/// shard lock that write is re-entrant and panics, and if the drop is part of an unwinding, the
+/// process aborts; so these values prove that no user `Drop` runs under the lock.
+struct WritesBack {
+    value: Tracked,
+    map: std::sync::Weak<WritesBackMap>,
+    key: Option<PanicKey>,
+    wrote: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+type WritesBackMap = EpochMap<PanicKey, WritesBack, TestHasher>;
+
+impl WritesBack {
+    /// A value that writes nothing when dropped.
+    fn inert(value: Tracked) -> Self {
+        WritesBack {
+            value,
+            map: std::sync::Weak::new(),
+            key: None,
+            wrote: Arc::default(),
+        }
+    }
+}
+
+impl Drop for WritesBack {
+    fn drop(&mut self) {
+        if let (Some(map), Some(key)) = (self.map.upgrade(), self.key.take()) {
+            let plain = WritesBack::inert(self.value.clone());
+            drop(map.insert(key, plain));
+            self.wrote.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// The map, its keys' switch and tracker, and a maker of values that write key 0 when dropped.
+struct WritesBackHarness {
+    map: Arc<WritesBackMap>,
+    switch: PanicSwitch,
+    tracker: Tracker,
+    wrote: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WritesBackHarness {
+    fn new(make: &dyn Fn() -> WritesBackMap, keys: u64) -> Self {
+        let h = WritesBackHarness {
+            map: Arc::new(make()),
+            switch: PanicSwitch::new(),
+            tracker: Tracker::new(),
+            wrote: Arc::default(),
+        };
+        for id in 0..keys {
+            h.map
+                .insert(h.key(id), WritesBack::inert(h.tracker.value(id)));
+        }
+        h
+    }
+
+    fn key(&self, id: u64) -> PanicKey {
+        self.switch.key(&self.tracker, id)
+    }
+
+    /// A value (payload `id`) whose drop writes payload `id` to key 0 of the map.
+    fn writing_value(&self, id: u64) -> WritesBack {
+        WritesBack {
+            value: self.tracker.value(id),
+            map: Arc::downgrade(&self.map),
+            key: Some(self.key(0)),
+            wrote: Arc::clone(&self.wrote),
+        }
+    }
+
+    /// After the panic: the value's `Drop` ran once, outside the lock (its write to key 0 landed),
+    /// every shard lock is free for this thread and another, and after the map's drop every key
+    /// and value was dropped exactly once.
+    #[track_caller]
+    fn finish(self, payload: u64, config: Config) {
+        self.switch.disarm();
+        assert_eq!(
+            self.wrote.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{config}"
+        );
+        assert_eq!(
+            self.map.get(&self.key(0)).map(|v| v.value.id),
+            Some(payload),
+            "{config}"
+        );
+        let (map, key, value) = (
+            Arc::clone(&self.map),
+            self.key(u64::MAX - 1),
+            WritesBack::inert(self.tracker.value(1)),
+        );
+        completes_within(
+            Duration::from_secs(20),
+            "a write from another thread",
+            move || {
+                map.insert(key.clone(), value);
+                map.remove(&key);
+                map.retain(|_, _| true);
+            },
+        );
+        assert!(self.map.wait_for_reclamation(RECLAIM_TIMEOUT), "{config}");
+        self.tracker.assert_no_double_drop();
+        let WritesBackHarness { map, tracker, .. } = self;
+        drop(Arc::try_unwrap(map).unwrap_or_else(|_| panic!("no other owner")));
+        tracker.assert_all_dropped_once();
+    }
+}
+
+/// `insert` (and `get_or_insert_with`, `compute`, `try_insert`, `get_or_try_insert_with`, which
+/// share its growth path) owns the new key and value while growth runs `Hash` on the shard's
+/// other keys. When that `Hash` panics, the key and value used to be dropped by the unwinding with
+/// the lock held; a value whose `Drop` writes to its own map then aborted the process. Now they
+/// are dropped after the lock is released, and the `Drop`'s write succeeds.
+#[test]
+fn a_value_dropped_by_a_hash_panic_during_growth_is_dropped_outside_the_lock() {
+    in_child_process(
+        "a_value_dropped_by_a_hash_panic_during_growth_is_dropped_outside_the_lock",
+        || {
+            with_map::<PanicKey, WritesBack>(|config, make| {
+                let h = WritesBackHarness::new(make, config.scale(40) as u64);
+                h.switch.panic_on_hash(3);
+                let mut panicked = None;
+                for id in 1_000..1_000 + config.scale(100_000) as u64 {
+                    let (key, value) = (h.key(id), h.writing_value(id));
+                    let map = Arc::clone(&h.map);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        map.insert(key, value)
+                    }));
+                    if let Err(payload) = result {
+                        let msg = common::panics::panic_message(&*payload);
+                        assert!(msg.contains("Hash of key 3"), "{msg}, {config}");
+                        panicked = Some(id);
+                        break;
+                    }
+                }
+                let id =
+                    panicked.unwrap_or_else(|| panic!("some insert grows key 3's shard, {config}"));
+                assert!(h.map.get(&h.key(id)).is_none(), "{config}");
+                // The same through `get_or_insert_with` and `compute`.
+                h.switch.panic_on_hash(3);
+                let msg =
+                    expect_panic(|| h.map.get_or_insert_with(h.key(id), || h.writing_value(id)));
+                assert!(msg.contains("Hash of key 3"), "{msg}, {config}");
+                let msg = expect_panic(|| {
+                    h.map.compute(h.key(id), |_| {
+                        epochmap::Operation::Insert(h.writing_value(id))
+                    })
+                });
+                assert!(msg.contains("Hash of key 3"), "{msg}, {config}");
+                assert_eq!(
+                    h.wrote.load(std::sync::atomic::Ordering::SeqCst),
+                    3,
+                    "{config}"
+                );
+                h.wrote.store(1, std::sync::atomic::Ordering::SeqCst);
+                h.finish(id, config);
+            });
+        },
+    );
+}
+
+/// `update` builds the new value with the caller's closure, then clones the key for the new entry.
+/// When `K::clone` panicked, the new value used to be dropped with the lock held (an abort if its
+/// `Drop` writes to the map); now it is dropped after the lock is released.
+#[test]
+fn a_value_dropped_by_a_key_clone_panic_in_update_is_dropped_outside_the_lock() {
+    in_child_process(
+        "a_value_dropped_by_a_key_clone_panic_in_update_is_dropped_outside_the_lock",
+        || {
+            with_map::<PanicKey, WritesBack>(|config, make| {
+                let h = WritesBackHarness::new(make, 10);
+                h.switch.panic_on_clone(5);
+                let msg = expect_panic(|| h.map.update(&h.key(5), |_| h.writing_value(500)));
+                assert!(msg.contains("Clone of key 5"), "{msg}, {config}");
+                assert_eq!(
+                    h.map.get(&h.key(5)).map(|v| v.value.id),
+                    Some(5),
+                    "{config}"
+                );
+                h.finish(500, config);
+            });
+        },
+    );
 }

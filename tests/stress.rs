@@ -565,6 +565,68 @@ fn update_and_compute_never_lose_an_increment() {
     increments_are_never_lost(config(16, ReclaimMode::Background), 64, 5_000);
 }
 
+/// `wait_for_reclamation` returning `true` means the drops it waited for are visible to the
+/// caller, whichever thread ran them. Each round, removers take every key out (in batches that
+/// they then help reclaim themselves, so the `Drop`s often run on their threads or the
+/// reclaimer's) and meet the waiter at a barrier; the waiter's successful wait must then see every
+/// value dropped. On x86 this mostly exercises the accounting (a `pending_bytes` that reaches 0
+/// early fails it on any CPU); the ordering itself is proved by the loom model
+/// `a_wait_that_returns_true_sees_the_drops_it_waited_for` (`loom-tests/tests/wait.rs`).
+fn waits_see_the_drops_they_waited_for(config: Config, keys: u64, budget: Duration) {
+    let deadline = Instant::now() + budget;
+    let mut rounds = 0;
+    while rounds < 3 || Instant::now() < deadline {
+        rounds += 1;
+        let tracker = Tracker::new();
+        let map: Arc<EpochMap<u64, Tracked, TestHasher>> = Arc::new(config.build());
+        for k in 0..keys {
+            map.insert(k, tracker.value(k));
+        }
+        let removed = Arc::new(Barrier::new(3));
+        let removers: Vec<_> = (0..2)
+            .map(|t| {
+                let (map, removed) = (Arc::clone(&map), Arc::clone(&removed));
+                thread::spawn(move || {
+                    for k in (t..keys).step_by(2) {
+                        drop(map.remove(&k));
+                    }
+                    removed.wait();
+                    let _ = map.wait_for_reclamation(RECLAIM_TIMEOUT);
+                })
+            })
+            .collect();
+        removed.wait();
+        if map.wait_for_reclamation(RECLAIM_TIMEOUT) {
+            assert_eq!(
+                tracker.live(),
+                0,
+                "round {rounds}: the wait returned true before every removed value was dropped"
+            );
+        }
+        for r in removers {
+            r.join().unwrap();
+        }
+        assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT));
+        tracker.assert_all_dropped_once();
+    }
+}
+
+#[test]
+fn a_successful_wait_for_reclamation_sees_every_drop_it_waited_for() {
+    for (shards, mode) in [(1, ReclaimMode::Inline), (4, ReclaimMode::Background)] {
+        waits_see_the_drops_they_waited_for(config(shards, mode), 2_000, Duration::from_secs(1));
+    }
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn a_successful_wait_for_reclamation_sees_every_drop_it_waited_for_long() {
+    let budget = common::stress_budget() / 2;
+    for (shards, mode) in [(1, ReclaimMode::Inline), (16, ReclaimMode::Background)] {
+        waits_see_the_drops_they_waited_for(config(shards, mode), 20_000, budget);
+    }
+}
+
 /// Values never move: counters live in `AtomicU64` values and are bumped through `&V` from `get`
 /// and `pin().get`, while other threads make the tables grow (a flood of fresh keys), shrink
 /// (removing them and `shrink_to_fit`) and `reserve`, for `rounds` rounds each (or until

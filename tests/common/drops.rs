@@ -47,6 +47,16 @@ impl Tracker {
         self.make(id, true)
     }
 
+    /// A tracked value whose `Drop` panics even while the thread is already unwinding, which
+    /// aborts the process if anything drops it during a panic. Only for tests that run in a child
+    /// process ([`in_child_process`](crate::common::in_child_process)): they prove the map never
+    /// does that.
+    pub fn always_panicking_value(&self, id: u64) -> Tracked {
+        let mut value = self.make(id, true);
+        value.panic_while_unwinding = true;
+        value
+    }
+
     fn make(&self, id: u64, panic_on_drop: bool) -> Tracked {
         let slot = Arc::new(AtomicU8::new(0));
         self.0.drops.lock().unwrap().push(Arc::clone(&slot));
@@ -56,6 +66,7 @@ impl Tracker {
             slot,
             tracker: Arc::clone(&self.0),
             panic_on_drop,
+            panic_while_unwinding: false,
         }
     }
 
@@ -110,6 +121,7 @@ pub struct Tracked {
     slot: Arc<AtomicU8>,
     tracker: Arc<Inner>,
     panic_on_drop: bool,
+    panic_while_unwinding: bool,
 }
 
 impl Tracked {
@@ -121,7 +133,9 @@ impl Tracked {
 
 impl Clone for Tracked {
     fn clone(&self) -> Self {
-        Tracker(Arc::clone(&self.tracker)).make(self.id, self.panic_on_drop)
+        let mut clone = Tracker(Arc::clone(&self.tracker)).make(self.id, self.panic_on_drop);
+        clone.panic_while_unwinding = self.panic_while_unwinding;
+        clone
     }
 }
 
@@ -148,7 +162,7 @@ impl Drop for Tracked {
             // be swallowed. The counter is checked by the test instead.
             self.tracker.double_drops.fetch_add(1, Ordering::SeqCst);
         }
-        if self.panic_on_drop && !std::thread::panicking() {
+        if self.panic_on_drop && (self.panic_while_unwinding || !std::thread::panicking()) {
             panic!(
                 "{} Tracked({}) panicked in Drop",
                 super::EXPECTED_PANIC,

@@ -1,4 +1,4 @@
-//! [`PanicKey`]: a key whose `Hash` or `Eq` panics when a test flips a switch.
+//! [`PanicKey`]: a key whose `Hash`, `Eq` or `Clone` panics when a test flips a switch.
 //!
 //! ```ignore
 //! let switch = PanicSwitch::new();
@@ -25,6 +25,7 @@ pub struct PanicSwitch(Arc<Switches>);
 struct Switches {
     hash: AtomicU64,
     eq: AtomicU64,
+    clone: AtomicU64,
     /// Comparisons of the armed `eq` id that still pass before they start panicking.
     eq_skip: AtomicU64,
 }
@@ -41,6 +42,7 @@ impl PanicSwitch {
         PanicSwitch(Arc::new(Switches {
             hash: AtomicU64::new(NONE),
             eq: AtomicU64::new(NONE),
+            clone: AtomicU64::new(NONE),
             eq_skip: AtomicU64::new(0),
         }))
     }
@@ -56,6 +58,11 @@ impl PanicSwitch {
     /// Hashing a key with `id` panics from now on.
     pub fn panic_on_hash(&self, id: u64) {
         self.0.hash.store(id, Ordering::SeqCst);
+    }
+
+    /// Cloning a key with `id` panics from now on (`update` clones the key under the lock).
+    pub fn panic_on_clone(&self, id: u64) {
+        self.0.clone.store(id, Ordering::SeqCst);
     }
 
     /// Comparing a key with `id` (on either side) panics from now on.
@@ -74,15 +81,29 @@ impl PanicSwitch {
     pub fn disarm(&self) {
         self.0.hash.store(NONE, Ordering::SeqCst);
         self.0.eq.store(NONE, Ordering::SeqCst);
+        self.0.clone.store(NONE, Ordering::SeqCst);
     }
 }
 
 /// A key that hashes and compares by its id, panics on demand (see [`PanicSwitch`]), and counts its
-/// drops through a [`Tracker`]. `Clone` (needed by `update`) makes a new tracked instance.
-#[derive(Clone, Debug)]
+/// drops through a [`Tracker`]. `Clone` (needed by `update`) makes a new tracked instance, or
+/// panics on demand.
+#[derive(Debug)]
 pub struct PanicKey {
     inner: Tracked,
     switch: PanicSwitch,
+}
+
+impl Clone for PanicKey {
+    fn clone(&self) -> Self {
+        if self.switch.0.clone.load(Ordering::SeqCst) == self.inner.id {
+            panic!("{} Clone of key {}", super::EXPECTED_PANIC, self.inner.id);
+        }
+        PanicKey {
+            inner: self.inner.clone(),
+            switch: self.switch.clone(),
+        }
+    }
 }
 
 impl PanicKey {

@@ -3,11 +3,11 @@
 //! | module | what it gives |
 //! |---|---|
 //! | [`drops`] | [`Tracker`]/[`Tracked`]: values that count their drops per instance and catch double drops |
-//! | [`keys`] | [`PanicKey`]: a key whose `Hash` or `Eq` panics on demand (and counts its own drops) |
+//! | [`keys`] | [`PanicKey`]: a key whose `Hash`, `Eq` or `Clone` panics on demand (and counts its own drops) |
 //! | [`hashers`] | [`TestHasher`]: default, colliding (one hash for every key), weak (few bits), identity |
 //! | [`rng`] | [`Rng`]: a tiny seeded PRNG (SplitMix64), so tests are deterministic without `rand` |
 //! | [`config`] | [`with_map`]: runs a test body once per map configuration (shards, reclaim mode, hasher) |
-//! | [`panics`] | [`expect_panic`], [`quiet_expected_panics`], [`completes_within`], [`assert_not_impl!`] |
+//! | [`panics`] | [`expect_panic`], [`quiet_expected_panics`], [`completes_within`], [`in_child_process`] (for code that aborts when broken), [`assert_not_impl!`] |
 //! | [`check`] | [`assert_matches_model`]: a map agrees with a `std::collections::HashMap` in every way |
 //! | [`executor`] | [`block_on`], [`Manual`] (poll by hand, drop to cancel), [`Delay`]: async with std wakers only |
 //!
@@ -30,7 +30,9 @@ pub use drops::{Tracked, Tracker};
 pub use executor::{block_on, Delay, Manual};
 pub use hashers::TestHasher;
 pub use keys::{PanicKey, PanicSwitch};
-pub use panics::{completes_within, expect_panic, quiet_expected_panics, EXPECTED_PANIC};
+pub use panics::{
+    completes_within, expect_panic, in_child_process, quiet_expected_panics, EXPECTED_PANIC,
+};
 pub use rng::Rng;
 
 /// How long tests wait for reclamation before declaring it stuck. Generous: a test binary runs its

@@ -91,3 +91,47 @@ macro_rules! assert_impl {
         };
     };
 }
+
+/// The environment variable that tells a re-run test binary which test is the child's.
+const CHILD_VAR: &str = "EPOCHMAP_TEST_CHILD";
+
+/// Runs `body` in a child process and asserts that the child neither aborted nor failed: for
+/// code that, when broken, aborts the process (a panic while panicking, a failed allocation),
+/// which would otherwise take the whole test binary down with it.
+///
+/// `test` is the calling test's name as the harness knows it (for an integration test at the top
+/// of its file, the function name). The parent re-runs this test binary with `--exact test`
+/// and `EPOCHMAP_TEST_CHILD=test`; in the child the same test function calls this again, which
+/// then runs `body`. The parent checks that the child was not killed by `SIGABRT` (and did not
+/// exit with 134, a shell's report of it), that it exited successfully, and that the test ran.
+#[track_caller]
+pub fn in_child_process(test: &str, body: impl FnOnce()) {
+    if std::env::var(CHILD_VAR).as_deref() == Ok(test) {
+        quiet_expected_panics();
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_VAR, test)
+        .output()
+        .expect("the test binary runs again as a child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = format!(
+        "child `{test}`: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_ne!(out.status.signal(), Some(6), "the child aborted; {report}");
+    }
+    assert_ne!(out.status.code(), Some(134), "the child aborted; {report}");
+    assert!(out.status.success(), "the child failed; {report}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child did not run the test; {report}"
+    );
+}
