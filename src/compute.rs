@@ -265,30 +265,36 @@ where
         F: FnOnce(Option<(&K, &V)>) -> Operation<V>,
     {
         let guard = epoch::pin();
+        // What `f` decided, held outside the block that holds the writer: making the owned key
+        // (`Q::to_owned` for a borrowed key) is user code that may panic after `f` returned a new
+        // value, and unwinding drops locals in reverse order, so a value held here is dropped
+        // after the lock is released, never under it.
+        let mut op: Option<Operation<V>>;
         let done = {
             let hash = self.hash(key.get());
             let ctx = self.ctx();
             let mut writer = self.shard(hash).writer(&ctx, &guard);
-            match writer.find(hash, key.get()) {
-                None => match f(None) {
-                    Operation::Insert(value) => {
-                        let new: *const Entry<K, V> =
-                            writer.insert(hash, key.into_owned(), value, &|k| self.hash(k));
-                        Done::Inserted(new)
+            let found = writer.find(hash, key.get());
+            op = Some(f(found.map(|at| (&at.entry.key, &at.entry.value))));
+            match (found, op.as_ref()) {
+                (_, Some(Operation::Insert(_))) => {
+                    let owned = key.into_owned();
+                    let Some(Operation::Insert(value)) = op.take() else {
+                        unreachable!("matched as an insert just above")
+                    };
+                    match found {
+                        None => {
+                            Done::Inserted(writer.insert(hash, owned, value, &|k| self.hash(k)))
+                        }
+                        Some(at) => Done::Updated(at.entry, writer.replace(at, owned, value)),
                     }
-                    Operation::Remove | Operation::Abort => Done::Unchanged(None),
-                },
-                Some(at) => match f(Some((&at.entry.key, &at.entry.value))) {
-                    Operation::Insert(value) => {
-                        let new: *const Entry<K, V> = writer.replace(at, key.into_owned(), value);
-                        Done::Updated(at.entry, new)
-                    }
-                    Operation::Remove => {
-                        writer.remove(hash, at);
-                        Done::Removed(at.entry)
-                    }
-                    Operation::Abort => Done::Unchanged(Some(at.entry)),
-                },
+                }
+                (Some(at), Some(Operation::Remove)) => {
+                    writer.remove(hash, at);
+                    Done::Removed(at.entry)
+                }
+                (Some(at), _) => Done::Unchanged(Some(at.entry)),
+                (None, _) => Done::Unchanged(None),
             }
             // The writer drops here: the lock is released before the `Ref`s are built.
         };

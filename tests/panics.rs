@@ -618,3 +618,37 @@ fn a_value_dropped_by_a_key_clone_panic_in_update_is_dropped_outside_the_lock() 
         },
     );
 }
+
+/// `compute_ref` makes the owned key (`Q::to_owned`, here `PanicKey::clone`) only when it
+/// publishes the value the closure returned. When that conversion panicked, the value used to be
+/// dropped with the lock held (an abort if its `Drop` writes to the map); now it is dropped after
+/// the lock is released, for a replaced key and for an absent one.
+#[test]
+fn a_value_dropped_by_a_to_owned_panic_in_compute_ref_is_dropped_outside_the_lock() {
+    in_child_process(
+        "a_value_dropped_by_a_to_owned_panic_in_compute_ref_is_dropped_outside_the_lock",
+        || {
+            with_map::<PanicKey, WritesBack>(|config, make| {
+                for (target, present) in [(5, true), (20, false)] {
+                    let h = WritesBackHarness::new(make, 10);
+                    h.switch.panic_on_clone(target);
+                    let msg = expect_panic(|| {
+                        h.map.compute_ref(&h.key(target), |_| {
+                            epochmap::Operation::Insert(h.writing_value(500))
+                        })
+                    });
+                    assert!(
+                        msg.contains(&format!("Clone of key {target}")),
+                        "{msg}, {config}"
+                    );
+                    assert_eq!(
+                        h.map.get(&h.key(target)).map(|v| v.value.id),
+                        present.then_some(target),
+                        "{config}"
+                    );
+                    h.finish(500, config);
+                }
+            });
+        },
+    );
+}
