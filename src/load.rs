@@ -125,9 +125,22 @@ impl Flight {
         };
         // After the state's lock is released: a woken waiter's first step is to take it.
         self.resolved.notify_all();
-        // Outside every lock: waking is the runtime's code.
+        // Outside every lock: waking is the runtime's code. It may panic; every waker is still
+        // woken (a waiter left unwoken would never be polled again, and the flight is already
+        // resolved, so nobody would retry), then the first panic is resumed — unless this thread is
+        // already unwinding (a leader's loader panicked), where a second panic would abort.
+        let mut first_panic = None;
         for waker in wakers.into_iter().flatten() {
-            waker.wake();
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
+            {
+                first_panic.get_or_insert(payload);
+            }
+        }
+        if let Some(payload) = first_panic {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(payload);
+            }
         }
     }
 
@@ -170,18 +183,25 @@ impl Future for FlightWait<'_> {
         // Registered under the same lock `resolve` takes the list under: either `resolve` has
         // not run yet and will wake this waker, or it has and `done` was seen above. No lost
         // wake-up.
-        match this.slot {
+        // A waker this replaces is dropped after the flight's lock is released: dropping a waker
+        // is the runtime's code.
+        let replaced = match this.slot {
             Some(at) => {
                 let slot = &mut state.wakers[at];
-                if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *slot = Some(cx.waker().clone());
+                if slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    None
+                } else {
+                    slot.replace(cx.waker().clone())
                 }
             }
             None => {
                 this.slot = Some(state.wakers.len());
                 state.wakers.push(Some(cx.waker().clone()));
+                None
             }
-        }
+        };
+        drop(state);
+        drop(replaced);
         Poll::Pending
     }
 }
@@ -192,9 +212,14 @@ impl Drop for FlightWait<'_> {
         // being woken.
         if let Some(at) = self.slot {
             let mut state = lock(&self.flight.state);
-            if !state.done {
-                state.wakers[at] = None;
-            }
+            let waker = if state.done {
+                None
+            } else {
+                state.wakers[at].take()
+            };
+            // Dropped after the flight's lock is released, as in `poll`.
+            drop(state);
+            drop(waker);
         }
     }
 }
@@ -238,13 +263,17 @@ where
         let ctx = map.ctx();
         let (entry, unused) = {
             let flight = self.flight.as_ref().expect("a leader completes once");
+            // Declared before the writer: locals drop in reverse order, so if `Eq` panics in
+            // `find` the key is dropped after the lock is released (a `Drop` of the key may write
+            // to this map). `value`, a parameter, drops after both. A `Hash` panic during growth
+            // in `insert` is handled there the same way. `self`'s `Drop` then resolves the
+            // flight: the waiters retry.
+            let key;
             let mut writer = map.shard(hash).writer(&ctx, guard);
-            let key = writer
+            key = writer
                 .pending()
                 .take(flight)
                 .expect("a load stays registered until its leader completes or abandons it");
-            // If `Eq` (here) or `Hash` (growth, in `insert`) panics, the key and value drop
-            // and `self`'s `Drop` resolves the flight: the waiters retry.
             match writer.find(hash, &key) {
                 Some(at) => (at.entry, Some((key, value))),
                 None => (writer.insert(hash, key, value, &|k| map.hash(k)), None),
@@ -428,7 +457,12 @@ where
     /// * A load in flight is invisible to other calls: `get` misses, `insert` inserts.
     ///
     /// `load` may read and write this map, except that asking for the key it is loading (through
-    /// `get_or_load` and its forms) would wait for itself: on the same thread that panics instead.
+    /// `get_or_load` and its forms) would wait for itself. A blocking loader that does so on its
+    /// own thread panics instead; an async loader (a future given to
+    /// [`get_or_load_async`](EpochMap::get_or_load_async)) that does so never finishes. Nor is a
+    /// cycle across threads detected: if the loader of key A waits for key B while the loader of
+    /// B, on another thread, waits for A, both wait forever. Loaders that need other keys must
+    /// not form such cycles.
     ///
     /// ```
     /// use epochmap::EpochMap;

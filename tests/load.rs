@@ -570,3 +570,170 @@ fn concurrent_loads_of_many_keys_agree_per_key() {
         assert_eq!(*n, 1, "key {key} loaded {n} times");
     }
 }
+
+/// A key whose `Eq` panics once armed and whose `Drop` then writes to its own map: if such a key
+/// were dropped under a shard lock, that write would be a re-entrant write panicking during a
+/// panic, and the process would abort.
+struct WritingKey {
+    id: u64,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    map: std::sync::Weak<EpochMap<WritingKey, u64>>,
+    wrote: Arc<AtomicUsize>,
+}
+
+impl std::hash::Hash for WritingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl PartialEq for WritingKey {
+    fn eq(&self, other: &Self) -> bool {
+        if self.armed.load(Ordering::SeqCst) || other.armed.load(Ordering::SeqCst) {
+            panic!("{EXPECTED_PANIC} Eq of key {}", self.id);
+        }
+        self.id == other.id
+    }
+}
+
+impl Eq for WritingKey {}
+
+impl Drop for WritingKey {
+    fn drop(&mut self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            if let Some(map) = self.map.upgrade() {
+                let inert = WritingKey {
+                    id: 1000 + self.id,
+                    armed: Arc::default(),
+                    map: std::sync::Weak::new(),
+                    wrote: Arc::default(),
+                };
+                map.insert(inert, self.id);
+                self.wrote.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The leader's key is compared (`Eq`) with an entry that appeared while the loader ran; when that
+/// comparison panicked, the key used to be dropped with the lock held. Now the panic reaches the
+/// caller, the key's `Drop` runs after the lock is released (its write lands), and the map stays
+/// usable from this thread and another.
+#[test]
+fn a_key_dropped_by_an_eq_panic_after_a_load_is_dropped_outside_the_lock() {
+    common::in_child_process(
+        "a_key_dropped_by_an_eq_panic_after_a_load_is_dropped_outside_the_lock",
+        || {
+            let map: Arc<EpochMap<WritingKey, u64>> = one_shard();
+            let wrote = Arc::new(AtomicUsize::new(0));
+            let key = |id: u64, armed: &Arc<std::sync::atomic::AtomicBool>| WritingKey {
+                id,
+                armed: Arc::clone(armed),
+                map: Arc::downgrade(&map),
+                wrote: Arc::clone(&wrote),
+            };
+            let disarmed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let leader_armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let msg = expect_panic(|| {
+                map.get_or_load(key(7, &leader_armed), || {
+                    // An entry for the same key lands while the load runs, then `Eq` is armed:
+                    // `complete` must compare the two.
+                    map.insert(key(7, &disarmed), 70);
+                    leader_armed.store(true, Ordering::SeqCst);
+                    77
+                })
+            });
+            assert!(msg.contains("Eq of key 7"), "{msg}");
+            assert_eq!(
+                wrote.load(Ordering::SeqCst),
+                1,
+                "the key's Drop wrote to the map"
+            );
+            let probe = key(1007, &disarmed);
+            assert_eq!(map.get(&probe).map(|v| *v), Some(7));
+            let other = Arc::clone(&map);
+            let writer = thread::spawn(move || {
+                let inert = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let k = WritingKey {
+                    id: 9,
+                    armed: inert,
+                    map: std::sync::Weak::new(),
+                    wrote: Arc::default(),
+                };
+                other.insert(k, 9);
+            });
+            writer.join().expect("another thread can write");
+            drop(probe);
+        },
+    );
+}
+
+/// A waker that panics when woken (a broken runtime), and one that counts its wakes.
+struct PanickingWake;
+
+impl std::task::Wake for PanickingWake {
+    fn wake(self: Arc<Self>) {
+        panic!("{EXPECTED_PANIC} a runtime's wake panicked");
+    }
+}
+
+struct CountingWake(AtomicUsize);
+
+impl std::task::Wake for CountingWake {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// When a load resolves, a panicking `Waker::wake` of one async waiter must not keep the others
+/// from being woken (an unwoken waiter is never polled again, and nobody would retry): every
+/// waiter is woken, then the panic reaches the thread that resolved the load, whose value is in
+/// the map.
+#[test]
+fn a_panicking_wake_strands_no_other_async_waiter() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    common::quiet_expected_panics();
+    let map = one_shard::<u64, u64>();
+    let release = Arc::new(Barrier::new(2));
+    let leader = {
+        let (map, release) = (map.clone(), release.clone());
+        thread::spawn(move || {
+            *map.get_or_load(A, || {
+                release.wait();
+                5
+            })
+        })
+    };
+    thread::sleep(Duration::from_millis(50));
+    let broken = Waker::from(Arc::new(PanickingWake));
+    let counted = Arc::new(CountingWake(AtomicUsize::new(0)));
+    let counted_waker = Waker::from(Arc::clone(&counted));
+    let mut first = Box::pin(map.get_or_load_async(A, async { unreachable!() }));
+    let mut second = Box::pin(map.get_or_load_async(A, async { unreachable!() }));
+    assert!(first
+        .as_mut()
+        .poll(&mut Context::from_waker(&broken))
+        .is_pending());
+    assert!(second
+        .as_mut()
+        .poll(&mut Context::from_waker(&counted_waker))
+        .is_pending());
+    release.wait();
+    let resolved = leader.join();
+    let msg =
+        common::panics::panic_message(&*resolved.expect_err("the wake's panic reaches the leader"));
+    assert!(msg.contains("a runtime's wake panicked"), "{msg}");
+    assert_eq!(
+        counted.0.load(Ordering::SeqCst),
+        1,
+        "the other waiter was woken once"
+    );
+    assert_eq!(
+        second
+            .as_mut()
+            .poll(&mut Context::from_waker(&counted_waker)),
+        Poll::Ready(5)
+    );
+    assert_eq!(map.get(&A).map(|v| *v), Some(5));
+}
