@@ -209,6 +209,11 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
     /// drain's. If more than the builder's `backpressure_bytes` are pending afterwards, the caller
     /// helps the reclaimer before returning, as `clear` does.
     ///
+    /// # Panics
+    /// If called from code that runs under one of this map's shard locks (a closure given to
+    /// `compute`, `update`, `retain`, ...): that is a re-entrant write, and it panics before any
+    /// shard is touched.
+    ///
     /// ```
     /// use epochmap::EpochMap;
     /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,6 +228,11 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
     /// ```
     pub fn drain(&self) -> Drain<K, V> {
         let ctx = self.ctx();
+        // A drain from code running under one of this map's locks is a re-entrant write. Checked
+        // here, before anything else: the per-lock check would find it too (at the first shard),
+        // but only after this drain's byte counters were registered, and they would never be
+        // unregistered.
+        crate::reentrancy::Held::assert_not_holding(ctx.map_id);
         let held_bytes = ctx.counters.register_drain();
         let (tables, grace) = {
             let guard = epoch::pin();

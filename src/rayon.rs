@@ -254,6 +254,12 @@ where
     /// at once whose `keep`s use rayon could each wait for a shard the other holds; that nesting
     /// panics instead (`src/reentrancy.rs` has the full rule).
     ///
+    /// What is **not** detected: parallel work that `keep` (or any closure running under a lock:
+    /// `compute`, `update`, ...) spawns and that *writes* to this map. Its pieces run on other pool
+    /// threads, which do not hold the lock and so wait for it, while the thread that holds it waits
+    /// for them in `join`: a deadlock, not a panic. Parallel work inside `keep` may read the map,
+    /// never write to it.
+    ///
     /// ```
     /// use epochmap::EpochMap;
     ///

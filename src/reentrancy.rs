@@ -113,8 +113,8 @@ impl Held {
 
     /// Panics if this thread holds a shard lock of `map`: for writes whose locks are taken on
     /// other threads (`par_retain`, `par_extend`), where the per-lock check would not run on the
-    /// thread that holds the lock, and the caller would wait for them forever.
-    #[cfg(feature = "rayon")]
+    /// thread that holds the lock, and the caller would wait for them forever; and for `drain`,
+    /// which must fail before it swaps out any shard's table, not halfway through.
     pub(crate) fn assert_not_holding(map: usize) {
         let holds = HELD
             .try_with(|held| held.borrow().iter().any(|h| h.map == map))

@@ -441,3 +441,29 @@ fn repeated_drains_under_concurrent_counting_lose_no_increment() {
     exported += map.drain().map(|(_, v)| v.into_inner()).sum::<u64>();
     assert_eq!(exported, threads * per_thread);
 }
+
+/// `drain` from code that runs under one of the map's locks is a re-entrant write: it panics, and
+/// no shard's table has been swapped out by then, whichever shard's lock is held, so every entry
+/// stays in the map and a later drain takes them all.
+#[test]
+fn a_drain_from_under_a_lock_panics_before_taking_any_shard() {
+    common::quiet_expected_panics();
+    let map: EpochMap<u64, u64> = EpochMap::builder().shards(8).build();
+    for k in 0..1000 {
+        map.insert(k, k);
+    }
+    // Under the lock of keys spread over all 8 shards, not only the first one a drain visits.
+    for held in 0..32 {
+        let msg = common::expect_panic(|| {
+            map.compute(held, |_| {
+                drop(map.drain());
+                epochmap::Operation::Abort
+            })
+        });
+        assert!(msg.contains("re-entrant write"), "{msg}");
+        assert_eq!(map.len(), 1000, "no shard was drained (lock of key {held})");
+    }
+    assert!((0..1000).all(|k| map.get(&k).map(|v| *v) == Some(k)));
+    let drained: Vec<(u64, u64)> = map.drain().collect();
+    assert_eq!(drained.len(), 1000);
+}
