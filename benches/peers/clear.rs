@@ -21,31 +21,9 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
 };
-use epochmap::EpochMap;
 
 mod common;
-use common::{hasher, key, Hasher};
-
-type Epoch = EpochMap<u64, u64, Hasher>;
-type Dash = dashmap::DashMap<u64, u64, Hasher>;
-
-fn epoch_filled(n: u64) -> Epoch {
-    let m = EpochMap::with_hasher(hasher());
-    for i in 0..n {
-        m.insert(key(i), i);
-    }
-    // Start every measurement with nothing pending from the fill's growth.
-    m.wait_for_reclamation(Duration::from_secs(10));
-    m
-}
-
-fn dash_filled(n: u64) -> Dash {
-    let m = Dash::with_hasher(hasher());
-    for i in 0..n {
-        m.insert(key(i), i);
-    }
-    m
-}
+use common::{dash_filled, epoch_filled, hasher, key, Dash, Epoch, Hasher};
 
 fn papaya_filled(n: u64) -> papaya::HashMap<u64, u64, Hasher> {
     let m = papaya::HashMap::with_hasher(hasher());

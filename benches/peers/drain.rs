@@ -26,31 +26,10 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
 };
-use epochmap::{Drain, EpochMap};
+use epochmap::Drain;
 
 mod common;
-use common::{hasher, key, Hasher};
-
-type Epoch = EpochMap<u64, u64, Hasher>;
-type Dash = dashmap::DashMap<u64, u64, Hasher>;
-
-fn epoch_filled(n: u64) -> Epoch {
-    let m = EpochMap::with_hasher(hasher());
-    for i in 0..n {
-        m.insert(key(i), i);
-    }
-    // Start every measurement with nothing pending from the fill's growth.
-    m.wait_for_reclamation(Duration::from_secs(10));
-    m
-}
-
-fn dash_filled(n: u64) -> Dash {
-    let m = Dash::with_hasher(hasher());
-    for i in 0..n {
-        m.insert(key(i), i);
-    }
-    m
-}
+use common::{dash_filled, epoch_filled, Dash};
 
 /// A `Drain` that is consumed, not dropped, when the harness drops it outside the timing, so the
 /// entries are moved out as a user would and nothing is left for the reclaimer to do meanwhile.

@@ -124,3 +124,27 @@ impl Zipf {
         self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1) as u64
     }
 }
+
+/// epochmap and dashmap over [`Hasher`], as the clear and drain benches compare them.
+pub type Epoch = epochmap::EpochMap<u64, u64, Hasher>;
+pub type Dash = dashmap::DashMap<u64, u64, Hasher>;
+
+/// An epochmap holding `key(0..n)`, with nothing pending from the fill's growth, so a measurement
+/// starts with no reclamation work left over.
+pub fn epoch_filled(n: u64) -> Epoch {
+    let m = Epoch::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    m.wait_for_reclamation(Duration::from_secs(10));
+    m
+}
+
+/// A dashmap holding `key(0..n)`.
+pub fn dash_filled(n: u64) -> Dash {
+    let m = Dash::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    m
+}
