@@ -93,7 +93,10 @@ impl<T> ZeroedArray<T> {
         };
         // The block is `align`-aligned, so at most `align_of::<T>() - align` = `slack()` bytes
         // separate it from the first `T`-aligned address, and `len` elements fit after that.
-        let offset = block.as_ptr().align_offset(std::mem::align_of::<T>());
+        // Computed from the address rather than with `align_offset`, whose contract lets it give
+        // up (return `usize::MAX`), which the bound below must not depend on.
+        let t_align = std::mem::align_of::<T>();
+        let offset = (block.as_ptr() as usize).wrapping_neg() & (t_align - 1);
         debug_assert!(offset <= Self::slack());
         // SAFETY: `offset <= slack()`, so the pointer stays inside the block (see above).
         let ptr = unsafe { block.add(offset) }.cast::<T>();
