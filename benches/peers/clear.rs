@@ -14,16 +14,12 @@
 //! - dashmap `clear()` followed by `shrink_to_fit()` (dashmap keeps its capacity after `clear`);
 //! - epochmap drop + re-create (drop frees inline).
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
-};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 
 mod common;
-use common::{dash_filled, epoch_filled, hasher, key, Dash, Epoch, Hasher};
+use common::{dash_filled, epoch_filled, hasher, key, strategy, Dash, Epoch, Hasher};
 
 fn papaya_filled(n: u64) -> papaya::HashMap<u64, u64, Hasher> {
     let m = papaya::HashMap::with_hasher(hasher());
@@ -42,38 +38,6 @@ fn scc_filled(n: u64) -> scc::HashMap<u64, u64, Hasher> {
         m.upsert(key(i), i);
     }
     m
-}
-
-/// Times one emptying operation. Criterion sizes `iters` from the *timed* part only, so for a
-/// cheap call on a big map it would ask for thousands of 1M-entry fills; instead each call runs
-/// `min(iters, rounds(n))` rounds of: `fill` (untimed), `op` (timed), drop of what `op` returns
-/// (untimed), and scales the measured mean to `iters`. Every sample still consists of real,
-/// whole calls; only their number is capped.
-fn time_op<M, R>(iters: u64, n: u64, fill: impl Fn() -> M, op: impl Fn(M) -> (M, R)) -> Duration {
-    let rounds = iters.min((300_000 / n).clamp(1, 64));
-    let mut took = Duration::ZERO;
-    for _ in 0..rounds {
-        let map = fill();
-        let start = Instant::now();
-        let out = black_box(op(map));
-        took += start.elapsed();
-        drop(out);
-    }
-    took.mul_f64(iters as f64 / rounds as f64)
-}
-
-/// Registers one emptying strategy under `name`: `fill` builds the map (untimed), `op` empties it
-/// (timed), through [`time_op`].
-fn strategy<M, R>(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    n: u64,
-    fill: impl Fn() -> M,
-    op: impl Fn(M) -> (M, R),
-) {
-    g.bench_function(BenchmarkId::new(name, n), |b| {
-        b.iter_custom(|it| time_op(it, n, &fill, &op))
-    });
 }
 
 fn clear(c: &mut Criterion) {

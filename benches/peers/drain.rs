@@ -20,16 +20,13 @@
 //! Self-contained apart from `common/` (the helpers every bench here shares).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use epochmap::Drain;
 
 mod common;
-use common::{dash_filled, epoch_filled, Dash};
+use common::{dash_filled, epoch_filled, strategy, Dash};
 
 /// A `Drain` that is consumed, not dropped, when the harness drops it outside the timing, so the
 /// entries are moved out as a user would and nothing is left for the reclaimer to do meanwhile.
@@ -40,34 +37,6 @@ impl Drop for Consume {
         let sum: u64 = self.0.by_ref().map(|(k, v)| k ^ v).sum();
         black_box(sum);
     }
-}
-
-/// Times one emptying operation, as `benches/clear.rs` does: each call runs `min(iters, rounds)`
-/// rounds of `fill` (untimed), `op` (timed), drop of what `op` returns (untimed), and scales the
-/// measured mean to `iters`, so a cheap call on a big map does not need thousands of fills.
-fn time_op<M, R>(iters: u64, n: u64, fill: impl Fn() -> M, op: impl Fn(M) -> (M, R)) -> Duration {
-    let rounds = iters.min((300_000 / n).clamp(1, 64));
-    let mut took = Duration::ZERO;
-    for _ in 0..rounds {
-        let map = fill();
-        let start = Instant::now();
-        let out = black_box(op(map));
-        took += start.elapsed();
-        drop(out);
-    }
-    took.mul_f64(iters as f64 / rounds as f64)
-}
-
-fn strategy<M, R>(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    n: u64,
-    fill: impl Fn() -> M,
-    op: impl Fn(M) -> (M, R),
-) {
-    g.bench_function(BenchmarkId::new(name, n), |b| {
-        b.iter_custom(|it| time_op(it, n, &fill, &op))
-    });
 }
 
 fn dash_iter_remove(m: &Dash) -> Vec<(u64, u64)> {

@@ -148,3 +148,40 @@ pub fn dash_filled(n: u64) -> Dash {
     }
     m
 }
+
+/// Times one emptying operation. Criterion sizes `iters` from the *timed* part only, so for a
+/// cheap call on a big map it would ask for thousands of 1M-entry fills; instead each call runs
+/// `min(iters, rounds(n))` rounds of: `fill` (untimed), `op` (timed), drop of what `op` returns
+/// (untimed), and scales the measured mean to `iters`. Every sample still consists of real,
+/// whole calls; only their number is capped.
+pub fn time_op<M, R>(
+    iters: u64,
+    n: u64,
+    fill: impl Fn() -> M,
+    op: impl Fn(M) -> (M, R),
+) -> Duration {
+    let rounds = iters.min((300_000 / n).clamp(1, 64));
+    let mut took = Duration::ZERO;
+    for _ in 0..rounds {
+        let map = fill();
+        let start = std::time::Instant::now();
+        let out = std::hint::black_box(op(map));
+        took += start.elapsed();
+        drop(out);
+    }
+    took.mul_f64(iters as f64 / rounds as f64)
+}
+
+/// Registers one emptying strategy under `name`: `fill` builds the map (untimed), `op` empties it
+/// (timed), through [`time_op`].
+pub fn strategy<M, R>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    n: u64,
+    fill: impl Fn() -> M,
+    op: impl Fn(M) -> (M, R),
+) {
+    g.bench_function(criterion::BenchmarkId::new(name, n), |b| {
+        b.iter_custom(|it| time_op(it, n, &fill, &op))
+    });
+}
