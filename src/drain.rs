@@ -358,10 +358,10 @@ impl<K, V> Drain<K, V> {
     /// Moves the next entry out. The caller has seen the grace period pass.
     fn take(&mut self) -> Option<(K, V)> {
         while let Some(held) = self.tables.get_mut(self.current) {
-            // SAFETY: the grace period of the swap has passed (the caller saw `grace.passed()`,
-            // whose Acquire orders every earlier reader's accesses before this) and no writer can
-            // reach a swapped-out table, so the drain owns it exclusively; it is freed only below,
-            // after which `current` has moved past it.
+            // The grace period of the swap has passed (the caller saw `grace.passed()`, whose
+            // Acquire orders every earlier reader's accesses before this) and no writer can reach
+            // a swapped-out table; it is freed only below, after `current` has moved past it.
+            // SAFETY: so the drain owns this table exclusively and it is live.
             let table = unsafe { &*held.table };
             let next = if held.entries > 0 {
                 table.take_next(&mut self.cursor)
@@ -477,11 +477,12 @@ impl<K, V> Drop for Drain<K, V> {
         let guard = epoch::pin();
         for held in &mut self.tables[self.current..] {
             held.releaser.flush();
-            // SAFETY: the table was swapped out of its shard before `guard` pinned (so the new
-            // grace period covers every reader that could still see it, and then some), it was
-            // allocated as a crossbeam `Owned`, the drain is its only owner and hands it over
-            // once, here; its `entries` are exactly the ones not moved out, reachable from no
-            // other table. `retire` is `retire_table::<K, V>`, created where its bounds held.
+            // The table was swapped out of its shard before `guard` pinned (so the new grace
+            // period covers every reader that could still see it, and then some), it was
+            // allocated as a crossbeam `Owned`, and its `entries` are exactly the ones not moved
+            // out, reachable from no other table. `retire` is `retire_table::<K, V>`, created
+            // where its bounds held.
+            // SAFETY: so `retire_table`'s contract holds: an unlinked table, handed over once.
             unsafe {
                 (self.retire)(
                     &guard,

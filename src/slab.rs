@@ -445,9 +445,9 @@ impl<K, V> Releaser<'_, K, V> {
     /// table and no reader), and is not used again.
     pub(crate) unsafe fn free(&mut self, ptr: *mut Entry<K, V>) -> DropPanics {
         let mut panics = DropPanics::default();
-        // SAFETY: the caller owns the live entry at `ptr`, so its key is live; it is dropped
-        // exactly once, here (`Entry` has no `Drop` of its own, so dropping its fields one by one
-        // is all that dropping the entry does).
+        // `Entry` has no `Drop` of its own, so dropping its fields one by one is all that
+        // dropping the entry does.
+        // SAFETY: the caller owns the live entry at `ptr`; its key is dropped once, here.
         panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).key)) });
         // SAFETY: as for the key; a panic from the key's `Drop` was caught above and left the
         // value untouched.

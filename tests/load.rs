@@ -21,6 +21,23 @@ fn one_shard<K, V>() -> Arc<EpochMap<K, V>> {
     Arc::new(EpochMap::builder().shards(1).build())
 }
 
+/// A blocking caller on another thread that leads the load of key `A`, whose loader returns 5 once
+/// `release` is passed; returns after giving it time to register, so the load is in flight.
+fn load_held_until(
+    map: &Arc<EpochMap<u64, u64>>,
+    release: &Arc<Barrier>,
+) -> thread::JoinHandle<u64> {
+    let (map, release) = (Arc::clone(map), Arc::clone(release));
+    let leader = thread::spawn(move || {
+        *map.get_or_load(A, || {
+            release.wait();
+            5
+        })
+    });
+    thread::sleep(Duration::from_millis(50));
+    leader
+}
+
 /// CPU time (user + system) the calling thread has used, in clock ticks (1/100 s on Linux).
 #[cfg(target_os = "linux")]
 fn thread_cpu_ticks() -> u64 {
@@ -479,16 +496,7 @@ fn a_cancelled_async_leader_hands_the_load_on() {
 fn a_cancelled_async_waiter_strands_nobody() {
     let map = one_shard::<u64, u64>();
     let release = Arc::new(Barrier::new(2));
-    let leader = {
-        let (map, release) = (map.clone(), release.clone());
-        thread::spawn(move || {
-            *map.get_or_load(A, || {
-                release.wait();
-                5
-            })
-        })
-    };
-    thread::sleep(Duration::from_millis(50));
+    let leader = load_held_until(&map, &release);
     let mut gone = Manual::new(map.get_or_load_async(A, async { unreachable!() }));
     let mut stays = Manual::new(map.get_or_load_async(A, async { unreachable!() }));
     assert!(gone.poll().is_pending() && stays.poll().is_pending());
@@ -696,16 +704,7 @@ fn a_panicking_wake_strands_no_other_async_waiter() {
     common::quiet_expected_panics();
     let map = one_shard::<u64, u64>();
     let release = Arc::new(Barrier::new(2));
-    let leader = {
-        let (map, release) = (map.clone(), release.clone());
-        thread::spawn(move || {
-            *map.get_or_load(A, || {
-                release.wait();
-                5
-            })
-        })
-    };
-    thread::sleep(Duration::from_millis(50));
+    let leader = load_held_until(&map, &release);
     let broken = Waker::from(Arc::new(PanickingWake));
     let counted = Arc::new(CountingWake(AtomicUsize::new(0)));
     let counted_waker = Waker::from(Arc::clone(&counted));
