@@ -139,8 +139,9 @@ where
         old.map(|old| unsafe { Ref::new(guard, &*old) })
     }
 
-    /// `insert` with the map's own hash of `key` already computed.
-    fn insert_hashed<'g>(
+    /// `insert` with the map's own hash of `key` already computed: the locked part of every
+    /// insert-or-replace (`insert_in` adds its lock-free pre-probe in front).
+    pub(crate) fn insert_hashed<'g>(
         &self,
         key: K,
         hash: u64,

@@ -498,18 +498,7 @@ where
         // section that other writers of this shard wait for then holds no trip to memory (and
         // the entry's slot comes from the shard's slab cache, no `malloc` either).
         let _ = shard.find(hash, &key, guard);
-        let ctx = self.ctx();
-        let mut writer = shard.writer(&ctx, guard);
-        match writer.find(hash, &key) {
-            Some(at) => {
-                writer.replace(at, key, value);
-                Some(at.entry)
-            }
-            None => {
-                writer.insert(hash, key, value, &|k| self.hash(k));
-                None
-            }
-        }
+        self.insert_hashed(key, hash, value, guard)
     }
 
     /// Inserts `key → value`. Returns the previous entry for the key, if any, as a [`Ref`] that
