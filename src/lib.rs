@@ -285,6 +285,7 @@ mod reclaim;
 mod reentrancy;
 mod refs;
 mod reserve;
+mod sample;
 #[cfg(feature = "serde")]
 mod serde;
 mod shard;
