@@ -286,6 +286,7 @@ mod reentrancy;
 mod refs;
 mod reserve;
 mod sample;
+mod scan;
 #[cfg(feature = "serde")]
 mod serde;
 mod shard;
@@ -305,6 +306,7 @@ pub use pinned::Pinned;
 pub use reclaim::ReclaimMode;
 pub use refs::{KeyRef, Ref};
 pub use reserve::TryReserveError;
+pub use scan::ScanCursor;
 pub use stats::MemoryStats;
 
 #[doc = include_str!("../README.md")]

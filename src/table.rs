@@ -430,6 +430,14 @@ impl<K, V> Table<K, V> {
         Some(ctrl.full().fold(0u8, |bits, slot| bits | (1 << slot)))
     }
 
+    /// For a lock-free reader: bucket `index`'s control word (tags, mark bit, overflow count).
+    /// `index` must be below the bucket count.
+    pub(crate) fn load_ctrl(&self, index: usize) -> Control {
+        // Acquire: as in `find`, the tags we act on come with their slot pointers, and an
+        // overflow count we read is at least the one stored before any entry we saw past it.
+        Control(self.buckets[index].ctrl.load(Ordering::Acquire))
+    }
+
     /// For a lock-free reader: the entry in `slot` of bucket `index`, if any.
     ///
     /// # Safety
