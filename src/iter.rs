@@ -5,6 +5,12 @@
 //! loaded by the iterator is frozen once a writer replaces it, and entries never move within a live
 //! table); an entry inserted or removed during the iteration may or may not be seen; a removed entry
 //! is never freed while the iterator can still yield it.
+//!
+//! Within a table the walk reads one bucket at a time, whole: its entries are loaded together when
+//! the walk reaches the bucket and then yielded from a small buffer (so an entry removed after
+//! that is still yielded, and stays alive under the iterator's guard; one inserted after is not).
+//! On large maps it prefetches ahead of the bucket it reads. See "Iteration" in docs/design.md
+//! for the measurements behind both.
 
 use std::iter::FusedIterator;
 
