@@ -32,7 +32,7 @@ const LINES_AHEAD: usize = 16;
 /// Walks over maps of fewer buckets than this (all shards together) do not prefetch: their tables
 /// and entries mostly stay in the caches between walks, and the prefetches only cost instructions
 /// (measured up to 500K `u64 -> u64` entries, 2^17 buckets; from 1M entries, 2^18 buckets, they
-/// pay off).
+/// pay off). A walk over one shard (a `par_iter` task) counts that shard's buckets alone.
 const PREFETCH_MIN_BUCKETS: usize = 1 << 18;
 
 /// The walk itself, without a guard of its own: the caller passes the same pinned guard each time.
