@@ -28,7 +28,7 @@ use crate::reclaim::{self, Grace, ReclaimMode, Retire};
 use crate::slab::{EntrySlab, OwnedReleaser};
 use crate::stats::{Counters, DrainHeld};
 use crate::sync::{epoch, Arc, Ordering};
-use crate::table::Table;
+use crate::table::{prefetch, Table};
 
 /// A table a shard handed to `drain`, with its entries (see `Shard::take_table`).
 pub(crate) struct Taken<K, V> {
@@ -44,19 +44,6 @@ pub(crate) struct Taken<K, V> {
 /// How many buckets ahead of the cursor `Drain` prefetches entries: about 4 entries per bucket
 /// at the load factor, so 8-16 misses in flight.
 const PREFETCH_BUCKETS: usize = 3;
-
-/// Hints the CPU to load `ptr`'s cache line; never faults and changes nothing observable.
-#[inline(always)]
-fn prefetch<T>(ptr: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` is a hint: it never faults, whatever the address, and SSE (which it
-    // needs) is part of the x86_64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
-}
 
 /// Starts loading the entries of the buckets a few ahead of `cursor` (up to the end of the
 /// table), from the bucket after `*prefetched` on. The walk reads the table in order (the hardware

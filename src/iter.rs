@@ -5,9 +5,16 @@
 //! loaded by the iterator is frozen once a writer replaces it, and entries never move within a live
 //! table); an entry inserted or removed during the iteration may or may not be seen; a removed entry
 //! is never freed while the iterator can still yield it.
+//!
+//! Within a table the walk reads one bucket at a time, whole: its entries are loaded together when
+//! the walk reaches the bucket and then yielded from a small buffer (so an entry removed after
+//! that is still yielded, and stays alive under the iterator's guard; one inserted after is not).
+//! On large maps it prefetches ahead of the bucket it reads. See "Iteration" in docs/design.md
+//! for the measurements behind both.
 
 use std::iter::FusedIterator;
 
+use crate::bucket::SLOTS;
 use crate::entry::Entry;
 use crate::refs::{KeyRef, Ref};
 use crate::shard::Shard;
@@ -15,13 +22,38 @@ use crate::sync::epoch::{self, Guard};
 use crate::table::Table;
 use crossbeam_utils::CachePadded as Padded;
 
+/// How far ahead of the bucket it reads a large walk prefetches: the entries of the next bucket
+/// (each one a random slot of the shard's slab, so a miss), and the bucket line this many further
+/// on (buckets are read in order, but the hardware prefetcher alone kept up with neither). Both
+/// distances are the fastest of those measured (see "Iteration" in docs/design.md): prefetching
+/// entries two or more buckets ahead was slower.
+const LINES_AHEAD: usize = 16;
+
+/// Walks over maps of fewer buckets than this (all shards together) do not prefetch: their tables
+/// and entries mostly stay in the caches between walks, and the prefetches only cost instructions
+/// (measured up to 500K `u64 -> u64` entries, 2^17 buckets; from 1M entries, 2^18 buckets, they
+/// pay off). A walk over one shard (a `par_iter` task) counts that shard's buckets alone.
+const PREFETCH_MIN_BUCKETS: usize = 1 << 18;
+
 /// The walk itself, without a guard of its own: the caller passes the same pinned guard each time.
+///
+/// It reads a whole bucket at once (one control-word load, one load per full slot) into a small
+/// buffer and yields from there, so the common `next` is a buffer read and the bucket's line is
+/// touched once. On large maps, entering a bucket also starts loading the next bucket's entries
+/// and a bucket line further on.
 pub(crate) struct RawIter<'m, K, V> {
     shards: &'m [Padded<Shard<K, V>>],
     next_shard: usize,
-    table: Option<*const Table<K, V>>,
+    /// The table being walked, or null between shards.
+    table: *const Table<K, V>,
+    /// The next bucket of `table` to read.
     bucket: usize,
-    full: u8,
+    /// Whether the walk of `table` prefetches.
+    prefetch: bool,
+    /// Entries of the last bucket read; `buf[pos..len]` are still to be yielded.
+    buf: [*const Entry<K, V>; SLOTS],
+    pos: usize,
+    len: usize,
 }
 
 impl<'m, K, V> RawIter<'m, K, V> {
@@ -29,9 +61,12 @@ impl<'m, K, V> RawIter<'m, K, V> {
         RawIter {
             shards,
             next_shard: 0,
-            table: None,
+            table: std::ptr::null(),
             bucket: 0,
-            full: 0,
+            prefetch: false,
+            buf: [std::ptr::null(); SLOTS],
+            pos: 0,
+            len: 0,
         }
     }
 
@@ -40,36 +75,62 @@ impl<'m, K, V> RawIter<'m, K, V> {
     /// # Safety
     /// Every call on one `RawIter` passes a guard of the same thread, and some guard of that thread
     /// stays pinned from the first call until the last use of any returned reference.
+    #[inline]
     pub(crate) unsafe fn next<'g>(&mut self, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+        if self.pos < self.len {
+            // SAFETY: `pos < len <= SLOTS`.
+            let entry = unsafe { *self.buf.get_unchecked(self.pos) };
+            self.pos += 1;
+            // SAFETY: `buf[..len]` holds entries `load_bucket` read from a table loaded under a
+            // guard of this thread that is still pinned (this function's contract), so the entry
+            // is alive.
+            return Some(unsafe { &*entry });
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.next_bucket(guard) }
+    }
+
+    /// Refills the buffer from the next non-empty bucket (moving on to the next shard at the end
+    /// of a table) and yields its first entry.
+    ///
+    /// # Safety
+    /// As for [`RawIter::next`].
+    #[inline(never)]
+    unsafe fn next_bucket<'g>(&mut self, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
         loop {
-            let table = match self.table {
-                Some(table) => table,
-                None => {
-                    let shard = self.shards.get(self.next_shard)?;
-                    self.next_shard += 1;
-                    let table = shard.current(guard);
-                    self.bucket = 0;
-                    self.full = table.load_full(0).unwrap_or(0);
-                    let table: *const Table<K, V> = table;
-                    self.table = Some(table);
-                    table
+            if self.table.is_null() {
+                let shard = self.shards.get(self.next_shard)?;
+                self.next_shard += 1;
+                let table = shard.current(guard);
+                self.prefetch =
+                    table.bucket_count().saturating_mul(self.shards.len()) >= PREFETCH_MIN_BUCKETS;
+                if self.prefetch {
+                    for ahead in 0..LINES_AHEAD {
+                        table.prefetch_bucket(ahead);
+                    }
                 }
-            };
+                self.table = table;
+                self.bucket = 0;
+            }
             // SAFETY: the table was loaded under a guard of this thread that is still pinned
             // (this function's contract), so it and its entries are alive.
-            let table = unsafe { &*table };
-            while self.full != 0 {
-                let slot = self.full.trailing_zeros() as usize;
-                self.full &= self.full - 1;
-                // SAFETY: as above.
-                if let Some(entry) = unsafe { table.load_entry(self.bucket, slot) } {
-                    return Some(entry);
+            let table = unsafe { &*self.table };
+            // SAFETY: as above; the entries stored in `buf` live as long as that guard.
+            match unsafe { table.load_bucket(self.bucket, &mut self.buf) } {
+                Some(len) => {
+                    if self.prefetch {
+                        table.prefetch_entries(self.bucket + 1);
+                        table.prefetch_bucket(self.bucket + LINES_AHEAD);
+                    }
+                    self.bucket += 1;
+                    if len > 0 {
+                        self.pos = 1;
+                        self.len = len;
+                        // SAFETY: as above, and `len > 0`.
+                        return Some(unsafe { &*self.buf[0] });
+                    }
                 }
-            }
-            self.bucket += 1;
-            match table.load_full(self.bucket) {
-                Some(full) => self.full = full,
-                None => self.table = None,
+                None => self.table = std::ptr::null(),
             }
         }
     }
@@ -97,6 +158,7 @@ impl<'a, K, V> Iter<'a, K, V> {
 impl<'a, K, V> Iterator for Iter<'a, K, V> {
     type Item = Ref<'a, K, V>;
 
+    #[inline]
     fn next(&mut self) -> Option<Ref<'a, K, V>> {
         // SAFETY: the iterator always passes its own guard, which stays pinned while it lives.
         let entry = unsafe { self.raw.next(&self.guard) }?;
@@ -152,6 +214,7 @@ pub struct PinnedIter<'p, K, V> {
 impl<'p, K, V> Iterator for PinnedIter<'p, K, V> {
     type Item = (&'p K, &'p V);
 
+    #[inline]
     fn next(&mut self) -> Option<(&'p K, &'p V)> {
         // SAFETY: always the `Pinned`'s guard, which outlives 'p.
         let entry = unsafe { self.raw.next(self.guard) }?;

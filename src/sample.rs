@@ -102,7 +102,7 @@ unsafe fn draw<'g, K, V>(table: &'g Table<K, V>, rng: &mut SplitMix) -> Option<&
     for _ in 0..ATTEMPTS {
         let bucket = rng.below(buckets);
         let u = rng.below(SLOTS);
-        let full = table.load_full(bucket).unwrap_or(0);
+        let full = full_slots(table, bucket);
         if u < full.count_ones() as usize {
             // SAFETY: forwarded from this function's contract.
             if let Some(entry) = unsafe { table.load_entry(bucket, nth_set_bit(full, u)) } {
@@ -114,7 +114,7 @@ unsafe fn draw<'g, K, V>(table: &'g Table<K, V>, rng: &mut SplitMix) -> Option<&
     let start = rng.below(buckets);
     for step in 0..buckets {
         let bucket = (start + step) & (buckets - 1);
-        let full = table.load_full(bucket).unwrap_or(0);
+        let full = full_slots(table, bucket);
         let count = full.count_ones() as usize;
         if count != 0 {
             let slot = nth_set_bit(full, rng.below(count));
@@ -125,6 +125,14 @@ unsafe fn draw<'g, K, V>(table: &'g Table<K, V>, rng: &mut SplitMix) -> Option<&
         }
     }
     None
+}
+
+/// The full slots of `bucket` (below the bucket count) as a bit set, bit `i` for slot `i`.
+fn full_slots<K, V>(table: &Table<K, V>, bucket: usize) -> u8 {
+    table
+        .load_ctrl(bucket)
+        .full()
+        .fold(0u8, |bits, slot| bits | (1 << slot))
 }
 
 /// The position of the `n`-th (from 0) set bit of `bits`, which has more than `n` set bits.

@@ -52,6 +52,20 @@ pub(crate) struct DrainCounts {
     pub(crate) entries: u64,
 }
 
+/// Hints the CPU to load `ptr`'s cache line; never faults and changes nothing observable. A no-op
+/// off x86_64 and under loom (where it would only add modelled loads to explore).
+#[inline(always)]
+pub(crate) fn prefetch<T>(ptr: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(epochmap_loom)))]
+    // SAFETY: `prefetcht0` is a hint: it never faults, whatever the address, and SSE (which it
+    // needs) is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(epochmap_loom))))]
+    let _ = ptr;
+}
+
 pub(crate) struct Table<K, V> {
     buckets: ZeroedArray<Bucket<K, V>>,
     summary: ZeroedArray<AtomicU64>,
@@ -421,13 +435,38 @@ impl<K, V> Table<K, V> {
         None
     }
 
-    /// For a lock-free reader: the full slots of bucket `index` (bit `i` = slot `i`), or `None`
-    /// past the last bucket.
-    pub(crate) fn load_full(&self, index: usize) -> Option<u8> {
+    /// For a lock-free reader: the entries of bucket `index`, read with one control-word load and
+    /// one slot load per full slot, stored in `out[..n]`; returns `n`, or `None` past the last
+    /// bucket. Reading the whole bucket at once lets an iterator yield from a local buffer and
+    /// read the bucket's line once.
+    ///
+    /// # Safety
+    /// As for [`Table::find`]: every pointer stored in `out[..n]` is then a live entry for as long
+    /// as the guard the caller loaded this table under.
+    #[inline]
+    pub(crate) unsafe fn load_bucket(
+        &self,
+        index: usize,
+        out: &mut [*const Entry<K, V>; SLOTS],
+    ) -> Option<usize> {
         let bucket = self.buckets.get(index)?;
         // Acquire: as in `find`, the tags we act on come with their slot pointers.
         let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
-        Some(ctrl.full().fold(0u8, |bits, slot| bits | (1 << slot)))
+        let mut n = 0;
+        for slot in ctrl.full() {
+            // Acquire: as in `find`, the entry's contents are visible once we see its pointer (a
+            // replacement changes the pointer alone, not the control word). A slot whose tag we
+            // saw may already be null again (a removal after our control load): that entry was
+            // not present for the whole walk, and skipping it is allowed.
+            // SAFETY: `full` yields slot numbers below `SLOTS`.
+            let ptr = unsafe { bucket.slots.get_unchecked(slot) }.load(Ordering::Acquire);
+            if !ptr.is_null() {
+                // SAFETY: a bucket has `SLOTS` slots, so at most `SLOTS` are full and `n < SLOTS`.
+                unsafe { *out.get_unchecked_mut(n) = ptr };
+                n += 1;
+            }
+        }
+        Some(n)
     }
 
     /// For a lock-free reader: bucket `index`'s control word (tags, mark bit, overflow count).
@@ -448,6 +487,33 @@ impl<K, V> Table<K, V> {
         // SAFETY: per this function's contract a non-null slot pointer is a live entry for as long
         // as the caller's guard.
         unsafe { ptr.as_ref() }
+    }
+
+    /// Hints the CPU to start loading the entries of bucket `index` (nothing past the last
+    /// bucket). Entries are random slots of their shard's slab, so a walk in bucket order misses
+    /// the cache on nearly every one; started a few buckets ahead, several misses are in flight at
+    /// once. Reads only: the pointers are never dereferenced, so it needs no guard.
+    #[inline]
+    pub(crate) fn prefetch_entries(&self, index: usize) {
+        let Some(bucket) = self.buckets.get(index) else {
+            return;
+        };
+        // Relaxed: nothing is read through these pointers; a stale one costs a useless prefetch.
+        let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+        for slot in ctrl.full() {
+            // SAFETY: `full` yields slot numbers below `SLOTS`.
+            let ptr = unsafe { bucket.slots.get_unchecked(slot) }.load(Ordering::Relaxed);
+            prefetch(ptr);
+        }
+    }
+
+    /// Hints the CPU to start loading bucket `index`'s line (nothing past the last bucket); reads
+    /// nothing, so it needs no guard.
+    #[inline]
+    pub(crate) fn prefetch_bucket(&self, index: usize) {
+        if let Some(bucket) = self.buckets.get(index) {
+            prefetch(bucket);
+        }
     }
 }
 

@@ -501,6 +501,106 @@ fn iteration_yields_every_stable_entry_exactly_once_under_concurrent_writes_long
     }
 }
 
+/// One thread iterates (alternating `iter()` and `pin().iter()`) while another grows shards from
+/// empty, replaces values and clears, over and over. The writer never removes a key from a live
+/// table (only `clear` swaps whole tables), so within one walk a key can sit in only one slot of
+/// the one table the walk loads per shard: each key is yielded at most once, with a value that
+/// belongs to it. The `Ref`s of each `iter()` walk are kept until after the next walk, across
+/// more clears and growths: their entries must not be freed (a freed slab slot is soon reused by
+/// another key, which the recorded key and value would expose).
+/// Runs `walks` walks, and more until the writer has cleared `clears_min` times.
+fn iteration_racing_growth_and_clear(config: Config, keys: u64, walks: usize, clears_min: u64) {
+    let map: Arc<EpochMap<u64, u64, TestHasher>> = Arc::new(config.build());
+    let done = Arc::new(AtomicBool::new(false));
+    let clears = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (map, done, clears) = (Arc::clone(&map), Arc::clone(&done), Arc::clone(&clears));
+        thread::spawn(move || {
+            let mut rng = Rng::new(config.seed(0x17e7));
+            let mut round = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                // Fill from empty (every shard grows several times), replacing some values.
+                let fill = keys / 2 + rng.below(keys / 2);
+                for k in 0..fill {
+                    map.insert(k, (k << 16) | (round & 0xffff));
+                    if rng.chance(1, 8) {
+                        let k = rng.below(k + 1);
+                        map.insert(k, (k << 16) | (round & 0xffff));
+                    }
+                }
+                if rng.chance(1, 2) {
+                    map.clear();
+                } else {
+                    map.clear_keep_capacity();
+                }
+                clears.fetch_add(1, Ordering::Relaxed);
+                round += 1;
+            }
+        })
+    };
+    let mut held: Vec<(epochmap::Ref<'_, u64, u64>, u64, u64)> = Vec::new();
+    let check_held = |held: &[(epochmap::Ref<'_, u64, u64>, u64, u64)]| {
+        for (r, k, v) in held {
+            assert_eq!(
+                (*r.key(), **r),
+                (*k, *v),
+                "a held Ref's entry changed under it"
+            );
+        }
+    };
+    let mut walk = 0;
+    while walk < walks || clears.load(Ordering::Relaxed) < clears_min {
+        walk += 1;
+        let mut seen = vec![false; keys as usize];
+        let mut check = |k: u64, v: u64| {
+            assert!(k < keys, "walk {walk} yielded a key nobody inserted: {k}");
+            assert_eq!(v >> 16, k, "walk {walk} yielded value {v:#x} for key {k}");
+            assert!(!seen[k as usize], "walk {walk} yielded key {k} twice");
+            seen[k as usize] = true;
+        };
+        if walk % 2 == 0 {
+            let mut fresh = Vec::new();
+            for r in map.iter() {
+                let (k, v) = (*r.key(), *r);
+                check(k, v);
+                if fresh.len() < 256 {
+                    fresh.push((r, k, v));
+                }
+            }
+            check_held(&held);
+            held = fresh;
+        } else {
+            for (k, v) in map.pin().iter() {
+                check(*k, *v);
+            }
+            check_held(&held);
+        }
+    }
+    check_held(&held);
+    drop(held);
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(map.wait_for_reclamation(RECLAIM_TIMEOUT));
+}
+
+#[test]
+fn iteration_racing_growth_and_clear_yields_each_key_at_most_once_and_keeps_refs_valid() {
+    iteration_racing_growth_and_clear(config(1, ReclaimMode::Inline), 4_000, 100, 10);
+    iteration_racing_growth_and_clear(config(8, ReclaimMode::Background), 4_000, 100, 10);
+}
+
+#[test]
+#[ignore = "long; run by .ci/stress.sh in release"]
+fn iteration_racing_growth_and_clear_yields_each_key_at_most_once_and_keeps_refs_valid_long() {
+    let start = Instant::now();
+    while start.elapsed() < common::stress_budget() {
+        // 2^18+ buckets at the peak, so the walk prefetches, with 1 and 64 shards.
+        iteration_racing_growth_and_clear(config(1, ReclaimMode::Background), 1_200_000, 20, 3);
+        iteration_racing_growth_and_clear(config(64, ReclaimMode::Inline), 1_200_000, 20, 3);
+        iteration_racing_growth_and_clear(config(4, ReclaimMode::Inline), 20_000, 400, 100);
+    }
+}
+
 /// The colliding hasher under concurrency: every operation scans one long chain while writers
 /// change it.
 #[test]

@@ -2,7 +2,9 @@
 //! values, one thread. epochmap `iter()` and `pin().iter()`, papaya's pinned `iter()`, dashmap
 //! `iter()`, scc `scan`, `RwLock<std HashMap>` under one read lock, and hashbrown / std as the
 //! single-thread limit; a full `Pinned::scan` at 1024 buckets per call in the same group, and the
-//! latency of `Pinned::sample(16, seed)` in its own.
+//! latency of `Pinned::sample(16, seed)` in its own. The `-retain` rows visit every entry through
+//! `retain` (keeping them all): a locked walk with no per-entry handle, the yardstick issue 12 sets
+//! `iter()` against (within 2x of epochmap's `retain`).
 
 use std::collections::HashMap as StdHashMap;
 use std::sync::RwLock;
@@ -57,6 +59,16 @@ fn iter(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function(BenchmarkId::new("epochmap-retain", n), |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            epoch.retain(|_, v| {
+                sum = sum.wrapping_add(*v);
+                true
+            });
+            sum
+        })
+    });
     drop(epoch);
 
     let papaya = papaya::HashMap::with_hasher(hasher());
@@ -83,6 +95,16 @@ fn iter(c: &mut Criterion) {
             dash.iter()
                 .map(|r| *r.value())
                 .fold(0u64, u64::wrapping_add)
+        })
+    });
+    g.bench_function(BenchmarkId::new("dashmap-retain", n), |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            dash.retain(|_, v| {
+                sum = sum.wrapping_add(*v);
+                true
+            });
+            sum
         })
     });
     drop(dash);
