@@ -16,7 +16,10 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use bounded::{BoundedCache, CacheConfig, ManualClock, Removal};
-use common::{completes_within, expect_panic, stress_budget, Tracked, Tracker, EXPECTED_PANIC};
+use common::{
+    completes_within, expect_panic, stress_budget, PanicSwitch, TestHasher, Tracked, Tracker,
+    EXPECTED_PANIC,
+};
 use reference::{lru_hit_ratio, unbounded_hit_ratio, Zipf};
 
 fn value_of(key: &u64) -> u64 {
@@ -494,6 +497,37 @@ fn a_panicking_loader_inserts_nothing_reserves_nothing_and_the_next_caller_loads
     assert_eq!(cache.get_or_load(&1, value_of), value_of(&1));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!((cache.len(), cache.occupancy()), (1, 1));
+}
+
+/// The map's insert of a loaded value unwinds (the key's `Eq` panics under the lock, comparing
+/// it with a colliding key): nothing is inserted, and the reservation goes back. Without that the
+/// cache would count an entry it does not hold and, full, wait forever for it to be evicted.
+#[test]
+fn a_panic_while_a_loaded_value_is_inserted_gives_its_unit_back() {
+    let (switch, tracker) = (PanicSwitch::new(), Tracker::new());
+    let cache = Arc::new(BoundedCache::with_config_and_hasher(
+        CacheConfig::new(2),
+        TestHasher::colliding(0x5a5a_5a5a_5a5a_5a5a),
+    ));
+    cache.insert(switch.key(&tracker, 1), 10);
+    let message = expect_panic(|| {
+        cache.get_or_load(&switch.key(&tracker, 2), |_| {
+            // Armed after the lock-free lookup: the comparison in the insert panics.
+            switch.panic_on_eq(2);
+            20
+        })
+    });
+    assert!(message.contains("Eq of key 2"), "{message}");
+    switch.disarm();
+    assert_eq!((cache.len(), cache.occupancy()), (1, 1));
+    // The cache still has both units: filling and overfilling it evicts instead of hanging.
+    let (c, s, t) = (Arc::clone(&cache), switch.clone(), tracker.clone());
+    completes_within(Duration::from_secs(10), "loads into the cache", move || {
+        for id in 2..10 {
+            assert_eq!(c.get_or_load(&s.key(&t, id), |k| k.id() * 10), id * 10);
+        }
+    });
+    assert_eq!((cache.len(), cache.occupancy()), (2, 2));
 }
 
 #[test]

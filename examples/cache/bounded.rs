@@ -33,7 +33,8 @@
 //!   loader produced a value (evicting first while the count is at capacity) and the map inserts
 //!   that value right after, in the same call. Each removal (eviction, expiry, `invalidate`, a
 //!   replacing `insert`) gives back exactly one unit, after the entry is out of the map; a
-//!   reservation whose value lost to a concurrent `insert` of the same key is given back too.
+//!   reservation whose value lost to a concurrent `insert` of the same key, or whose insert
+//!   unwound (a panicking `Hash` or `Eq`), is given back too.
 //!   `invalidate_all` uses `EpochMap::drain`, which says exactly how many entries it took (an
 //!   `ExactSizeIterator`), so it gives back exactly those and needs no lock against loads in
 //!   flight; the drained entries are dropped by the reclaimer in the background.
@@ -330,6 +331,44 @@ pub struct ExpiryStep {
     pub busy: bool,
 }
 
+/// The unit of occupancy a caller reserved for a value on its way into the map (`ticket`: the
+/// value's admission ticket). Settled once the caller knows where the value went; dropped while
+/// still holding a ticket only if the map's insert unwound (a panicking `Hash` or `Eq` of the
+/// key), and then the value was not inserted, so the unit goes back. (The one panic that can
+/// follow a successful insert is an async waiter's `Waker` panicking when the load wakes it; the
+/// unit would then be given back for an entry in the map, one too few. Runtimes' wakers do not
+/// panic.)
+struct Reservation<'c, K, V, S> {
+    cache: &'c BoundedCache<K, V, S>,
+    ticket: Option<u64>,
+}
+
+impl<'c, K, V, S> Reservation<'c, K, V, S> {
+    fn none(cache: &'c BoundedCache<K, V, S>) -> Self {
+        Reservation {
+            cache,
+            ticket: None,
+        }
+    }
+
+    /// The call returned with the entry whose ticket is `in_map`. If this caller reserved but the
+    /// entry is another one (a concurrent `insert` of the key won and the loaded value was
+    /// dropped), the unit goes back; if it is this caller's, the unit is now that entry's.
+    fn settle(&mut self, in_map: u64) {
+        if self.ticket.take().is_some_and(|ticket| ticket != in_map) {
+            self.cache.release(1);
+        }
+    }
+}
+
+impl<K, V, S> Drop for Reservation<'_, K, V, S> {
+    fn drop(&mut self) {
+        if self.ticket.is_some() {
+            self.cache.release(1);
+        }
+    }
+}
+
 /// A bounded, concurrent, loading cache with sampled-LRU eviction and TTL expiry. See the module
 /// docs.
 pub struct BoundedCache<K, V, S = RandomState> {
@@ -360,6 +399,15 @@ impl<K, V, S> fmt::Debug for BoundedCache<K, V, S> {
             .field("capacity", &self.capacity)
             .field("len", &self.map.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, S> BoundedCache<K, V, S> {
+    /// Gives back `n` units of occupancy, after their entries left the map.
+    fn release(&self, n: usize) {
+        // Relaxed: `occupied` is a single counter whose modification order alone carries the bound
+        // (see `reserve`); it publishes no other data.
+        self.occupied.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -493,13 +541,6 @@ where
         }
     }
 
-    /// Gives back `n` units of occupancy, after their entries left the map.
-    fn release(&self, n: usize) {
-        // Relaxed: `occupied` is a single counter whose modification order alone carries the bound
-        // (see `reserve`); it publishes no other data.
-        self.occupied.fetch_sub(n, Ordering::Relaxed);
-    }
-
     /// The cached value for `key`, without loading. Lock-free.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
@@ -527,16 +568,16 @@ where
             return value;
         }
         self.misses.add(1);
-        let mut ticket = None;
+        let mut reservation = Reservation::none(self);
         let entry = self.map.get_or_load_ref(key, || {
             // No lock of ours or the map's is held here.
             let value = load(key);
             self.count_load();
             let (born, expires_at) = self.admit();
-            ticket = Some(born);
+            reservation.ticket = Some(born);
             Slot::new(value, born, expires_at)
         });
-        self.settle(ticket, entry.born);
+        reservation.settle(entry.born);
         entry.value.clone()
     }
 
@@ -553,30 +594,22 @@ where
             return value;
         }
         self.misses.add(1);
-        let mut ticket = None;
-        let admitted = &mut ticket;
+        let mut reservation = Reservation::none(self);
+        let admitted = &mut reservation.ticket;
         let slot = self
             .map
             .get_or_load_async(key, async move {
                 let value = load.await;
                 self.count_load();
-                // From here to the map's insertion there is no `.await`: a reservation is never
-                // abandoned by a cancelled future.
+                // From here to the map's insertion there is no `.await`: a cancelled future never
+                // leaves a reservation behind.
                 let (born, expires_at) = self.admit();
                 *admitted = Some(born);
                 Slot::new(value, born, expires_at)
             })
             .await;
-        self.settle(ticket, slot.born);
+        reservation.settle(slot.born);
         slot.value
-    }
-
-    /// After a load: if this caller reserved (`ticket`) but the entry in the map is another one
-    /// (a concurrent `insert` of the key won; the loaded value was dropped), gives the unit back.
-    fn settle(&self, ticket: Option<u64>, in_map: u64) {
-        if ticket.is_some_and(|ticket| ticket != in_map) {
-            self.release(1);
-        }
     }
 
     fn count_load(&self) {
@@ -588,7 +621,12 @@ where
     /// full.
     pub fn insert(&self, key: K, value: V) {
         let (born, expires_at) = self.admit();
-        if let Some(old) = self.map.insert(key, Slot::new(value, born, expires_at)) {
+        let mut reservation = Reservation::none(self);
+        reservation.ticket = Some(born);
+        let old = self.map.insert(key, Slot::new(value, born, expires_at));
+        // Inserted: the unit is the new entry's.
+        reservation.settle(born);
+        if let Some(old) = old {
             self.removed(old.pair(), Removal::Explicit);
         }
     }
