@@ -13,7 +13,9 @@
 //!   nothing. The borrowed-key form clones the key only in the caller that loads.
 //! * **Hits take no lock.** A lookup hashes the key once (`hash_key`) and reads with
 //!   `get_with_hash`; it refreshes the entry's stamp with a relaxed store, skipped when the stamp is
-//!   already current, so a hot key's cache line is not written on every hit.
+//!   already current, so a hot key's cache line is not written on every hit. (A miss hashes again
+//!   in `get_or_load_ref`, which takes a borrowed key; it is about to load anyway. A cache with an
+//!   admission sketch would hand the same hash to it.)
 //! * **Eviction is sampled LRU.** Each entry carries a last-use stamp (an atomic inside the value:
 //!   the map never moves entries, so hits can update it in place). The clock is the admission
 //!   count: it ticks once per entry admitted, so hits only read it. When the cache is full, the
@@ -238,7 +240,10 @@ impl<K, V> CacheConfig<K, V> {
     }
 
     /// Calls `listener` for every entry evicted, expired, invalidated or replaced (not for those
-    /// `invalidate_all` drops), after the entry is out of the map and with no lock held.
+    /// `invalidate_all` drops), after the entry is out of the map and with no map lock held.
+    /// Evictions and expiry steps run during admissions, so the listener may run inside the
+    /// loader call of another key: it must not ask the cache for that key (the map's
+    /// single-flight load would be waiting for itself, and panics instead).
     pub fn on_removal(
         mut self,
         listener: impl Fn(&K, &V, Removal) + Send + Sync + 'static,
