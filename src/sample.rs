@@ -146,8 +146,10 @@ impl<K, V, S> Pinned<'_, K, V, S> {
     ///   grew to its contents, less for one reserved far ahead of them or thinned by removals).
     ///   When `n` is at least half of [`len`](Self::len) the map is walked once instead and `n`
     ///   entries picked from it (uniform, O(len + buckets)).
-    /// * **Result**: exactly `min(n, len)` entries when no other thread writes, fewer only if
-    ///   entries vanish during the call. Distinct entries (no entry twice); a key removed and
+    /// * **Result**: `min(n, len)` entries when no other thread writes, fewer if entries vanish
+    ///   during the call. (The draws are capped at `8n + 64`, so a map emptied meanwhile cannot
+    ///   keep the call looping; with `n < len / 2` and no writers, each draw finds a new entry
+    ///   with probability above 1/2, and hitting the cap has probability below 1e-14.) Distinct entries (no entry twice); a key removed and
     ///   re-inserted by another thread during the call may appear as both its old and new entry.
     /// * **Deterministic**: the same `seed` on the same map contents and table layout gives the
     ///   same entries in the same order; vary the seed between calls.

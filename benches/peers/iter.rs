@@ -1,13 +1,14 @@
 //! Iteration throughput: visiting every entry of a 1M-entry `u64 -> u64` map once, summing the
 //! values, one thread. epochmap `iter()` and `pin().iter()`, papaya's pinned `iter()`, dashmap
 //! `iter()`, scc `scan`, `RwLock<std HashMap>` under one read lock, and hashbrown / std as the
-//! single-thread limit.
+//! single-thread limit; a full `Pinned::scan` at 1024 buckets per call in the same group, and the
+//! latency of `Pinned::sample(16, seed)` in its own.
 
 use std::collections::HashMap as StdHashMap;
 use std::sync::RwLock;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use epochmap::EpochMap;
+use epochmap::{EpochMap, ScanCursor};
 
 mod common;
 use common::{hasher, key, pick};
@@ -37,6 +38,23 @@ fn iter(c: &mut Criterion) {
                 .iter()
                 .map(|(_, v)| *v)
                 .fold(0u64, u64::wrapping_add)
+        })
+    });
+    // A full `Pinned::scan` at 1024 home buckets per call, a fresh pin per call (as a CLOCK hand
+    // or an expiry sweep would run it): the same visit of every entry, resumable.
+    g.bench_function(BenchmarkId::new("epochmap-scan-1024", n), |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            let mut cursor = ScanCursor::default();
+            loop {
+                let pinned = epoch.pin();
+                let (found, next) = pinned.scan(cursor, 1024);
+                sum = found.iter().fold(sum, |s, (_, v)| s.wrapping_add(**v));
+                match next {
+                    Some(next) => cursor = next,
+                    None => return sum,
+                }
+            }
         })
     });
     drop(epoch);
@@ -111,9 +129,31 @@ fn iter(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Pinned::sample(16, seed)` on the 1M-entry map: the latency of one sampled-eviction round
+/// (pin, 16 distinct random entries, unpin), a new seed each call.
+fn sample(c: &mut Criterion) {
+    let n: u64 = pick(1_000_000, 10_000);
+    let epoch = EpochMap::with_hasher(hasher());
+    (0..n).for_each(|i| {
+        epoch.insert(key(i), i);
+    });
+    let mut g = c.benchmark_group("sample/16-distinct");
+    g.throughput(Throughput::Elements(1));
+    let mut seed = 0u64;
+    g.bench_function(BenchmarkId::new("epochmap", n), |b| {
+        b.iter(|| {
+            seed = seed.wrapping_add(1);
+            let pinned = epoch.pin();
+            let picked = pinned.sample(16, seed);
+            picked.iter().fold(0u64, |s, (_, v)| s.wrapping_add(**v))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion(0.3, 1.0, 10);
-    targets = iter
+    targets = iter, sample
 }
 criterion_main!(benches);

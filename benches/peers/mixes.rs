@@ -25,6 +25,13 @@
 //! map, and for epochmap and papaya also one pinned handle per batch of 64 operations.
 //! `epochmap-inline` is epochmap built with `ReclaimMode::Inline` (no background reclaimer), to
 //! show what the hand-off to the reclaimer thread costs.
+//!
+//! `floor-inline` and `floor-boxed` (exchange and rapid-grow only) are not maps anyone should use
+//! but the write path's layout floor (issue 11): one `Mutex<hashbrown::HashTable>` per shard, with
+//! the entries inline (dashmap's layout) or each in a heap block the table points to (epochmap's
+//! indirection, which keeps a value's address stable, without any of epochmap's other costs: no
+//! epoch, no lock-free reads, gets take the mutex). Their ratio is what out-of-line entries cost
+//! by themselves.
 
 use std::collections::HashMap as StdHashMap;
 use std::hint::black_box;
@@ -300,6 +307,118 @@ impl MixMap for SccIndex {
     }
 }
 
+/// A write-path floor model: `SHARDS` mutex-guarded hashbrown tables of `T` (see the module docs).
+struct Floor<T> {
+    shards: Box<[Padded<std::sync::Mutex<hashbrown::HashTable<T>>>]>,
+    hasher: Hasher,
+}
+
+/// One shard per 128 bytes, as crossbeam's `CachePadded` lays them out on x86_64.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// dashmap's and epochmap's default shard count on this machine's 2 cores (four per core).
+const FLOOR_SHARDS: usize = 8;
+
+/// How a floor model stores an entry: inline, or behind a pointer.
+trait FloorEntry: Send {
+    fn new(k: u64, v: u64) -> Self;
+    fn key(&self) -> u64;
+    fn value(&self) -> u64;
+}
+
+impl FloorEntry for (u64, u64) {
+    fn new(k: u64, v: u64) -> Self {
+        (k, v)
+    }
+    fn key(&self) -> u64 {
+        self.0
+    }
+    fn value(&self) -> u64 {
+        self.1
+    }
+}
+
+impl FloorEntry for Box<(u64, u64)> {
+    fn new(k: u64, v: u64) -> Self {
+        Box::new((k, v))
+    }
+    fn key(&self) -> u64 {
+        self.0
+    }
+    fn value(&self) -> u64 {
+        self.1
+    }
+}
+
+impl<T: FloorEntry> Floor<T> {
+    fn new() -> Self {
+        Floor {
+            shards: (0..FLOOR_SHARDS)
+                .map(|_| Padded(std::sync::Mutex::new(hashbrown::HashTable::new())))
+                .collect(),
+            hasher: hasher(),
+        }
+    }
+
+    fn shard(&self, k: u64) -> (u64, std::sync::MutexGuard<'_, hashbrown::HashTable<T>>) {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(k);
+        // Bits hashbrown leaves alone: it indexes with the low bits and tags with the top seven.
+        let shard = &self.shards[(hash >> 32) as usize % FLOOR_SHARDS];
+        (hash, shard.0.lock().unwrap())
+    }
+
+    fn insert(&self, k: u64, v: u64) {
+        let (hash, mut t) = self.shard(k);
+        match t.find_mut(hash, |e| e.key() == k) {
+            Some(e) => *e = T::new(k, v),
+            None => {
+                let hasher = &self.hasher;
+                t.insert_unique(hash, T::new(k, v), |e| {
+                    std::hash::BuildHasher::hash_one(hasher, e.key())
+                });
+            }
+        }
+    }
+}
+
+impl<T: FloorEntry> MixMap for Floor<T> {
+    fn run(&self, ops: &[(Op, u64)]) -> u64 {
+        let mut sum = 0u64;
+        for &(op, k) in ops {
+            match op {
+                Op::Get => {
+                    let (hash, t) = self.shard(k);
+                    if let Some(e) = t.find(hash, |e| e.key() == k) {
+                        sum = sum.wrapping_add(e.value());
+                    }
+                }
+                Op::Insert => self.insert(k, k),
+                Op::Remove => {
+                    let (hash, mut t) = self.shard(k);
+                    if let Ok(e) = t.find_entry(hash, |e| e.key() == k) {
+                        e.remove();
+                    }
+                }
+                Op::Update => {
+                    let (hash, mut t) = self.shard(k);
+                    if let Some(e) = t.find_mut(hash, |e| e.key() == k) {
+                        // Copy-on-write, as epochmap's `update` does.
+                        *e = T::new(k, e.value().wrapping_add(1));
+                    }
+                }
+            }
+        }
+        sum
+    }
+    fn prefill(&self, keys: impl Iterator<Item = u64>) {
+        for k in keys {
+            self.insert(k, k);
+        }
+    }
+}
+
 impl MixMap for RwStd {
     fn run(&self, ops: &[(Op, u64)]) -> u64 {
         let m = &self.0;
@@ -559,6 +678,10 @@ fn mixes(c: &mut Criterion) {
             bench_map(c, w, dist, z, "rwlock-std", || {
                 RwStd(RwLock::new(StdHashMap::with_hasher(hasher())))
             });
+            if w.name != "read-heavy" {
+                bench_map(c, w, dist, z, "floor-inline", Floor::<(u64, u64)>::new);
+                bench_map(c, w, dist, z, "floor-boxed", Floor::<Box<(u64, u64)>>::new);
+            }
         }
     }
 }

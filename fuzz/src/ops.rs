@@ -7,13 +7,13 @@
 //! key or value. Tiny shard counts, a weak-hasher variant and a small key space (from the input)
 //! reach collisions, overflow chains across buckets, growth, shrinking and clears of full tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::{Arbitrary, Unstructured};
-use epochmap::{Compute, EpochMap, Operation, ReclaimMode, Ref, WouldBlock};
+use epochmap::{Compute, EpochMap, Operation, ReclaimMode, Ref, ScanCursor, WouldBlock};
 
 use crate::FuzzHasher;
 
@@ -97,6 +97,23 @@ enum Op {
     Drain {
         take: Option<u8>,
     },
+    /// `Pinned::sample(n, seed)`: `min(n, len)` distinct entries of the model, with its values.
+    Sample(u8, u64),
+    /// One call of a scan kept across operations (started if none is running), with budget
+    /// `1 + budget % 16` and the cursor stored as a `u64` in between; when it completes, every
+    /// key present since it started must have been returned.
+    ScanStep(u8),
+    /// A whole scan at budget `budget` (0 first checks that budget 0 returns the cursor): every
+    /// key of the model exactly once, with its value.
+    FullScan(u8),
+}
+
+/// A scan in progress across operations ([`Op::ScanStep`]).
+struct ScanState {
+    cursor: u64,
+    seen: HashSet<u16>,
+    /// Keys present at every step since the scan started.
+    present: HashSet<u16>,
 }
 
 /// Which `_with_hash` call [`Op::WithHash`] makes.
@@ -141,10 +158,18 @@ pub fn run(data: &[u8]) {
     let mask = (1u16 << (3 + config.key_bits % 10)) - 1;
     let mut model: HashMap<u16, u32> = HashMap::new();
     let mut held: Vec<Held<'_>> = Vec::new();
+    let mut scan: Option<ScanState> = None;
 
     // `arbitrary` pads an exhausted input with zeros, so stop when the bytes run out.
     while let (false, Ok(op)) = (u.is_empty(), Op::arbitrary(&mut u)) {
-        apply(&map, &mut model, &mut held, op, mask);
+        if let Op::ScanStep(budget) = op {
+            scan_step(&map, &model, &mut scan, budget);
+        } else {
+            apply(&map, &mut model, &mut held, op, mask);
+        }
+        if let Some(state) = &mut scan {
+            state.present.retain(|k| model.contains_key(k));
+        }
         assert_eq!(map.len(), model.len(), "len");
         assert_eq!(map.is_empty(), model.is_empty(), "is_empty");
         for (r, k, v) in &held {
@@ -519,6 +544,70 @@ fn apply<'m>(
                 assert_eq!(got.len(), model.len(), "a consumed drain yields everything");
             }
             model.clear();
+        }
+        Op::Sample(n, seed) => {
+            let pinned = map.pin();
+            let picked = pinned.sample(usize::from(n), seed);
+            assert_eq!(picked.len(), usize::from(n).min(model.len()), "sample size");
+            let keys: HashSet<u16> = picked.iter().map(|(k, _)| ***k).collect();
+            assert_eq!(keys.len(), picked.len(), "a sample held a key twice");
+            for (k, v) in picked {
+                assert_eq!(model.get(&**k), Some(&**v), "sampled ({k}, {v})");
+            }
+        }
+        Op::FullScan(budget) => {
+            let pinned = map.pin();
+            let mut cursor = ScanCursor::default();
+            if budget == 0 {
+                assert_eq!(pinned.scan(cursor, 0), (vec![], Some(cursor)), "budget 0");
+            }
+            let budget = usize::from(budget).max(1);
+            let mut got: Vec<(u16, u32)> = Vec::new();
+            loop {
+                let (found, next) = pinned.scan(cursor, budget);
+                got.extend(found.iter().map(|(k, v)| (***k, ***v)));
+                match next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            got.sort_unstable();
+            let mut expected: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            expected.sort_unstable();
+            assert_eq!(
+                got, expected,
+                "a full scan with no writes returns each entry once"
+            );
+        }
+        Op::ScanStep(_) => unreachable!("handled by scan_step"),
+    }
+}
+
+/// [`Op::ScanStep`]: one call of the scan in progress (starting one if none is).
+fn scan_step(map: &Map, model: &HashMap<u16, u32>, scan: &mut Option<ScanState>, budget: u8) {
+    let state = scan.get_or_insert_with(|| ScanState {
+        cursor: ScanCursor::default().to_u64(),
+        seen: HashSet::new(),
+        present: model.keys().copied().collect(),
+    });
+    let pinned = map.pin();
+    let (found, next) = pinned.scan(
+        ScanCursor::from_u64(state.cursor),
+        1 + usize::from(budget % 16),
+    );
+    for (k, v) in found {
+        assert_eq!(model.get(&**k), Some(&**v), "scanned ({k}, {v})");
+        state.seen.insert(**k);
+    }
+    match next {
+        Some(next) => state.cursor = next.to_u64(),
+        None => {
+            let missed: Vec<&u16> = state.present.difference(&state.seen).collect();
+            assert!(
+                missed.is_empty(),
+                "keys present throughout the scan were missed: {missed:?}"
+            );
+            *scan = None;
         }
     }
 }

@@ -220,6 +220,8 @@ const ORDER: &[&str] = &[
     "scc",
     "scc-index",
     "rwlock-std",
+    "floor-inline",
+    "floor-boxed",
     "hashbrown",
     "hashbrown+pin",
     "std",
@@ -655,6 +657,26 @@ fn write_path_targets(db: &Db) -> Vec<Target> {
                     ),
                     met: alloc.is_empty().then_some(rd >= 0.8 && ri >= 1.0),
                 });
+                if let (Some(fi), Some(fb)) = (
+                    db.get(&g, "floor-inline", two),
+                    db.get(&g, "floor-boxed", two),
+                ) {
+                    t.push(Target {
+                        what: format!(
+                            "(floor) {w} ({dist}), 2 threads{alloc}: a sharded-mutex hashbrown \
+                             with entries behind a pointer ÷ the same with entries inline"
+                        ),
+                        measured: format!(
+                            "{} ({} vs {} ops/s); dashmap = {} of floor-inline, epochmap = {} of floor-boxed",
+                            ratio(fb.ops() / fi.ops()),
+                            mops(fb.ops()),
+                            mops(fi.ops()),
+                            ratio(d.ops() / fi.ops()),
+                            ratio(e.ops() / fb.ops())
+                        ),
+                        met: None,
+                    });
+                }
             }
         }
     }
