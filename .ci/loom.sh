@@ -2,7 +2,8 @@
 # Loom model checks: every model in loom-tests/ under a fixed preemption bound, in release, in a
 # target dir of its own (the loom cfgs change every crate's build, so sharing target/ would throw
 # away the normal build). See docs/testing.md, "Loom models". On the shared 2-core machine: 45-65 s
-# with the build warm, 82-157 s from a cold target dir depending on load.
+# with the build warm, 82-157 s from a cold target dir depending on load; 240 s (39 s build) with
+# the scan and example-cache models (33 in all), at load average 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,55 +3,46 @@
 //! Run with `cargo run --release --example cache`.
 //!
 //! The cache itself (`BoundedCache`, in `examples/cache/bounded.rs`, shared with `tests/cache.rs`)
-//! uses batched LRU eviction, coalesces concurrent loads of a key into one (`get_or_load_ref`:
-//! single-flight, the loader runs with no map lock held), and invalidates everything in O(shards)
-//! with `clear()`. This program:
+//! loads misses single-flight with the loader off every lock (`get_or_load_ref`), evicts by
+//! sampled LRU (`Pinned::sample`, then `remove_if` of the sampled entry if it is still the same),
+//! expires TTLs with an incremental hand over `Pinned::scan`, and invalidates everything in
+//! O(shards) with `drain`. This program:
 //!
-//! 1. replays one skewed trace, single-threaded, through `BoundedCache` and through an exact LRU,
-//!    to show what batching the LRU costs in hit ratio;
-//! 2. runs every core against one cache with a periodic full invalidation, and prints the hit
-//!    ratio, throughput, how many loads ran and `memory_stats()`;
-//! 3. invalidates, waits for reclamation, and shows the memory coming back.
+//! 1. replays one Zipf trace, single-threaded, through the cache (1, 8 and 16 samples per
+//!    eviction) and through an exact LRU of the same capacity and an unbounded map, the
+//!    references for the hit ratio;
+//! 2. runs every core against one cache and prints the hit ratio, throughput, how many loads ran
+//!    for how many misses, and the largest occupancy a watcher saw;
+//! 3. lets a full cache's TTL pass and times the expiry hand removing it, step by step;
+//! 4. times lookups and loads of other keys while a 300 ms load runs in the same shard;
+//! 5. holds an epoch guard while misses evict entries, and shows the retired memory waiting for
+//!    it in `memory_stats()` and coming back once it drops;
+//! 6. invalidates, waits for reclamation, and shows `memory_stats()` at each step.
 
 #[path = "cache/bounded.rs"]
+#[allow(dead_code)] // each program and test uses a part of the cache
 mod bounded;
+#[path = "cache/reference.rs"]
+mod reference;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bounded::BoundedCache;
+use bounded::{BoundedCache, CacheConfig};
 use epochmap::MemoryStats;
+use reference::{lru_hit_ratio, unbounded_hit_ratio, Rng, Zipf};
 
 const CAPACITY: usize = 50_000;
-const KEY_SPACE: u64 = 1_000_000;
-const TRACE_OPS: usize = 1_000_000;
-const OPS_PER_THREAD: u64 = 1_000_000;
-const INVALIDATE_EVERY: Duration = Duration::from_millis(250);
+const KEYS: usize = 1_000_000;
+const ZIPF_S: f64 = 0.99;
+const TRACE_OPS: usize = 2_000_000;
+const OPS_PER_THREAD: usize = 2_000_000;
 
-/// xorshift64*: a small, fast, deterministic generator for the traces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A skewed key: `P(key < x) = (x / KEY_SPACE)^(1/12)`, so a small head of keys takes most
-    /// of the traffic (the hottest 5% of keys get about 78% of lookups) over a long tail, as in
-    /// real cache workloads.
-    fn key(&mut self) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (KEY_SPACE as f64 * u.powi(12)) as u64
-    }
-}
+type Value = Arc<[u64; 4]>;
 
 /// The "expensive" computation the cache saves: a few hundred rounds of mixing.
-fn load(key: &u64) -> Arc<[u64; 4]> {
+fn load(key: &u64) -> Value {
     let mut x = *key ^ 0x9e37_79b9_7f4a_7c15;
     for _ in 0..300 {
         x ^= x >> 33;
@@ -60,157 +51,259 @@ fn load(key: &u64) -> Arc<[u64; 4]> {
     Arc::new([*key, x, x.rotate_left(17), !x])
 }
 
-/// An exact LRU (hash map + ordered recency index), the yardstick for the hit ratio.
-struct ExactLru {
-    capacity: usize,
-    stamp_of: HashMap<u64, u64>,
-    by_stamp: BTreeMap<u64, u64>,
-    clock: u64,
-}
-
-impl ExactLru {
-    fn access(&mut self, key: u64) -> bool {
-        self.clock += 1;
-        let hit = match self.stamp_of.insert(key, self.clock) {
-            Some(old) => {
-                self.by_stamp.remove(&old);
-                true
-            }
-            None => false,
-        };
-        self.by_stamp.insert(self.clock, key);
-        if self.stamp_of.len() > self.capacity {
-            let (_, oldest) = self.by_stamp.pop_first().unwrap();
-            self.stamp_of.remove(&oldest);
-        }
-        hit
-    }
-}
-
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn show(label: &str, s: &MemoryStats) {
     println!(
-        "  {label:<26} len {:>7}  tables {:>6.2} MiB  entries {:>6.2} MiB  pending {:>6.2} MiB",
+        "  {label:<28} len {:>6}  tables {:>5.2} MiB  entries {:>5.2} MiB  pending {:>5.2} MiB  \
+         drain {:>5.2} MiB  allocated {:>5.2} MiB",
         s.len,
         mib(s.table_bytes),
         mib(s.entry_bytes),
-        mib(s.pending_bytes)
+        mib(s.pending_bytes),
+        mib(s.drain_bytes),
+        mib(s.allocated_bytes),
     );
 }
 
-fn main() {
-    // 1. Batched LRU against exact LRU on the same trace.
-    let mut rng = Rng(0x1234_5678_9abc_def1);
-    let trace: Vec<u64> = (0..TRACE_OPS).map(|_| rng.key()).collect();
-    let mut exact = ExactLru {
-        capacity: CAPACITY,
-        stamp_of: HashMap::new(),
-        by_stamp: BTreeMap::new(),
-        clock: 0,
-    };
-    let exact_hits = trace.iter().filter(|&&k| exact.access(k)).count();
-    let cache = BoundedCache::new(CAPACITY);
-    let start = Instant::now();
-    for &k in &trace {
-        cache.get_or_load(k, load);
-    }
-    let single_secs = start.elapsed().as_secs_f64();
-    let s = cache.stats();
-    println!(
-        "single thread, {TRACE_OPS} lookups over {KEY_SPACE} skewed keys, capacity {CAPACITY}:"
-    );
-    println!(
-        "  hit ratio: batched LRU {:.2}%  vs exact LRU {:.2}%  ({} evictions, len {} <= {})",
-        100.0 * s.hit_ratio(),
-        100.0 * exact_hits as f64 / TRACE_OPS as f64,
-        s.evictions,
-        cache.len(),
-        cache.capacity()
-    );
-    println!(
-        "  throughput {:.2} Mop/s (loads included)",
-        TRACE_OPS as f64 / single_secs / 1e6
-    );
-    drop(cache);
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[at].as_secs_f64() * 1e3
+}
 
-    // 2. Every core on one cache, with a periodic full invalidation.
+fn single_thread(zipf: &Zipf) {
+    let trace = zipf.trace(0x1234_5678_9abc_def1, TRACE_OPS);
+    println!(
+        "1. one thread, {TRACE_OPS} lookups, Zipf({ZIPF_S}) over {KEYS} keys, capacity {CAPACITY}:"
+    );
+    println!(
+        "  exact LRU {:.2}%   unbounded (upper bound) {:.2}%",
+        100.0 * lru_hit_ratio(&trace, CAPACITY),
+        100.0 * unbounded_hit_ratio(&trace)
+    );
+    for samples in [1, 8, 16] {
+        let cache = BoundedCache::with_config(CacheConfig::new(CAPACITY).samples(samples));
+        let start = Instant::now();
+        for key in &trace {
+            cache.get_or_load(key, load);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let s = cache.stats();
+        println!(
+            "  sampled LRU, {samples:>2} samples: hit ratio {:.2}%   {:.2} Mop/s (loads included)   \
+             {} evictions, len {} <= {CAPACITY}",
+            100.0 * s.hit_ratio(),
+            TRACE_OPS as f64 / secs / 1e6,
+            s.evictions,
+            cache.len()
+        );
+    }
+}
+
+fn every_core(zipf: &Arc<Zipf>) -> Arc<BoundedCache<u64, Value>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let cache = Arc::new(BoundedCache::new(CAPACITY));
     let done = Arc::new(AtomicBool::new(false));
-    let invalidator = {
+    let watcher = {
         let (cache, done) = (Arc::clone(&cache), Arc::clone(&done));
         std::thread::spawn(move || {
-            let mut max_len = 0;
-            loop {
-                std::thread::sleep(INVALIDATE_EVERY);
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                max_len = max_len.max(cache.occupancy());
-                cache.invalidate_all();
+            let mut max = 0;
+            while !done.load(Ordering::Relaxed) {
+                max = max.max(cache.occupancy()).max(cache.len());
+                std::thread::sleep(Duration::from_micros(200));
             }
-            max_len
+            max
         })
     };
-    let start = Instant::now();
+    let barrier = Arc::new(Barrier::new(threads));
     let workers: Vec<_> = (0..threads as u64)
         .map(|t| {
-            let cache = Arc::clone(&cache);
+            let (cache, zipf, barrier) =
+                (Arc::clone(&cache), Arc::clone(zipf), Arc::clone(&barrier));
             std::thread::spawn(move || {
-                let mut rng = Rng(0xdead_beef_0000_0001 ^ (t << 32));
-                for _ in 0..OPS_PER_THREAD {
-                    let key = rng.key();
-                    let value = cache.get_or_load(key, load);
-                    assert_eq!(
-                        value[0], key,
-                        "a hit must return the value loaded for its key"
-                    );
+                // Pre-drawn so the timing is the cache's, not the generator's.
+                let trace = zipf.trace(0xdead_beef ^ (t << 32), OPS_PER_THREAD);
+                barrier.wait();
+                let start = Instant::now();
+                for key in trace {
+                    let value = cache.get_or_load(&key, load);
+                    assert_eq!(value[0], key, "a hit returns the value loaded for its key");
                 }
+                start.elapsed()
             })
         })
         .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let busiest = workers
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .max()
+        .unwrap();
     done.store(true, Ordering::Relaxed);
-    let looked_up = cache.get(&0).is_some(); // the hottest key, unless just invalidated
-    let max_occupancy = invalidator.join().unwrap();
+    let max_seen = watcher.join().unwrap();
     let s = cache.stats();
-    let ops = threads as u64 * OPS_PER_THREAD;
+    let ops = threads * OPS_PER_THREAD;
     println!(
-        "\n{threads} threads, {ops} get_or_load calls, full invalidation every {} ms:",
-        INVALIDATE_EVERY.as_millis()
+        "\n2. {threads} threads, {ops} get_or_load calls on one cache (Zipf({ZIPF_S}), capacity {CAPACITY}):"
     );
     println!(
-        "  throughput {:.2} Mop/s   hit ratio {:.2}%   loads {} for {} misses ({} coalesced)",
-        ops as f64 / secs / 1e6,
+        "  throughput {:.2} Mop/s   hit ratio {:.2}%   loads {} for {} misses ({} waited for another's load)",
+        ops as f64 / busiest.as_secs_f64() / 1e6,
         100.0 * s.hit_ratio(),
         s.loads,
         s.misses,
         s.misses - s.loads
     );
     println!(
-        "  evictions {}   invalidations {}   max occupancy seen {} (capacity {CAPACITY})",
-        s.evictions, s.invalidations, max_occupancy
+        "  evictions {}   largest len/occupancy a watcher saw: {max_seen} (capacity {CAPACITY})",
+        s.evictions
     );
     show("memory after the run", &cache.memory_stats());
-    println!("  hottest key cached at the end: {looked_up}");
+    cache
+}
 
-    // 3. Invalidate and watch the memory come back.
+fn expiry() {
+    const TTL: Duration = Duration::from_millis(50);
+    const BUDGET: usize = 256;
+    // No expiry work on admissions: here the hand moves only when `expire` is called.
+    let cache = BoundedCache::with_config(CacheConfig::new(CAPACITY).ttl(TTL).expiry_budget(0));
+    for key in 0..CAPACITY as u64 {
+        cache.get_or_load(&key, load);
+    }
+    std::thread::sleep(TTL + Duration::from_millis(10));
+    let (mut calls, mut expired, mut slowest) = (0, 0, Duration::ZERO);
+    let mut passes = 0;
+    let start = Instant::now();
+    while passes < 2 {
+        let step_start = Instant::now();
+        let step = cache.expire(BUDGET);
+        slowest = slowest.max(step_start.elapsed());
+        calls += 1;
+        expired += step.expired;
+        passes += usize::from(step.pass_complete);
+    }
+    let total = start.elapsed();
+    println!(
+        "\n3. TTL {} ms passed for {CAPACITY} entries; expiry hand, {BUDGET} buckets per call:",
+        TTL.as_millis()
+    );
+    println!(
+        "  {calls} calls over two passes removed {expired}; {:.1} us per call on average, slowest {:.1} us; len now {}",
+        total.as_secs_f64() * 1e6 / calls as f64,
+        slowest.as_secs_f64() * 1e6,
+        cache.len()
+    );
+}
+
+fn slow_load() {
+    const SLOW: Duration = Duration::from_millis(300);
+    // One shard: every key shares the slow load's writer lock, the case a lock-held loader stalls.
+    let cache: Arc<BoundedCache<u64, Value>> = Arc::new(BoundedCache::with_config(
+        CacheConfig::new(10_000).shards(1),
+    ));
+    for key in 1..1_000 {
+        cache.get_or_load(&key, load);
+    }
+    let started = Arc::new(Barrier::new(2));
+    let slow = {
+        let (cache, started) = (Arc::clone(&cache), Arc::clone(&started));
+        std::thread::spawn(move || {
+            cache.get_or_load(&0, |key| {
+                started.wait();
+                std::thread::sleep(SLOW);
+                load(key)
+            })
+        })
+    };
+    started.wait();
+    let load_start = Instant::now();
+    let (mut hits, mut misses) = (Vec::new(), Vec::new());
+    let mut rng = Rng::new(7);
+    let mut fresh = 1_000_000u64;
+    while load_start.elapsed() < SLOW - Duration::from_millis(50) {
+        let hit = 1 + rng.next_u64() % 998;
+        let start = Instant::now();
+        cache.get(&hit);
+        hits.push(start.elapsed());
+        let start = Instant::now();
+        cache.get_or_load(&fresh, load);
+        misses.push(start.elapsed());
+        fresh += 1;
+    }
+    slow.join().unwrap();
+    println!(
+        "\n4. during a {} ms load of one key (1 shard), calls for other keys on another thread:",
+        SLOW.as_millis()
+    );
+    for (what, times) in [("get", &mut hits), ("get_or_load miss", &mut misses)] {
+        times.sort();
+        println!(
+            "  {} x {what:<16}: median {:.4} ms, p99 {:.4} ms, max {:.3} ms",
+            times.len(),
+            percentile(times, 0.5),
+            percentile(times, 0.99),
+            percentile(times, 1.0)
+        );
+    }
+}
+
+fn held_guard(cache: &BoundedCache<u64, Value>) {
+    const CHURN: u64 = 200_000;
+    // Epoch guards are process-wide: a `Pinned` of any map (here an unrelated one) holds back
+    // the reclamation of everything retired after it, in every map.
+    let other: epochmap::EpochMap<u64, u64> = epochmap::EpochMap::new();
+    assert!(cache.wait_for_reclamation(Duration::from_secs(30)));
+    let before = cache.memory_stats();
+    let held = other.pin();
+    // Fresh keys: each one loads and evicts one entry, which is retired and waits for `held`.
+    for key in 0..CHURN {
+        cache.get_or_load(&(u64::MAX / 2 + key), load);
+    }
+    let during = cache.memory_stats();
+    drop(held);
+    let start = Instant::now();
+    let reclaimed = cache.wait_for_reclamation(Duration::from_secs(30));
+    let waited = start.elapsed();
+    println!("\n5. a guard held while {CHURN} misses evicted as many entries:");
+    show("before", &before);
+    show("with the guard held", &during);
+    show("after it dropped", &cache.memory_stats());
+    println!(
+        "  reclaimed {reclaimed} {:.1} ms after the guard dropped (the values' own heap, an Arc of \
+         32 bytes each here, was held back too and is not in these counts)",
+        waited.as_secs_f64() * 1e3
+    );
+}
+
+fn invalidation(cache: &BoundedCache<u64, Value>) {
+    println!("\n6. invalidate_all on the cache of step 2:");
+    show("before", &cache.memory_stats());
     let start = Instant::now();
     cache.invalidate_all();
-    let clear_us = start.elapsed().as_secs_f64() * 1e6;
+    let took = start.elapsed();
     assert!(cache.is_empty());
     show("right after invalidate_all", &cache.memory_stats());
+    let start = Instant::now();
     let reclaimed = cache.wait_for_reclamation(Duration::from_secs(30));
+    let waited = start.elapsed();
     let stats = cache.memory_stats();
     show("after reclamation", &stats);
     println!(
-        "  invalidate_all returned in {clear_us:.0} us; reclaimed: {reclaimed}; entries dropped in the background so far: {}",
+        "  invalidate_all returned in {:.0} us; reclaimed {reclaimed} {:.1} ms later; entries dropped \
+         by reclamation so far: {}",
+        took.as_secs_f64() * 1e6,
+        waited.as_secs_f64() * 1e3,
         stats.entries_reclaimed
     );
+}
+
+fn main() {
+    let zipf = Arc::new(Zipf::new(KEYS, ZIPF_S));
+    single_thread(&zipf);
+    let cache = every_core(&zipf);
+    expiry();
+    slow_load();
+    held_guard(&cache);
+    invalidation(&cache);
 }
