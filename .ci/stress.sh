@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Long stress and differential runs: the `#[ignore]`d tests of tests/stress.rs,
 # tests/stress_load.rs, tests/stress_scan.rs, tests/differential.rs, tests/cache.rs and tests/features_rayon.rs (built with `--features rayon`), in release, one at a time (the machine may have only 2 cores), each for
-# EPOCHMAP_STRESS_SECS seconds (default 20): 15 long tests, about 5-6 minutes of running, plus the
+# EPOCHMAP_STRESS_SECS seconds (default 20): 14 long tests, about 5 minutes of running, plus the
 # release build. The run (not the build) is killed after EPOCHMAP_STRESS_BUDGET_SECS (default 480)
-# seconds: 15 x 20 s plus room for a loaded machine.
+# seconds: 14 x 20 s plus room for a loaded machine.
 #
 # Run from the repository root: `.ci/stress.sh`. Replay a failure with `EPOCHMAP_TEST_SEED=<seed>`.
 set -euo pipefail
