@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bounded::{BoundedCache, CacheConfig};
 use epochmap::MemoryStats;
-use reference::{lru_hit_ratio, unbounded_hit_ratio, Rng, Zipf};
+use reference::{compute, lru_hit_ratio, mib, unbounded_hit_ratio, Rng, Value, Zipf};
 
 const CAPACITY: usize = 50_000;
 const KEYS: usize = 1_000_000;
@@ -39,20 +39,9 @@ const ZIPF_S: f64 = 0.99;
 const TRACE_OPS: usize = 2_000_000;
 const OPS_PER_THREAD: usize = 2_000_000;
 
-type Value = Arc<[u64; 4]>;
-
-/// The "expensive" computation the cache saves: a few hundred rounds of mixing.
+/// The cache's loader: the shared workload's computation.
 fn load(key: &u64) -> Value {
-    let mut x = *key ^ 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..300 {
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    }
-    Arc::new([*key, x, x.rotate_left(17), !x])
-}
-
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    compute(*key)
 }
 
 fn show(label: &str, s: &MemoryStats) {

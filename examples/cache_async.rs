@@ -24,32 +24,17 @@ use std::time::{Duration, Instant};
 
 use bounded::{BoundedCache, CacheConfig};
 use epochmap::MemoryStats;
-use reference::{lru_hit_ratio, Zipf};
+use reference::{compute, lru_hit_ratio, mib, Value, Zipf};
 
 const CAPACITY: usize = 50_000;
 const KEYS: usize = 1_000_000;
 const TASKS: usize = 256;
 const OPS_PER_TASK: usize = 10_000;
 
-type Value = Arc<[u64; 4]>;
-
-fn compute(key: u64) -> Value {
-    let mut x = key ^ 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..300 {
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    }
-    Arc::new([key, x, x.rotate_left(17), !x])
-}
-
 /// An async loader: gives the runtime a turn (as a loader waiting on I/O would), then computes.
 async fn load(key: u64) -> Value {
     tokio::task::yield_now().await;
     compute(key)
-}
-
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn show(label: &str, s: &MemoryStats) {

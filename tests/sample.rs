@@ -188,6 +188,16 @@ fn lopsided_map() -> (EpochMap<u64, u64, TestHasher>, Vec<Vec<u64>>) {
     (map, by_shard)
 }
 
+/// Each key's position in `by_shard` read shard after shard: the index of its counter.
+fn position_of_each_key(by_shard: &[Vec<u64>]) -> HashMap<u64, usize> {
+    by_shard
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, &k)| (k, i))
+        .collect()
+}
+
 /// Chi-square bound for 999 degrees of freedom: the mean is 999 and the standard deviation 44.7,
 /// so a uniform sampler exceeds 1300 with probability about 1e-10 (and sampling without
 /// replacement within one call only lowers the statistic).
@@ -196,12 +206,7 @@ const CHI_SQUARE_BOUND: f64 = 1300.0;
 #[test]
 fn samples_are_uniform_across_entries_whatever_the_shard_sizes() {
     let (map, by_shard) = lopsided_map();
-    let index: HashMap<u64, usize> = by_shard
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, &k)| (k, i))
-        .collect();
+    let index = position_of_each_key(&by_shard);
     let pinned = map.pin();
     let (samples, n) = (10_000u64, 10usize);
     let mut counts = vec![0u64; 1000];
@@ -248,12 +253,7 @@ fn samples_are_uniform_across_entries_whatever_the_shard_sizes() {
 #[test]
 fn the_walk_used_for_large_samples_is_uniform_too() {
     let (map, by_shard) = lopsided_map();
-    let index: HashMap<u64, usize> = by_shard
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, &k)| (k, i))
-        .collect();
+    let index = position_of_each_key(&by_shard);
     let pinned = map.pin();
     let (samples, n) = (200u64, 600usize);
     let mut counts = vec![0u64; 1000];

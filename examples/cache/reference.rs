@@ -1,10 +1,30 @@
-//! Yardsticks for the example cache: a Zipf key generator, an exact LRU and the unbounded bound.
+//! Yardsticks for the example cache: a Zipf key generator, an exact LRU and the unbounded bound,
+//! and the workload both example programs load (`compute`).
 //!
 //! Shared by `examples/cache.rs`, `examples/cache_async.rs` and `tests/cache.rs`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// What the example caches hold: a small value behind an `Arc`, cheap to clone out.
+pub type Value = Arc<[u64; 4]>;
+
+/// The "expensive" computation the caches save: a few hundred rounds of mixing.
+pub fn compute(key: u64) -> Value {
+    let mut x = key ^ 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..300 {
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    }
+    Arc::new([key, x, x.rotate_left(17), !x])
+}
+
+/// Bytes in MiB, for the programs' memory reports.
+pub fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
 
 /// xorshift64*: a small, fast, deterministic generator.
 #[derive(Clone)]
