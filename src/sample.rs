@@ -157,8 +157,9 @@ impl<K, V, S> Pinned<'_, K, V, S> {
     /// * **Result**: `min(n, len)` entries when no other thread writes, fewer if entries vanish
     ///   during the call. (The draws are capped at `8n + 64`, so a map emptied meanwhile cannot
     ///   keep the call looping; with `n < len / 2` and no writers, each draw finds a new entry
-    ///   with probability above 1/2, and hitting the cap has probability below 1e-14.) Distinct entries (no entry twice); a key removed and
-    ///   re-inserted by another thread during the call may appear as both its old and new entry.
+    ///   with probability above 1/2, and hitting the cap has probability below 1e-14.) Distinct
+    ///   entries (no entry twice); a key removed and re-inserted by another thread during the
+    ///   call may appear as both its old and new entry.
     /// * **Deterministic**: the same `seed` on the same map contents and table layout gives the
     ///   same entries in the same order; vary the seed between calls.
     /// * **Bias**: uniform (each entry with the same probability, drawn without replacement) up
