@@ -189,7 +189,8 @@ impl<K, V, S> EpochMap<K, V, S> {
     }
 
     /// Number of entries. Exact when no writer is active; under concurrent writes, a sum of
-    /// per-shard counts read one after another.
+    /// per-shard counts read one after another, so it can count an entry removed from one shard
+    /// and another inserted into a later one both, though the map never held them together.
     ///
     /// ```
     /// let map = epochmap::EpochMap::new();

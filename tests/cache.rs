@@ -64,7 +64,9 @@ fn bound_holds_after_every_single_threaded_operation() {
 
 /// Loaders, inserters, invalidations and a watcher on one small cache with one shard (every
 /// write contends for one lock): `len() <= occupancy() <= capacity()` whenever the watcher looks,
-/// and the count is exact once the threads are done.
+/// and the count is exact once the threads are done. One shard also makes `len()` a single
+/// counter, so the watcher's reading of it is one the map really had (on several shards it is a
+/// sum read shard by shard, which a concurrent eviction and admission can make overshoot).
 fn bound_holds_under_contention(ops_per_thread: u64, rounds: u64) {
     const CAPACITY: usize = 64;
     let cache = Arc::new(BoundedCache::with_config(

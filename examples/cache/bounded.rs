@@ -30,8 +30,10 @@
 //!   one such step (`expiry_budget` buckets) when the cache has a TTL, and a housekeeping thread
 //!   may call `expire` too. A lookup that finds an expired entry removes it and treats it as a
 //!   miss, so an expired value is never returned.
-//! * **The bound is exact: `len() <= occupancy() <= capacity()` at every moment.** `occupied`
-//!   counts entries plus admissions about to insert. A loading caller reserves one unit after its
+//! * **The bound is exact: the map never holds more than `occupancy() <= capacity()` entries,
+//!   at any moment.** `occupied` counts entries plus admissions about to insert. (`len()` is the
+//!   map's `len`, exact at rest; read during writes on a cache of several shards it sums the
+//!   shards one after another and can overshoot by entries that moved between shards meanwhile.) A loading caller reserves one unit after its
 //!   loader produced a value (evicting first while the count is at capacity) and the map inserts
 //!   that value right after, in the same call. Each removal (eviction, expiry, `invalidate`, a
 //!   replacing `insert`) gives back exactly one unit, after the entry is out of the map; a
