@@ -34,14 +34,16 @@
 //! by themselves.
 
 use std::collections::HashMap as StdHashMap;
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, OnceLock, RwLock};
+use std::sync::{Barrier, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use crossbeam_utils::CachePadded;
 use epochmap::{EpochMap, ReclaimMode};
 
 mod common;
@@ -307,15 +309,12 @@ impl MixMap for SccIndex {
     }
 }
 
-/// A write-path floor model: `SHARDS` mutex-guarded hashbrown tables of `T` (see the module docs).
+/// A write-path floor model: `FLOOR_SHARDS` mutex-guarded hashbrown tables of `T` (see the module
+/// docs), padded apart as the map's own shards are.
 struct Floor<T> {
-    shards: Box<[Padded<std::sync::Mutex<hashbrown::HashTable<T>>>]>,
+    shards: Box<[CachePadded<Mutex<hashbrown::HashTable<T>>>]>,
     hasher: Hasher,
 }
-
-/// One shard per 128 bytes, as crossbeam's `CachePadded` lays them out on x86_64.
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// dashmap's and epochmap's default shard count on this machine's 2 cores (four per core).
 const FLOOR_SHARDS: usize = 8;
@@ -355,18 +354,17 @@ impl<T: FloorEntry> Floor<T> {
     fn new() -> Self {
         Floor {
             shards: (0..FLOOR_SHARDS)
-                .map(|_| Padded(std::sync::Mutex::new(hashbrown::HashTable::new())))
+                .map(|_| CachePadded::new(Mutex::new(hashbrown::HashTable::new())))
                 .collect(),
             hasher: hasher(),
         }
     }
 
-    fn shard(&self, k: u64) -> (u64, std::sync::MutexGuard<'_, hashbrown::HashTable<T>>) {
-        use std::hash::BuildHasher;
+    fn shard(&self, k: u64) -> (u64, MutexGuard<'_, hashbrown::HashTable<T>>) {
         let hash = self.hasher.hash_one(k);
         // Bits hashbrown leaves alone: it indexes with the low bits and tags with the top seven.
         let shard = &self.shards[(hash >> 32) as usize % FLOOR_SHARDS];
-        (hash, shard.0.lock().unwrap())
+        (hash, shard.lock().unwrap())
     }
 
     fn insert(&self, k: u64, v: u64) {
@@ -375,9 +373,7 @@ impl<T: FloorEntry> Floor<T> {
             Some(e) => *e = T::new(k, v),
             None => {
                 let hasher = &self.hasher;
-                t.insert_unique(hash, T::new(k, v), |e| {
-                    std::hash::BuildHasher::hash_one(hasher, e.key())
-                });
+                t.insert_unique(hash, T::new(k, v), |e| hasher.hash_one(e.key()));
             }
         }
     }
