@@ -25,6 +25,25 @@ fn scan_one_bucket_per_call(map: &Map) -> Vec<usize> {
     }
 }
 
+/// The race both models check: a writer grows `map`'s two-bucket table to four (`reserve`,
+/// publish, retire the old array) while this thread scans it one bucket per call. Returns the ids
+/// the scan saw, each once, in order.
+fn scan_while_growing_to_four_buckets(map: &Arc<Map>) -> Vec<usize> {
+    let writer = {
+        let map = Arc::clone(map);
+        thread::spawn(move || {
+            map.reserve(5);
+            assert_eq!(map.memory_stats().buckets, 4);
+            let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
+        })
+    };
+    let mut seen = scan_one_bucket_per_call(map);
+    writer.join().unwrap();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
 /// scan ∥ growth by `reserve`. Keys 0..4 in a two-bucket table: 0 and 2 home in bucket 0, 1 and 3
 /// in bucket 1; in the four-bucket table each key has its own bucket. The interleaving: the
 /// scanner visits one home bucket per call (a fresh pin and table load each time) while the
@@ -41,19 +60,7 @@ fn a_scan_racing_growth_returns_every_entry_present_throughout() {
             map.insert(k, Tracked::new(k as usize, &drops));
         }
 
-        let writer = {
-            let map = Arc::clone(&map);
-            thread::spawn(move || {
-                map.reserve(5);
-                assert_eq!(map.memory_stats().buckets, 4);
-                let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
-            })
-        };
-        let mut seen = scan_one_bucket_per_call(&map);
-        writer.join().unwrap();
-
-        seen.sort_unstable();
-        seen.dedup();
+        let seen = scan_while_growing_to_four_buckets(&map);
         assert_eq!(
             seen,
             [0, 1, 2, 3],
@@ -82,19 +89,7 @@ fn a_scan_racing_growth_follows_the_overflow_chain_of_the_old_table() {
         }
         assert_eq!(map.memory_stats().buckets, 2);
 
-        let writer = {
-            let map = Arc::clone(&map);
-            thread::spawn(move || {
-                map.reserve(5);
-                assert_eq!(map.memory_stats().buckets, 4);
-                let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
-            })
-        };
-        let mut seen = scan_one_bucket_per_call(&map);
-        writer.join().unwrap();
-
-        seen.sort_unstable();
-        seen.dedup();
+        let seen = scan_while_growing_to_four_buckets(&map);
         assert_eq!(
             seen,
             (0..9).collect::<Vec<_>>(),
