@@ -81,10 +81,11 @@ impl<'m, K, V> RawIter<'m, K, V> {
             // SAFETY: `pos < len <= SLOTS`.
             let entry = unsafe { *self.buf.get_unchecked(self.pos) };
             self.pos += 1;
-            // SAFETY: `buf[..len]` holds entries `load_bucket` read from a table loaded under a
-            // guard of this thread that is still pinned (this function's contract), so the entry
-            // is alive.
-            return Some(unsafe { &*entry });
+            // `buf[..len]` holds entries `load_bucket` read from a table loaded under a guard of
+            // this thread that is still pinned (this function's contract).
+            // SAFETY: so the entry is alive for 'g.
+            let entry = unsafe { &*entry };
+            return Some(entry);
         }
         // SAFETY: forwarded from this function's contract.
         unsafe { self.next_bucket(guard) }
