@@ -1,10 +1,12 @@
-//! One bucket: a cache line holding seven slot pointers and the control word that filters them.
+//! One bucket: seven slot pointers and the control word that filters them. A table keeps the two
+//! apart (see `table.rs`): the control words in a dense array of their own, eight bytes per
+//! bucket, and the slot pointers in one cache line per bucket.
 //!
 //! ```text
 //! control word (u64):  byte 0..=6  tag of slot 0..=6 (0 = empty, else 0x80 | 7 hash bits)
 //!                      byte 7      bit 7: OCCUPIED (the inverted "known empty" mark bit)
 //!                                  bits 0..=6: overflow count, saturating at 127
-//! slots:               7 x AtomicPtr<Entry<K, V>>
+//! slot line (64 B):    7 x AtomicPtr<Entry<K, V>>, one spare word
 //! ```
 //!
 //! * **Tags** let a probe compare keys only where seven hash bits already match.
@@ -21,12 +23,12 @@
 use crate::entry::Entry;
 use crate::sync::{AtomicPtr, AtomicU64};
 
-/// Slots per bucket: seven pointers plus the control word fill one 64-byte line.
+/// Slots per bucket: seven pointers fill a 64-byte line, and seven tags plus the mark bit and the
+/// overflow count fill one control word.
 pub(crate) const SLOTS: usize = 7;
 
 const LOW_BITS: u64 = 0x0001_0101_0101_0101;
 const HIGH_BITS: u64 = 0x0080_8080_8080_8080;
-const TAG_BYTES: u64 = 0x00ff_ffff_ffff_ffff;
 const BYTE_ONES: u64 = 0x0101_0101_0101_0101;
 const SLOT_BITS: u32 = (1 << SLOTS) - 1;
 const OCCUPIED: u64 = 1 << 63;
@@ -107,13 +109,22 @@ impl Control {
         (self.0 & OVERFLOW_MASK) >> OVERFLOW_SHIFT
     }
 
-    /// This word with `slot`'s tag set to `tag` (0 clears it) and the mark bit recomputed.
+    /// This word with the free `slot` given `tag` (non-zero): the bucket is then occupied.
     #[inline]
-    pub(crate) fn with_tag(self, slot: usize, tag: u8) -> Control {
-        let shift = 8 * slot as u32;
-        let tags = (self.0 & TAG_BYTES & !(0xff << shift)) | (u64::from(tag) << shift);
-        let occupied = if tags & HIGH_BITS == 0 { 0 } else { OCCUPIED };
-        Control(tags | (self.0 & OVERFLOW_MASK) | occupied)
+    pub(crate) fn with_new_tag(self, slot: usize, tag: u8) -> Control {
+        debug_assert!(
+            tag != 0 && (self.0 >> (8 * slot)) as u8 == 0,
+            "slot {slot} is not free"
+        );
+        Control(self.0 | (u64::from(tag) << (8 * slot)) | OCCUPIED)
+    }
+
+    /// This word with `slot`'s tag cleared and the mark bit recomputed.
+    #[inline]
+    pub(crate) fn without_tag(self, slot: usize) -> Control {
+        let rest = self.0 & !(0xff << (8 * slot));
+        let occupied = if rest & HIGH_BITS == 0 { 0 } else { OCCUPIED };
+        Control((rest & !OCCUPIED) | occupied)
     }
 
     /// This word with the overflow count stepped up or down by one; a saturated count stays.
@@ -176,21 +187,26 @@ impl Iterator for SlotBits {
     }
 }
 
-/// A bucket: one cache line. All-zero bytes are a valid empty bucket (see the module docs).
+/// A bucket's slot pointers: one cache line. All-zero bytes are valid (null pointers), and a
+/// slot's pointer means something only while the slot's tag in the control word is set: a removal
+/// clears the tag and leaves the pointer as it was.
 #[repr(C, align(64))]
-pub(crate) struct Bucket<K, V> {
-    pub(crate) ctrl: AtomicU64,
-    pub(crate) slots: [AtomicPtr<Entry<K, V>>; SLOTS],
+pub(crate) struct Slots<K, V> {
+    pub(crate) ptrs: [AtomicPtr<Entry<K, V>>; SLOTS],
 }
 
-impl<K, V> Bucket<K, V> {
-    /// An empty bucket, for the loom build where atomics cannot be zero-initialised in bulk.
+impl<K, V> Slots<K, V> {
+    /// Null slots, for the loom build where atomics cannot be zero-initialised in bulk.
     pub(crate) fn empty() -> Self {
-        Bucket {
-            ctrl: AtomicU64::new(0),
-            slots: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+        Slots {
+            ptrs: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
         }
     }
+}
+
+/// An empty control word, for the loom build (see [`Slots::empty`]).
+pub(crate) fn empty_ctrl() -> AtomicU64 {
+    AtomicU64::new(0)
 }
 
 #[cfg(all(test, not(epochmap_loom)))]
@@ -198,9 +214,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bucket_is_one_cache_line() {
-        assert_eq!(std::mem::size_of::<Bucket<u64, u64>>(), 64);
-        assert_eq!(std::mem::align_of::<Bucket<u64, u64>>(), 64);
+    fn a_bucket_s_slot_pointers_are_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slots<u64, u64>>(), 64);
+        assert_eq!(std::mem::align_of::<Slots<u64, u64>>(), 64);
     }
 
     #[test]
@@ -215,14 +231,14 @@ mod tests {
     #[test]
     fn setting_and_clearing_tags_keeps_the_mark_bit_exact() {
         let tag = tag_of(0xdead_beef_cafe_f00d);
-        let c = Control(0).with_tag(3, tag);
+        let c = Control(0).with_new_tag(3, tag);
         assert!(!c.known_empty());
         assert_eq!(c.full().collect::<Vec<_>>(), vec![3]);
         assert!(c.matches(tag).any(|s| s == 3));
-        let c = c.with_tag(5, tag).with_tag(3, 0);
+        let c = c.with_new_tag(5, tag).without_tag(3);
         assert!(!c.known_empty());
         assert_eq!(c.full().collect::<Vec<_>>(), vec![5]);
-        let c = c.with_tag(5, 0);
+        let c = c.without_tag(5);
         assert!(c.known_empty());
         assert_eq!(c, Control(0));
     }
@@ -231,7 +247,7 @@ mod tests {
     fn matches_finds_every_slot_with_the_tag() {
         let mut c = Control(0);
         for slot in 0..SLOTS {
-            c = c.with_tag(slot, if slot % 2 == 0 { 0x9a } else { 0x81 });
+            c = c.with_new_tag(slot, if slot % 2 == 0 { 0x9a } else { 0x81 });
         }
         let m: Vec<_> = c.matches(0x9a).collect();
         for slot in [0, 2, 4, 6] {
@@ -251,7 +267,9 @@ mod tests {
             for slot in 0..SLOTS {
                 let byte = (seed >> (8 * slot)) as u8;
                 // Few distinct tags, so matches are common.
-                c = c.with_tag(slot, if byte & 1 == 0 { 0 } else { 0x80 | (byte >> 5) });
+                if byte & 1 == 1 {
+                    c = c.with_new_tag(slot, 0x80 | (byte >> 5));
+                }
             }
             for tag in 0x80..=0x87 {
                 let exact: Vec<usize> = (0..SLOTS)
@@ -270,7 +288,7 @@ mod tests {
 
     #[test]
     fn overflow_count_saturates_and_then_sticks() {
-        let mut c = Control(0).with_tag(0, 0x80);
+        let mut c = Control(0).with_new_tag(0, 0x80);
         for _ in 0..200 {
             c = c.with_overflow_step(true);
         }

@@ -14,7 +14,7 @@
 use std::borrow::Borrow;
 
 use crate::array::ZeroedArray;
-use crate::bucket::{tag_of, Bucket, Control, SLOTS};
+use crate::bucket::{tag_of, Control, Slots, SLOTS};
 use crate::entry::Entry;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -66,8 +66,15 @@ pub(crate) fn prefetch<T>(ptr: *const T) {
     let _ = ptr;
 }
 
+/// A table keeps each bucket's control word in a dense array (`ctrl`, 8 bytes per bucket) and its
+/// slot pointers in a cache line of another (`slots`). A probe reads the control word first and a
+/// pointer only where a tag matches, so the control words, 1.1 bytes per slot, stay in cache
+/// where 64-byte buckets did not: an operation on an absent key (a miss, the insert of a new key,
+/// the remove of an absent one) costs no table miss at all (see "Buckets and probing" in
+/// `docs/design.md` for the measurements).
 pub(crate) struct Table<K, V> {
-    buckets: ZeroedArray<Bucket<K, V>>,
+    ctrl: ZeroedArray<AtomicU64>,
+    slots: ZeroedArray<Slots<K, V>>,
     summary: ZeroedArray<AtomicU64>,
     mask: usize,
 }
@@ -90,8 +97,10 @@ impl<K, V> Table<K, V> {
             "bucket count must be a power of two"
         );
         Ok(Table {
-            // SAFETY: an all-zero bucket is a valid empty bucket (zero control word, null slots).
-            buckets: unsafe { ZeroedArray::new(buckets, Bucket::empty) }?,
+            // SAFETY: a zero control word is an empty bucket with no overflow.
+            ctrl: unsafe { ZeroedArray::new(buckets, crate::bucket::empty_ctrl) }?,
+            // SAFETY: all-zero slot pointers are null.
+            slots: unsafe { ZeroedArray::new(buckets, Slots::empty) }?,
             // SAFETY: zero is a valid `AtomicU64`.
             summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) }?,
             mask: buckets - 1,
@@ -107,27 +116,28 @@ impl<K, V> Table<K, V> {
         Some(buckets)
     }
 
-    /// Heap bytes of a table with `buckets` buckets: bucket array (with its alignment slack),
-    /// summary and header, exactly as requested from the allocator.
+    /// Heap bytes of a table with `buckets` buckets: control words, slot lines (with their
+    /// alignment slack), summary and header, exactly as requested from the allocator.
     pub(crate) fn bytes_for(buckets: usize) -> Option<usize> {
-        let array = ZeroedArray::<Bucket<K, V>>::bytes_for(buckets)?;
+        let ctrl = ZeroedArray::<AtomicU64>::bytes_for(buckets)?;
+        let slots = ZeroedArray::<Slots<K, V>>::bytes_for(buckets)?;
         let summary = ZeroedArray::<AtomicU64>::bytes_for(buckets.div_ceil(64))?;
-        array
+        ctrl.checked_add(slots)?
             .checked_add(summary)?
             .checked_add(std::mem::size_of::<Self>())
     }
 
     pub(crate) fn bytes(&self) -> usize {
-        Self::bytes_for(self.buckets.len()).expect("a live table's size fits in usize")
+        Self::bytes_for(self.ctrl.len()).expect("a live table's size fits in usize")
     }
 
     pub(crate) fn bucket_count(&self) -> usize {
-        self.buckets.len()
+        self.ctrl.len()
     }
 
     /// How many entries this table takes before its shard grows it.
     pub(crate) fn max_len(&self) -> usize {
-        self.buckets.len() * SLOTS * LOAD_NUM / LOAD_DEN
+        self.ctrl.len() * SLOTS * LOAD_NUM / LOAD_DEN
     }
 
     #[inline]
@@ -158,6 +168,10 @@ impl<K, V> Table<K, V> {
         // lookup ends in its home bucket, and a short inline path lets the CPU overlap the cache
         // misses of more consecutive lookups.
         let index = self.home(hash);
+        // Start the slot line's miss alongside the control word's: a hit needs both, and after a
+        // tag match the pointer load then overlaps instead of waiting for the control word.
+        // SAFETY: `index <= mask`, the last bucket.
+        prefetch(unsafe { self.slots.get_unchecked(index) });
         // SAFETY: forwarded from this function's contract.
         match unsafe { self.find_in(index, tag_of(hash), key) } {
             Probe::Found(found) => Some(found),
@@ -202,16 +216,22 @@ impl<K, V> Table<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        // SAFETY: callers mask `index` by `mask`, which is the bucket count minus one.
-        let bucket = unsafe { self.buckets.get_unchecked(index & self.mask) };
+        let index = index & self.mask;
+        // SAFETY: `index` is masked by `mask`, the bucket count minus one.
+        let (ctrl, slots) = unsafe {
+            (
+                self.ctrl.get_unchecked(index),
+                self.slots.get_unchecked(index),
+            )
+        };
         // Acquire pairs with the writer's Release store of this word, which follows its store
         // of the slot pointer: a tag we see comes with the pointer it describes.
-        let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
+        let ctrl = Control(ctrl.load(Ordering::Acquire));
         for slot in ctrl.matches(tag) {
             // Acquire pairs with the Release store that published the entry (insert or
             // replace), so the entry's key and value are initialised before we read them.
             // SAFETY: `matches` yields slot numbers below `SLOTS`.
-            let ptr = unsafe { bucket.slots.get_unchecked(slot) }.load(Ordering::Acquire);
+            let ptr = unsafe { slots.ptrs.get_unchecked(slot) }.load(Ordering::Acquire);
             // Unlinking goes through the epoch, and `'g`'s guard was pinned before it.
             // SAFETY: a non-null slot pointer is a live entry for `'g` (this fn's contract).
             if let Some(entry) = unsafe { ptr.as_ref() } {
@@ -241,31 +261,73 @@ impl<K, V> Table<K, V> {
     /// published), `entry` is a live entry whose key hashes to `hash` and is not in the table, and
     /// the table is below its load threshold, so a free slot exists.
     pub(crate) unsafe fn insert_new(&self, hash: u64, entry: *mut Entry<K, V>) {
-        let mut index = self.home(hash);
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[index];
-            // Relaxed: only the writer that holds the shard lock stores this word.
-            let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+        let home = self.home(hash);
+        // SAFETY: `home <= mask`, the last bucket.
+        let ctrl = Control(unsafe { self.ctrl.get_unchecked(home) }.load(Ordering::Relaxed));
+        // Relaxed (above and in `insert_past`): only the writer that holds the shard lock stores
+        // control words.
+        match ctrl.first_free() {
+            // SAFETY: `home` is a bucket and `slot` a free slot of it; the caller's contract.
+            Some(slot) => unsafe { self.publish_at(home, slot, ctrl, tag_of(hash), entry) },
+            // SAFETY: the caller's contract.
+            None => unsafe { self.insert_past(home, tag_of(hash), entry) },
+        }
+    }
+
+    /// [`insert_new`](Self::insert_new) when the home bucket `home` is full: raises the overflow
+    /// count of every full bucket from `home` on and publishes the entry in the first free slot.
+    ///
+    /// # Safety
+    /// As for [`Table::insert_new`], and `home` is `entry`'s home bucket.
+    #[cold]
+    #[inline(never)]
+    unsafe fn insert_past(&self, home: usize, tag: u8, entry: *mut Entry<K, V>) {
+        let mut index = home;
+        for _ in 0..self.ctrl.len() {
+            let word = &self.ctrl[index];
+            let ctrl = Control(word.load(Ordering::Relaxed));
             if let Some(slot) = ctrl.first_free() {
-                // Release: the entry's contents are visible to whoever acquires this pointer.
-                bucket.slots[slot].store(entry, Ordering::Release);
-                // Release: a reader that sees the tag (Acquire) also sees the pointer stored above.
-                bucket
-                    .ctrl
-                    .store(ctrl.with_tag(slot, tag_of(hash)).0, Ordering::Release);
-                if ctrl.known_empty() {
-                    self.set_summary(index, true);
-                }
+                // SAFETY: `index` is a bucket and `slot` a free slot of it.
+                unsafe { self.publish_at(index, slot, ctrl, tag, entry) };
                 return;
             }
             // Release, like every store of a control word: a reader that acquires this value must
             // also see the slot pointers that the tags it carries describe.
-            bucket
-                .ctrl
-                .store(ctrl.with_overflow_step(true).0, Ordering::Release);
+            word.store(ctrl.with_overflow_step(true).0, Ordering::Release);
             index = (index + 1) & self.mask;
         }
         unreachable!("a table below its load threshold always has a free slot");
+    }
+
+    /// Stores `entry` in the free `slot` of bucket `index`, whose control word is `ctrl`, then
+    /// publishes it by setting the slot's tag.
+    ///
+    /// # Safety
+    /// The caller is this table's only writer, `index` is a bucket, `slot` is free in `ctrl`, and
+    /// `ctrl` is the bucket's current control word.
+    #[inline(always)]
+    unsafe fn publish_at(
+        &self,
+        index: usize,
+        slot: usize,
+        ctrl: Control,
+        tag: u8,
+        entry: *mut Entry<K, V>,
+    ) {
+        // SAFETY: `index` is a bucket and `slot < SLOTS` (the caller's contract).
+        let (word, ptr) = unsafe {
+            (
+                self.ctrl.get_unchecked(index),
+                self.slots.get_unchecked(index).ptrs.get_unchecked(slot),
+            )
+        };
+        // Release: the entry's contents are visible to whoever acquires this pointer.
+        ptr.store(entry, Ordering::Release);
+        // Release: a reader that sees the tag (Acquire) also sees the pointer stored above.
+        word.store(ctrl.with_new_tag(slot, tag).0, Ordering::Release);
+        if ctrl.known_empty() {
+            self.set_summary(index, true);
+        }
     }
 
     /// Publishes `entry` in place of the entry at `bucket`/`slot` and returns the old one.
@@ -278,7 +340,7 @@ impl<K, V> Table<K, V> {
         slot: usize,
         entry: *mut Entry<K, V>,
     ) -> *mut Entry<K, V> {
-        let slot = &self.buckets[bucket].slots[slot];
+        let slot = &self.slots[bucket].ptrs[slot];
         // A load and a store, not a `swap`: only the lock holder stores slot pointers, so nothing
         // can change the slot between the two, and a `swap` would be a locked instruction (a full
         // barrier on x86) on every replace. Relaxed load: the lock orders the last store before it.
@@ -301,30 +363,46 @@ impl<K, V> Table<K, V> {
         bucket: usize,
         slot: usize,
     ) -> *mut Entry<K, V> {
-        let b = &self.buckets[bucket];
+        // SAFETY: `bucket` and `slot` came from a `find` on this table (the caller's contract).
+        let (word, ptr) = unsafe {
+            (
+                self.ctrl.get_unchecked(bucket),
+                self.slots.get_unchecked(bucket).ptrs.get_unchecked(slot),
+            )
+        };
         // Relaxed load: the writer is the only one storing. Release store: see `insert_new`.
-        let ctrl = Control(b.ctrl.load(Ordering::Relaxed)).with_tag(slot, 0);
-        b.ctrl.store(ctrl.0, Ordering::Release);
+        let ctrl = Control(word.load(Ordering::Relaxed)).without_tag(slot);
+        word.store(ctrl.0, Ordering::Release);
         // Load then store rather than `swap`, as in `replace`: the lock holder is the only writer.
         // Relaxed store: a null pointer publishes nothing; a reader that still sees the old
         // pointer reads a retired but live entry, which is a valid pre-removal view.
-        let entry = b.slots[slot].load(Ordering::Relaxed);
-        b.slots[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
+        let entry = ptr.load(Ordering::Relaxed);
+        ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
         if ctrl.known_empty() {
             self.set_summary(bucket, false);
         }
-        let mut index = self.home(hash);
-        while index != bucket {
-            let passed = &self.buckets[index];
-            let c = Control(passed.ctrl.load(Ordering::Relaxed));
-            passed
-                .ctrl
-                .store(c.with_overflow_step(false).0, Ordering::Release);
-            index = (index + 1) & self.mask;
+        let home = self.home(hash);
+        if home != bucket {
+            self.lower_counts(home, bucket);
         }
         entry
     }
 
+    /// Lowers the overflow counts of the buckets from `home` up to (not including) `bucket`: the
+    /// path an entry that homes in `home` took to `bucket` when it was inserted.
+    #[cold]
+    #[inline(never)]
+    fn lower_counts(&self, home: usize, bucket: usize) {
+        let mut index = home;
+        while index != bucket {
+            let passed = &self.ctrl[index];
+            let c = Control(passed.load(Ordering::Relaxed));
+            passed.store(c.with_overflow_step(false).0, Ordering::Release);
+            index = (index + 1) & self.mask;
+        }
+    }
+
+    #[inline]
     fn set_summary(&self, bucket: usize, occupied: bool) {
         let word = &self.summary[bucket / 64];
         let bit = 1u64 << (bucket % 64);
@@ -340,7 +418,7 @@ impl<K, V> Table<K, V> {
     /// only (see the module docs).
     pub(crate) fn for_each_occupied(&self, mut f: impl FnMut(usize)) -> DrainCounts {
         let mut counts = DrainCounts::default();
-        let total = self.buckets.len() as u64;
+        let total = self.ctrl.len() as u64;
         for (w, word) in self.summary.iter().enumerate() {
             // Relaxed: see `set_summary`.
             let mut bits = word.load(Ordering::Relaxed);
@@ -359,12 +437,12 @@ impl<K, V> Table<K, V> {
         &self,
         index: usize,
     ) -> impl Iterator<Item = (usize, *mut Entry<K, V>)> + '_ {
-        let bucket = &self.buckets[index];
+        let slots = &self.slots[index];
         // Relaxed: the caller is the writer or the owner, ordered after every store by the lock or
         // by the epoch.
-        let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+        let ctrl = Control(self.ctrl[index].load(Ordering::Relaxed));
         ctrl.full()
-            .map(move |slot| (slot, bucket.slots[slot].load(Ordering::Relaxed)))
+            .map(move |slot| (slot, slots.ptrs[slot].load(Ordering::Relaxed)))
     }
 
     /// Hands every entry to `f`, skipping buckets the summary or mark bit says are empty without
@@ -378,21 +456,21 @@ impl<K, V> Table<K, V> {
         let mut marked = 0;
         let mut entries = 0;
         let mut counts = self.for_each_occupied(|index| {
-            let bucket = &self.buckets[index];
+            let (word, slots) = (&self.ctrl[index], &self.slots[index]);
             // Relaxed: exclusive access (see the contract).
-            let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+            let ctrl = Control(word.load(Ordering::Relaxed));
             if ctrl.known_empty() {
                 marked += 1;
                 return;
             }
             for slot in ctrl.full() {
-                let ptr = bucket.slots[slot].swap(std::ptr::null_mut(), Ordering::Relaxed);
+                let ptr = slots.ptrs[slot].swap(std::ptr::null_mut(), Ordering::Relaxed);
                 if !ptr.is_null() {
                     entries += 1;
                     f(ptr);
                 }
             }
-            bucket.ctrl.store(0, Ordering::Relaxed);
+            word.store(0, Ordering::Relaxed);
         });
         counts.scanned -= marked;
         counts.skipped += marked;
@@ -403,7 +481,7 @@ impl<K, V> Table<K, V> {
     /// Unlinks and returns the next entry at or after bucket `*cursor`, for an owner draining the
     /// table. Overflow counts are left as they were: a drained table is never probed again.
     pub(crate) fn take_next(&self, cursor: &mut usize) -> Option<*mut Entry<K, V>> {
-        while *cursor < self.buckets.len() {
+        while *cursor < self.ctrl.len() {
             let word = *cursor / 64;
             // Relaxed: exclusive access.
             let bits = self.summary[word].load(Ordering::Relaxed) & (!0u64 << (*cursor % 64));
@@ -413,20 +491,21 @@ impl<K, V> Table<K, V> {
             }
             let index = word * 64 + bits.trailing_zeros() as usize;
             *cursor = index;
-            let bucket = &self.buckets[index];
-            let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+            let word = &self.ctrl[index];
+            let ctrl = Control(word.load(Ordering::Relaxed));
             match ctrl.full().lowest() {
                 Some(slot) => {
-                    let next = ctrl.with_tag(slot, 0);
-                    bucket.ctrl.store(next.0, Ordering::Relaxed);
+                    let next = ctrl.without_tag(slot);
+                    word.store(next.0, Ordering::Relaxed);
                     if next.known_empty() {
                         self.set_summary(index, false);
                     }
                     // A load and a store rather than a `swap`: with exclusive access nothing can
                     // race, and on x86 a swap is a locked `xchg` (measured: a third of `drain`'s
                     // per-entry time on cached tables).
-                    let entry = bucket.slots[slot].load(Ordering::Relaxed);
-                    bucket.slots[slot].store(std::ptr::null_mut(), Ordering::Relaxed);
+                    let ptr = &self.slots[index].ptrs[slot];
+                    let entry = ptr.load(Ordering::Relaxed);
+                    ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
                     return Some(entry);
                 }
                 None => self.set_summary(index, false),
@@ -449,9 +528,11 @@ impl<K, V> Table<K, V> {
         index: usize,
         out: &mut [*const Entry<K, V>; SLOTS],
     ) -> Option<usize> {
-        let bucket = self.buckets.get(index)?;
+        let word = self.ctrl.get(index)?;
+        // SAFETY: the two arrays have the same length, and `index` is in bounds of `ctrl`.
+        let slots = unsafe { self.slots.get_unchecked(index) };
         // Acquire: as in `find`, the tags we act on come with their slot pointers.
-        let ctrl = Control(bucket.ctrl.load(Ordering::Acquire));
+        let ctrl = Control(word.load(Ordering::Acquire));
         let mut n = 0;
         for slot in ctrl.full() {
             // Acquire: as in `find`, the entry's contents are visible once we see its pointer (a
@@ -459,7 +540,7 @@ impl<K, V> Table<K, V> {
             // saw may already be null again (a removal after our control load): that entry was
             // not present for the whole walk, and skipping it is allowed.
             // SAFETY: `full` yields slot numbers below `SLOTS`.
-            let ptr = unsafe { bucket.slots.get_unchecked(slot) }.load(Ordering::Acquire);
+            let ptr = unsafe { slots.ptrs.get_unchecked(slot) }.load(Ordering::Acquire);
             if !ptr.is_null() {
                 // SAFETY: a bucket has `SLOTS` slots, so at most `SLOTS` are full and `n < SLOTS`.
                 unsafe { *out.get_unchecked_mut(n) = ptr };
@@ -474,7 +555,7 @@ impl<K, V> Table<K, V> {
     pub(crate) fn load_ctrl(&self, index: usize) -> Control {
         // Acquire: as in `find`, the tags we act on come with their slot pointers, and an
         // overflow count we read is at least the one stored before any entry we saw past it.
-        Control(self.buckets[index].ctrl.load(Ordering::Acquire))
+        Control(self.ctrl[index].load(Ordering::Acquire))
     }
 
     /// For a lock-free reader: the entry in `slot` of bucket `index`, if any.
@@ -483,7 +564,7 @@ impl<K, V> Table<K, V> {
     /// As for [`Table::find`].
     pub(crate) unsafe fn load_entry(&self, index: usize, slot: usize) -> Option<&Entry<K, V>> {
         // Acquire: as in `find`, the entry's contents are visible once we see its pointer.
-        let ptr = self.buckets[index].slots[slot].load(Ordering::Acquire);
+        let ptr = self.slots[index].ptrs[slot].load(Ordering::Acquire);
         // SAFETY: per this function's contract a non-null slot pointer is a live entry for as long
         // as the caller's guard.
         unsafe { ptr.as_ref() }
@@ -495,24 +576,25 @@ impl<K, V> Table<K, V> {
     /// once. Reads only: the pointers are never dereferenced, so it needs no guard.
     #[inline]
     pub(crate) fn prefetch_entries(&self, index: usize) {
-        let Some(bucket) = self.buckets.get(index) else {
+        let (Some(word), Some(slots)) = (self.ctrl.get(index), self.slots.get(index)) else {
             return;
         };
         // Relaxed: nothing is read through these pointers; a stale one costs a useless prefetch.
-        let ctrl = Control(bucket.ctrl.load(Ordering::Relaxed));
+        let ctrl = Control(word.load(Ordering::Relaxed));
         for slot in ctrl.full() {
             // SAFETY: `full` yields slot numbers below `SLOTS`.
-            let ptr = unsafe { bucket.slots.get_unchecked(slot) }.load(Ordering::Relaxed);
+            let ptr = unsafe { slots.ptrs.get_unchecked(slot) }.load(Ordering::Relaxed);
             prefetch(ptr);
         }
     }
 
-    /// Hints the CPU to start loading bucket `index`'s line (nothing past the last bucket); reads
-    /// nothing, so it needs no guard.
+    /// Hints the CPU to start loading bucket `index`'s slot line (nothing past the last bucket;
+    /// the control words are read in order, which the hardware prefetcher follows by itself);
+    /// reads nothing, so it needs no guard.
     #[inline]
     pub(crate) fn prefetch_bucket(&self, index: usize) {
-        if let Some(bucket) = self.buckets.get(index) {
-            prefetch(bucket);
+        if let Some(slots) = self.slots.get(index) {
+            prefetch(slots);
         }
     }
 }
@@ -569,7 +651,7 @@ mod tests {
             }
         }
         for b in 0..4 {
-            let ctrl = Control(table.buckets[b].ctrl.load(Ordering::Relaxed));
+            let ctrl = Control(table.ctrl[b].load(Ordering::Relaxed));
             assert_eq!(ctrl, Control(0), "bucket {b} is back to all-zero");
         }
         let counts = table.for_each_occupied(|_| panic!("no bucket is occupied"));
