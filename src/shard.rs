@@ -72,6 +72,7 @@ pub(crate) struct ShardWriter<'s, 'g, K, V> {
 }
 
 impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
+    #[inline]
     fn drop(&mut self) {
         if !self.released {
             // SAFETY: `locked` is dropped exactly once, here, and not used afterwards.
@@ -182,6 +183,7 @@ impl<K, V> Shard<K, V> {
         unsafe { table.find(hash, key) }.map(|found| found.entry)
     }
 
+    #[inline]
     fn lock(&self, ctx: &Ctx<'_>) -> Locked<'_, K, V> {
         let held = Held::enter(ctx.map_id, self as *const Self as usize, ctx.call);
         Locked {
@@ -191,6 +193,7 @@ impl<K, V> Shard<K, V> {
     }
 
     /// The table a lock holder writes to.
+    #[inline]
     fn current_locked<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V> {
         // Relaxed: the pointer is only stored under the lock the caller holds, so the lock orders
         // the last store before this load.
@@ -202,6 +205,7 @@ impl<K, V> Shard<K, V> {
 
 impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     /// Takes the shard's writer lock for one write, under `guard`.
+    #[inline]
     pub(crate) fn writer<'s, 'g>(
         &'s self,
         ctx: &'s Ctx<'s>,
@@ -224,6 +228,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     /// wait in this thread's local bag for unrelated activity, and see [`ShardWriter`] for why not
     /// under the lock).
     #[must_use]
+    #[inline]
     fn discard(
         &self,
         ctx: &Ctx<'_>,
@@ -491,6 +496,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
 
 impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     /// Looks `key` up in the current table.
+    #[inline]
     pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<Slot<'g, K, V>>
     where
         K: Borrow<Q>,
@@ -506,6 +512,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
 
     /// Inserts a key that `find` just reported absent, growing the table first if it is at its
     /// load threshold. Returns the published entry.
+    #[inline]
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -558,6 +565,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     }
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
+    #[inline]
     pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
@@ -571,6 +579,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     }
 
     /// An unpublished entry in a slot of the shard's slab.
+    #[inline]
     fn new_entry(&mut self, key: K, value: V) -> *mut Entry<K, V> {
         self.shard
             .slab
@@ -607,6 +616,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     }
 
     /// Unlinks the entry at `at`, which `find` located for a key with `hash`.
+    #[inline]
     pub(crate) fn remove(&mut self, hash: u64, at: Slot<'_, K, V>) {
         // SAFETY: lock held; `at` came from `find(hash, ..)` on this table under this lock.
         let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
