@@ -200,12 +200,6 @@ impl<K, V> EntrySlab<K, V> {
                     .expect("a refill provides at least one slot")
             }
         };
-        // Start loading the slot the next insert will take: slots come back only after a grace
-        // period, so it is cold, and the store of the next entry would otherwise miss while the
-        // shard lock is held (the unlock's locked instruction waits for that store).
-        if let Some(next) = cache.slots.last() {
-            crate::table::prefetch(next.as_ptr());
-        }
         let ptr = slot.as_ptr().cast::<Entry<K, V>>();
         // Chunks are allocated with alignment `ALIGN` and slots are `SLOT`-strided from the
         // `ALIGN`-aligned offset `FIRST`, so every slot is aligned for an entry.
