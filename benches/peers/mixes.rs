@@ -26,27 +26,25 @@
 //! `epochmap-inline` is epochmap built with `ReclaimMode::Inline` (no background reclaimer), to
 //! show what the hand-off to the reclaimer thread costs.
 //!
-//! `floor-inline` and `floor-boxed` (exchange and rapid-grow only) are not maps anyone should use
-//! but the write path's layout floor (issue 11): one `Mutex<hashbrown::HashTable>` per shard, with
-//! the entries inline (dashmap's layout) or each in a heap block the table points to (epochmap's
-//! indirection, which keeps a value's address stable, without any of epochmap's other costs: no
-//! epoch, no lock-free reads, gets take the mutex). Their ratio is what out-of-line entries cost
-//! by themselves.
+//! `floor-inline`, `floor-pool` and `floor-epoch` (exchange and rapid-grow only) are not maps
+//! anyone should use but the write path's floors (issue 11), described in `floor.rs`: dashmap's
+//! structure with entries inline, behind a pointer into a per-shard pool, and behind a pointer with
+//! an epoch pin per operation and batched retirement. Their ratios are what stable addresses and
+//! epoch reclamation cost by themselves.
 
 use std::collections::HashMap as StdHashMap;
-use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Barrier, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use crossbeam_utils::CachePadded;
 use epochmap::{EpochMap, ReclaimMode};
 
 mod common;
+mod floor;
 use common::{hasher, key, pick, Hasher, Rng, Zipf};
 
 /// Operations one pinned handle covers (epochmap `pin()`, papaya `pin()`).
@@ -305,112 +303,6 @@ impl MixMap for SccIndex {
     fn prefill(&self, keys: impl Iterator<Item = u64>) {
         for k in keys {
             let _ = self.0.insert(k, k);
-        }
-    }
-}
-
-/// A write-path floor model: `FLOOR_SHARDS` mutex-guarded hashbrown tables of `T` (see the module
-/// docs), padded apart as the map's own shards are.
-struct Floor<T> {
-    shards: Box<[CachePadded<Mutex<hashbrown::HashTable<T>>>]>,
-    hasher: Hasher,
-}
-
-/// dashmap's and epochmap's default shard count on this machine's 2 cores (four per core).
-const FLOOR_SHARDS: usize = 8;
-
-/// How a floor model stores an entry: inline, or behind a pointer.
-trait FloorEntry: Send {
-    fn new(k: u64, v: u64) -> Self;
-    fn key(&self) -> u64;
-    fn value(&self) -> u64;
-}
-
-impl FloorEntry for (u64, u64) {
-    fn new(k: u64, v: u64) -> Self {
-        (k, v)
-    }
-    fn key(&self) -> u64 {
-        self.0
-    }
-    fn value(&self) -> u64 {
-        self.1
-    }
-}
-
-impl FloorEntry for Box<(u64, u64)> {
-    fn new(k: u64, v: u64) -> Self {
-        Box::new((k, v))
-    }
-    fn key(&self) -> u64 {
-        self.0
-    }
-    fn value(&self) -> u64 {
-        self.1
-    }
-}
-
-impl<T: FloorEntry> Floor<T> {
-    fn new() -> Self {
-        Floor {
-            shards: (0..FLOOR_SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(hashbrown::HashTable::new())))
-                .collect(),
-            hasher: hasher(),
-        }
-    }
-
-    fn shard(&self, k: u64) -> (u64, MutexGuard<'_, hashbrown::HashTable<T>>) {
-        let hash = self.hasher.hash_one(k);
-        // Bits hashbrown leaves alone: it indexes with the low bits and tags with the top seven.
-        let shard = &self.shards[(hash >> 32) as usize % FLOOR_SHARDS];
-        (hash, shard.lock().unwrap())
-    }
-
-    fn insert(&self, k: u64, v: u64) {
-        let (hash, mut t) = self.shard(k);
-        match t.find_mut(hash, |e| e.key() == k) {
-            Some(e) => *e = T::new(k, v),
-            None => {
-                let hasher = &self.hasher;
-                t.insert_unique(hash, T::new(k, v), |e| hasher.hash_one(e.key()));
-            }
-        }
-    }
-}
-
-impl<T: FloorEntry> MixMap for Floor<T> {
-    fn run(&self, ops: &[(Op, u64)]) -> u64 {
-        let mut sum = 0u64;
-        for &(op, k) in ops {
-            match op {
-                Op::Get => {
-                    let (hash, t) = self.shard(k);
-                    if let Some(e) = t.find(hash, |e| e.key() == k) {
-                        sum = sum.wrapping_add(e.value());
-                    }
-                }
-                Op::Insert => self.insert(k, k),
-                Op::Remove => {
-                    let (hash, mut t) = self.shard(k);
-                    if let Ok(e) = t.find_entry(hash, |e| e.key() == k) {
-                        e.remove();
-                    }
-                }
-                Op::Update => {
-                    let (hash, mut t) = self.shard(k);
-                    if let Some(e) = t.find_mut(hash, |e| e.key() == k) {
-                        // Copy-on-write, as epochmap's `update` does.
-                        *e = T::new(k, e.value().wrapping_add(1));
-                    }
-                }
-            }
-        }
-        sum
-    }
-    fn prefill(&self, keys: impl Iterator<Item = u64>) {
-        for k in keys {
-            self.insert(k, k);
         }
     }
 }
@@ -675,8 +567,9 @@ fn mixes(c: &mut Criterion) {
                 RwStd(RwLock::new(StdHashMap::with_hasher(hasher())))
             });
             if w.name != "read-heavy" {
-                bench_map(c, w, dist, z, "floor-inline", Floor::<(u64, u64)>::new);
-                bench_map(c, w, dist, z, "floor-boxed", Floor::<Box<(u64, u64)>>::new);
+                bench_map(c, w, dist, z, "floor-inline", floor::Inline::new);
+                bench_map(c, w, dist, z, "floor-pool", floor::Pooled::new);
+                bench_map(c, w, dist, z, "floor-epoch", floor::Epoch::new);
             }
         }
     }

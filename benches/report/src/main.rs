@@ -223,7 +223,8 @@ const ORDER: &[&str] = &[
     "scc-index",
     "rwlock-std",
     "floor-inline",
-    "floor-boxed",
+    "floor-pool",
+    "floor-epoch",
     "hashbrown",
     "hashbrown+pin",
     "std",
@@ -659,22 +660,26 @@ fn write_path_targets(db: &Db) -> Vec<Target> {
                     ),
                     met: alloc.is_empty().then_some(rd >= 0.8 && ri >= 1.0),
                 });
-                if let (Some(fi), Some(fb)) = (
+                if let (Some(fi), Some(fp), Some(fe)) = (
                     db.get(&g, "floor-inline", two),
-                    db.get(&g, "floor-boxed", two),
+                    db.get(&g, "floor-pool", two),
+                    db.get(&g, "floor-epoch", two),
                 ) {
                     t.push(Target {
                         what: format!(
-                            "(floor) {w} ({dist}), 2 threads{alloc}: a sharded-mutex hashbrown \
-                             with entries behind a pointer ÷ the same with entries inline"
+                            "(floor) {w} ({dist}), 2 threads{alloc}: dashmap's structure with \
+                             entries behind a pointer, retired through the epoch (floor-epoch) \
+                             ÷ the same with entries inline (floor-inline)"
                         ),
                         measured: format!(
-                            "{} ({} vs {} ops/s); dashmap = {} of floor-inline, epochmap = {} of floor-boxed",
-                            ratio(fb.ops() / fi.ops()),
-                            mops(fb.ops()),
+                            "{} ({} vs {} ops/s; the pointer alone, floor-pool: {}); dashmap = {} \
+                             of floor-inline, epochmap = {} of floor-epoch",
+                            ratio(fe.ops() / fi.ops()),
+                            mops(fe.ops()),
                             mops(fi.ops()),
+                            ratio(fp.ops() / fi.ops()),
                             ratio(d.ops() / fi.ops()),
-                            ratio(e.ops() / fb.ops())
+                            ratio(e.ops() / fe.ops())
                         ),
                         met: None,
                     });

@@ -1,0 +1,268 @@
+//! Write-path floor models for the mixes (issue 11): not maps anyone should use, but what a layout
+//! costs by itself. Each is `FLOOR_SHARDS` mutexes over hashbrown tables (dashmap's structure), and
+//! every operation, reads included, takes the shard's mutex:
+//!
+//! - `floor-inline`: entries inline in the table (dashmap's layout);
+//! - `floor-pool`: each entry in a slot of a per-shard pool that the table points to, freed back to
+//!   the pool at once, under the lock: the indirection that keeps a value's address stable, with no
+//!   allocator call and no epoch;
+//! - `floor-epoch`: `floor-pool` plus what a map whose `Ref`s outlive removal must add: an epoch pin
+//!   around each operation, and removed or replaced entries handed to crossbeam's epoch in batches
+//!   of 64 per shard, their slots returning to the pool only after the grace period.
+//!
+//! `floor-epoch ÷ floor-inline` is what stable addresses with epoch reclamation cost before any of
+//! epochmap's own machinery (lock-free reads, slab, memory accounting).
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_utils::CachePadded;
+
+use super::common::{hasher, Hasher};
+use super::{MixMap, Op};
+
+/// dashmap's and epochmap's default shard count on this machine's 2 cores (four per core).
+const FLOOR_SHARDS: usize = 8;
+
+/// Entries retired per hand-off to the epoch, as epochmap does.
+const EPOCH_BATCH: usize = 64;
+
+/// One shard's table, as each model stores it.
+pub trait FloorShard: Send + Default {
+    fn get(&mut self, hash: u64, k: u64) -> Option<u64>;
+    fn insert(&mut self, hasher: &Hasher, hash: u64, k: u64, v: u64);
+    fn remove(&mut self, hash: u64, k: u64);
+    /// Adds 1 to the value, copy-on-write as epochmap's `update` does.
+    fn update(&mut self, hash: u64, k: u64);
+    /// Makes the shard keep what it unlinks for [`unlinked`](Self::unlinked) (the epoch model)
+    /// instead of freeing it at once.
+    fn retire_through_epoch(&mut self) {}
+    /// Entries unlinked since the last call, for the epoch model to retire.
+    fn unlinked(&mut self) -> Option<&mut Vec<Slot>> {
+        None
+    }
+    /// Takes back slots whose grace period has passed.
+    fn reclaimed(&mut self, _slots: Vec<Slot>) {}
+}
+
+/// A floor model: `FLOOR_SHARDS` mutex-guarded shards, padded apart as the map's own shards are.
+/// `EPOCH` selects the epoch variant: a pin per operation and batched retirement.
+pub struct Floor<S, const EPOCH: bool> {
+    shards: Box<[CachePadded<Mutex<S>>]>,
+    /// Per shard, slots whose grace period has passed, pushed by the deferred functions (which
+    /// run inside some pin, where the shard lock is not held) and taken back under the lock.
+    returned: Box<[Arc<Mutex<Vec<Slot>>>]>,
+    hasher: Hasher,
+}
+
+/// Entries inline.
+pub type Inline = Floor<InlineShard, false>;
+/// Entries in a per-shard pool, freed at once.
+pub type Pooled = Floor<PoolShard, false>;
+/// Entries in a per-shard pool, retired through the epoch.
+pub type Epoch = Floor<PoolShard, true>;
+
+impl<S: FloorShard, const EPOCH: bool> Floor<S, EPOCH> {
+    pub fn new() -> Self {
+        Floor {
+            shards: (0..FLOOR_SHARDS)
+                .map(|_| {
+                    let mut shard = S::default();
+                    if EPOCH {
+                        shard.retire_through_epoch();
+                    }
+                    CachePadded::new(Mutex::new(shard))
+                })
+                .collect(),
+            returned: (0..FLOOR_SHARDS).map(|_| Arc::default()).collect(),
+            hasher: hasher(),
+        }
+    }
+
+    /// Runs `op` on `k`'s shard under its lock (and, for the epoch model, a pin), then retires
+    /// what it unlinked.
+    fn with<R>(&self, k: u64, op: impl FnOnce(&mut S, u64) -> R) -> R {
+        let hash = self.hasher.hash_one(k);
+        // Bits hashbrown leaves alone: it indexes with the low bits and tags with the top seven.
+        let at = (hash >> 32) as usize % FLOOR_SHARDS;
+        let guard = EPOCH.then(crossbeam_epoch::pin);
+        let mut shard = self.shards[at].lock().unwrap();
+        let result = op(&mut shard, hash);
+        let Some(guard) = guard else {
+            return result;
+        };
+        let back = std::mem::take(&mut *self.returned[at].lock().unwrap());
+        if !back.is_empty() {
+            shard.reclaimed(back);
+        }
+        let unlinked = shard
+            .unlinked()
+            .expect("the epoch model keeps its unlinked entries");
+        if unlinked.len() < EPOCH_BATCH {
+            return result;
+        }
+        let batch = std::mem::take(unlinked);
+        let returned = Arc::clone(&self.returned[at]);
+        guard.defer(move || returned.lock().unwrap().extend(batch));
+        drop(shard);
+        // After unlocking, as epochmap does: a batch must not wait in this thread's bag.
+        guard.flush();
+        result
+    }
+}
+
+impl<S: FloorShard, const EPOCH: bool> MixMap for Floor<S, EPOCH> {
+    fn run(&self, ops: &[(Op, u64)]) -> u64 {
+        let mut sum = 0u64;
+        for &(op, k) in ops {
+            match op {
+                Op::Get => {
+                    if let Some(v) = self.with(k, |s, hash| s.get(hash, k)) {
+                        sum = sum.wrapping_add(v);
+                    }
+                }
+                Op::Insert => self.with(k, |s, hash| s.insert(&self.hasher, hash, k, k)),
+                Op::Remove => self.with(k, |s, hash| s.remove(hash, k)),
+                Op::Update => self.with(k, |s, hash| s.update(hash, k)),
+            }
+        }
+        sum
+    }
+    fn prefill(&self, keys: impl Iterator<Item = u64>) {
+        for k in keys {
+            self.with(k, |s, hash| s.insert(&self.hasher, hash, k, k));
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct InlineShard(hashbrown::HashTable<(u64, u64)>);
+
+impl FloorShard for InlineShard {
+    fn get(&mut self, hash: u64, k: u64) -> Option<u64> {
+        self.0.find(hash, |e| e.0 == k).map(|e| e.1)
+    }
+    fn insert(&mut self, hasher: &Hasher, hash: u64, k: u64, v: u64) {
+        match self.0.find_mut(hash, |e| e.0 == k) {
+            Some(e) => *e = (k, v),
+            None => {
+                self.0.insert_unique(hash, (k, v), |e| hasher.hash_one(e.0));
+            }
+        }
+    }
+    fn remove(&mut self, hash: u64, k: u64) {
+        if let Ok(e) = self.0.find_entry(hash, |e| e.0 == k) {
+            e.remove();
+        }
+    }
+    fn update(&mut self, hash: u64, k: u64) {
+        if let Some(e) = self.0.find_mut(hash, |e| e.0 == k) {
+            *e = (k, e.1.wrapping_add(1));
+        }
+    }
+}
+
+/// Slots per chunk of a pool.
+const POOL_CHUNK: usize = 4096;
+
+/// A slot of a [`PoolShard`]'s pool. Only the pool makes them, each pointing into one of its
+/// chunks, which live as long as the pool: reading a slot is always reading initialised memory
+/// (a freed slot keeps its last entry, and nothing reads it before it is reused).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Slot(*mut (u64, u64));
+
+// SAFETY: a slot is only read or written by the holder of its shard's mutex; the deferred
+// functions of the epoch model only move slots between lists.
+unsafe impl Send for Slot {}
+
+impl Slot {
+    fn read(self) -> (u64, u64) {
+        // SAFETY: see the type's docs; the shard's lock is held by every caller.
+        unsafe { *self.0 }
+    }
+}
+
+/// A table of pointers into a per-shard pool of entry slots. In the epoch model, unlinked
+/// entries wait in `retired` instead of going back to `free` at once.
+#[derive(Default)]
+pub struct PoolShard {
+    table: hashbrown::HashTable<Slot>,
+    free: Vec<Slot>,
+    chunks: Vec<Box<[(u64, u64)]>>,
+    retired: Vec<Slot>,
+    epoch: bool,
+}
+
+impl PoolShard {
+    fn alloc(&mut self, entry: (u64, u64)) -> Slot {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let mut chunk = vec![(0, 0); POOL_CHUNK].into_boxed_slice();
+                self.free.extend(chunk[1..].iter_mut().map(|s| Slot(s)));
+                let first = Slot(&mut chunk[0]);
+                self.chunks.push(chunk);
+                first
+            }
+        };
+        // SAFETY: a free slot of a chunk this shard owns, and we hold its lock.
+        unsafe { slot.0.write(entry) };
+        slot
+    }
+
+    fn release(&mut self, slot: Slot) {
+        if self.epoch {
+            self.retired.push(slot);
+        } else {
+            self.free.push(slot);
+        }
+    }
+}
+
+impl FloorShard for PoolShard {
+    fn get(&mut self, hash: u64, k: u64) -> Option<u64> {
+        self.table
+            .find(hash, |e| e.read().0 == k)
+            .map(|e| e.read().1)
+    }
+    fn insert(&mut self, hasher: &Hasher, hash: u64, k: u64, v: u64) {
+        let new = self.alloc((k, v));
+        match self.table.find_mut(hash, |e| e.read().0 == k) {
+            Some(e) => {
+                let old = std::mem::replace(e, new);
+                self.release(old);
+            }
+            None => {
+                self.table
+                    .insert_unique(hash, new, |e| hasher.hash_one(e.read().0));
+            }
+        }
+    }
+    fn remove(&mut self, hash: u64, k: u64) {
+        if let Ok(e) = self.table.find_entry(hash, |e| e.read().0 == k) {
+            let (old, _) = e.remove();
+            self.release(old);
+        }
+    }
+    fn update(&mut self, hash: u64, k: u64) {
+        let Some(&old) = self.table.find(hash, |e| e.read().0 == k) else {
+            return;
+        };
+        let new = self.alloc((k, old.read().1.wrapping_add(1)));
+        let e = self
+            .table
+            .find_mut(hash, |&e| e == old)
+            .expect("found above");
+        *e = new;
+        self.release(old);
+    }
+    fn retire_through_epoch(&mut self) {
+        self.epoch = true;
+    }
+    fn unlinked(&mut self) -> Option<&mut Vec<Slot>> {
+        Some(&mut self.retired)
+    }
+    fn reclaimed(&mut self, slots: Vec<Slot>) {
+        self.free.extend(slots);
+    }
+}
