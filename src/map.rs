@@ -648,11 +648,15 @@ where
         let guard = epoch::pin();
         let new: *const Entry<K, V> = {
             let hash = self.hash(key);
+            let shard = self.shard(hash);
+            // Lock-free miss, as in `remove_if`: no lock for keys that are not there, and the
+            // probe's cache misses are taken before the lock rather than under it.
+            shard.find(hash, key, &guard)?;
             let ctx = self.ctx();
             // Declared before the writer, so that if `K::clone` panics the unwinding drops the new
             // value after the writer has released the lock: no user `Drop` under the lock.
             let value;
-            let mut writer = self.shard(hash).writer(&ctx, &guard);
+            let mut writer = shard.writer(&ctx, &guard);
             let at = writer.find(hash, key)?;
             value = f(&at.entry.value);
             let key = at.entry.key.clone();
