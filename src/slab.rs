@@ -186,19 +186,14 @@ impl<K, V> EntrySlab<K, V> {
 
     /// Moves `entry` into a slot and returns it. The caller holds the shard lock that guards
     /// `cache`, and later frees the entry with a [`Releaser`] of this slab (or [`take`](Self::take)).
+    #[inline]
     pub(crate) fn alloc(&self, cache: &mut SlabCache, entry: Entry<K, V>) -> *mut Entry<K, V> {
         if !Self::POOLED {
             return Box::into_raw(Box::new(entry));
         }
         let slot = match cache.slots.pop() {
             Some(slot) => slot,
-            None => {
-                self.refill(cache);
-                cache
-                    .slots
-                    .pop()
-                    .expect("a refill provides at least one slot")
-            }
+            None => self.refill_and_take(cache),
         };
         let ptr = slot.as_ptr().cast::<Entry<K, V>>();
         // Chunks are allocated with alignment `ALIGN` and slots are `SLOT`-strided from the
@@ -294,6 +289,18 @@ impl<K, V> EntrySlab<K, V> {
         state.slots += slots;
         self.chunk_bytes.fetch_add(layout.size(), Ordering::Relaxed);
         Ok(chunk)
+    }
+
+    /// [`refill`](Self::refill)s `cache` (which is empty) and takes one of the slots: the cold part
+    /// of [`alloc`](Self::alloc), once per [`REFILL`] entries, kept out of the inlined path.
+    #[cold]
+    #[inline(never)]
+    fn refill_and_take(&self, cache: &mut SlabCache) -> NonNull<u8> {
+        self.refill(cache);
+        cache
+            .slots
+            .pop()
+            .expect("a refill provides at least one slot")
     }
 
     /// Takes up to [`REFILL`] slots into `cache` (which is empty), carving a new chunk if no chunk
