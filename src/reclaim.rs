@@ -162,14 +162,16 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     if batch.is_empty() {
         return;
     }
-    let job = EntryJob {
+    // Boxed here, once: the closure below then captures two words, which crossbeam stores inline
+    // in its bag (a larger closure it boxes itself), and the reclaimer's queue takes the same box.
+    let job = Box::new(EntryJob {
         bytes: batch.len() * Entry::<K, V>::BYTES,
         batch: batch.into_iter().map(SendPtr::new).collect(),
         counters: Arc::clone(counters),
         slab: Arc::clone(slab),
-    };
+    });
     let free = move || match mode {
-        ReclaimMode::Background => background::enqueue(Box::new(job), false),
+        ReclaimMode::Background => background::enqueue(job, false),
         ReclaimMode::Inline => job.run(),
     };
     // SAFETY: `free` only touches entries unlinked before `guard` deferred it, which the epoch
