@@ -293,14 +293,16 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ) -> &'g Table<K, V> {
         let fresh = epoch::Owned::new(fresh);
         old.for_each_occupied(|index| {
-            for (_, entry) in old.entries_in(index) {
+            for (slot, entry) in old.entries_in(index) {
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
-                let hash = hasher(unsafe { &(*entry).key });
-                // If `hasher` panics, `fresh` drops and frees only its arrays: the entries still
-                // belong to `old`.
-                // SAFETY: `fresh` is unpublished (we are its only writer), keys are distinct, and
-                // `buckets` was sized to hold every entry below the load threshold.
-                unsafe { fresh.insert_new(hash, entry) };
+                let hash = || hasher(unsafe { &(*entry).key });
+                // The entry's placement usually says where it goes without reading its key (see
+                // `Placement`). If `hasher` panics, `fresh` drops and frees only its arrays: the
+                // entries still belong to `old`.
+                // SAFETY: `fresh` is unpublished (we are its only writer), keys are distinct, the
+                // fresh table was sized to hold every entry below the load threshold, and `old`
+                // is locked.
+                unsafe { fresh.insert_moved(old, index, slot, entry, hash) };
             }
         });
         // SAFETY: the lock is held, `fresh` holds every entry of the current table, so the old

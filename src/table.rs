@@ -14,7 +14,7 @@
 use std::borrow::Borrow;
 
 use crate::array::ZeroedArray;
-use crate::bucket::{tag_of, Control, Slots, SLOTS};
+use crate::bucket::{tag_of, Control, Placement, Slots, SLOTS};
 use crate::entry::Entry;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -77,6 +77,9 @@ pub(crate) struct Table<K, V> {
     slots: ZeroedArray<Slots<K, V>>,
     summary: ZeroedArray<AtomicU64>,
     mask: usize,
+    /// `log2(bucket count)`, kept rather than derived: `count_ones` is a dozen instructions on
+    /// x86_64's baseline (no `popcnt`), on every insert.
+    log2: u32,
 }
 
 impl<K, V> Table<K, V> {
@@ -104,6 +107,7 @@ impl<K, V> Table<K, V> {
             // SAFETY: zero is a valid `AtomicU64`.
             summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) }?,
             mask: buckets - 1,
+            log2: buckets.trailing_zeros(),
         })
     }
 
@@ -143,6 +147,12 @@ impl<K, V> Table<K, V> {
     #[inline]
     fn home(&self, hash: u64) -> usize {
         hash as usize & self.mask
+    }
+
+    /// The bucket count's base-2 logarithm: how many low hash bits index a bucket.
+    #[inline]
+    fn log2(&self) -> u32 {
+        self.log2
     }
 
     /// Whether `bucket` is the home bucket of `hash` in this table.
@@ -260,35 +270,98 @@ impl<K, V> Table<K, V> {
     /// The caller is this table's only writer (it holds the shard lock, or the table is not yet
     /// published), `entry` is a live entry whose key hashes to `hash` and is not in the table, and
     /// the table is below its load threshold, so a free slot exists.
+    #[inline]
     pub(crate) unsafe fn insert_new(&self, hash: u64, entry: *mut Entry<K, V>) {
-        let home = self.home(hash);
+        let log2 = self.log2();
+        let placed = move |displacement| Placement::new(hash, log2, displacement);
+        // SAFETY: the caller's contract; `home` is `hash`'s home bucket.
+        unsafe { self.place(self.home(hash), tag_of(hash), entry, placed) }
+    }
+
+    /// Publishes entry `entry`, which sits in slot `slot` of bucket `index` of `old`, in this
+    /// table, which is being built to replace `old` (growth, shrink). Its home bucket here comes
+    /// from the slot's [`Placement`] when that holds enough hash bits, without touching the entry;
+    /// otherwise from `hash_of()`, its hash, which the caller computes from its key. Returns
+    /// whether `hash_of` was called.
+    ///
+    /// # Safety
+    /// As for [`Table::insert_new`], and `old` is the table the entry was taken from, owned or
+    /// locked by the caller.
+    pub(crate) unsafe fn insert_moved(
+        &self,
+        old: &Table<K, V>,
+        index: usize,
+        slot: usize,
+        entry: *mut Entry<K, V>,
+        hash_of: impl FnOnce() -> u64,
+    ) -> bool {
+        // Relaxed: the caller owns `old` or holds its lock (see `Slots::placements`).
+        let tag = Control(old.ctrl[index].load(Ordering::Relaxed)).tag(slot);
+        let (from, to) = (old.log2(), self.log2());
+        match old.slots[index].placement(slot).relocate(index, from, to) {
+            Some((home, bits)) => {
+                let placed = move |displacement| Placement::relocated(bits, displacement);
+                // SAFETY: the caller's contract; `home` is the entry's home bucket here.
+                unsafe { self.place(home, tag, entry, placed) };
+                false
+            }
+            None => {
+                let hash = hash_of();
+                let placed = move |displacement| Placement::new(hash, to, displacement);
+                // SAFETY: as above, with the home bucket from the entry's hash.
+                unsafe { self.place(self.home(hash), tag, entry, placed) };
+                true
+            }
+        }
+    }
+
+    /// Publishes `entry` (tag `tag`) in the first free slot from bucket `home` on, recording the
+    /// slot's placement as `placed(displacement)`.
+    ///
+    /// # Safety
+    /// As for [`Table::insert_new`], with `home` the entry's home bucket and `tag` its tag.
+    #[inline(always)]
+    unsafe fn place(
+        &self,
+        home: usize,
+        tag: u8,
+        entry: *mut Entry<K, V>,
+        placed: impl FnOnce(usize) -> Placement,
+    ) {
         // SAFETY: `home <= mask`, the last bucket.
         let ctrl = Control(unsafe { self.ctrl.get_unchecked(home) }.load(Ordering::Relaxed));
         // Relaxed (above and in `insert_past`): only the writer that holds the shard lock stores
         // control words.
         match ctrl.first_free() {
             // SAFETY: `home` is a bucket and `slot` a free slot of it; the caller's contract.
-            Some(slot) => unsafe { self.publish_at(home, slot, ctrl, tag_of(hash), entry) },
+            Some(slot) => unsafe { self.publish_at(home, slot, ctrl, tag, entry, placed(0)) },
             // SAFETY: the caller's contract.
-            None => unsafe { self.insert_past(home, tag_of(hash), entry) },
+            None => unsafe { self.insert_past(home, tag, entry, placed) },
         }
     }
 
-    /// [`insert_new`](Self::insert_new) when the home bucket `home` is full: raises the overflow
-    /// count of every full bucket from `home` on and publishes the entry in the first free slot.
+    /// [`place`](Self::place) when the home bucket `home` is full: raises the overflow count of
+    /// every full bucket from `home` on and publishes the entry in the first free slot.
     ///
     /// # Safety
-    /// As for [`Table::insert_new`], and `home` is `entry`'s home bucket.
+    /// As for [`Table::place`].
     #[cold]
     #[inline(never)]
-    unsafe fn insert_past(&self, home: usize, tag: u8, entry: *mut Entry<K, V>) {
+    unsafe fn insert_past(
+        &self,
+        home: usize,
+        tag: u8,
+        entry: *mut Entry<K, V>,
+        placed: impl FnOnce(usize) -> Placement,
+    ) {
         let mut index = home;
-        for _ in 0..self.ctrl.len() {
+        for displacement in 0..self.ctrl.len() {
             let word = &self.ctrl[index];
             let ctrl = Control(word.load(Ordering::Relaxed));
             if let Some(slot) = ctrl.first_free() {
+                let placement = placed(displacement);
                 // SAFETY: `index` is a bucket and `slot` a free slot of it.
-                unsafe { self.publish_at(index, slot, ctrl, tag, entry) };
+                unsafe { self.publish_at(index, slot, ctrl, tag, entry, placement) };
                 return;
             }
             // Release, like every store of a control word: a reader that acquires this value must
@@ -299,8 +372,8 @@ impl<K, V> Table<K, V> {
         unreachable!("a table below its load threshold always has a free slot");
     }
 
-    /// Stores `entry` in the free `slot` of bucket `index`, whose control word is `ctrl`, then
-    /// publishes it by setting the slot's tag.
+    /// Stores `entry` and its `placement` in the free `slot` of bucket `index`, whose control word
+    /// is `ctrl`, then publishes it by setting the slot's tag.
     ///
     /// # Safety
     /// The caller is this table's only writer, `index` is a bucket, `slot` is free in `ctrl`, and
@@ -313,14 +386,18 @@ impl<K, V> Table<K, V> {
         ctrl: Control,
         tag: u8,
         entry: *mut Entry<K, V>,
+        placement: Placement,
     ) {
         // SAFETY: `index` is a bucket and `slot < SLOTS` (the caller's contract).
-        let (word, ptr) = unsafe {
+        let (word, slots) = unsafe {
             (
                 self.ctrl.get_unchecked(index),
-                self.slots.get_unchecked(index).ptrs.get_unchecked(slot),
+                self.slots.get_unchecked(index),
             )
         };
+        slots.set_placement(slot, placement);
+        // SAFETY: `slot < SLOTS`.
+        let ptr = unsafe { slots.ptrs.get_unchecked(slot) };
         // Release: the entry's contents are visible to whoever acquires this pointer.
         ptr.store(entry, Ordering::Release);
         // Release: a reader that sees the tag (Acquire) also sees the pointer stored above.
