@@ -125,8 +125,26 @@ fn a_cursor_for_a_shard_this_map_does_not_have_ends_the_scan() {
             other.insert(k, k);
         }
         let (_, from_other) = other.pin().scan(ScanCursor::default(), 7);
-        let (found, _) = pinned.scan(from_other.unwrap(), usize::MAX);
-        assert!(found.len() <= 100, "{config}");
+        let (found, next) = pinned.scan(from_other.unwrap(), usize::MAX);
+        assert_eq!(
+            next, None,
+            "an unlimited budget finishes the scan, {config}"
+        );
+        let mut keys: Vec<u64> = found
+            .iter()
+            .map(|&(k, v)| {
+                assert_eq!(*v, value_of(*k), "an entry of this map, whole, {config}");
+                *k
+            })
+            .collect();
+        keys.sort_unstable();
+        let returned = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), returned, "no entry twice, {config}");
+        assert!(
+            keys.iter().all(|&k| k < 100),
+            "only this map's keys, {config}"
+        );
     });
 }
 
