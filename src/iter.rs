@@ -23,7 +23,7 @@ use crate::table::Table;
 use crossbeam_utils::CachePadded as Padded;
 
 /// How far ahead of the bucket it reads a large walk prefetches: the entries of the next bucket
-/// (each one a random slot of the shard's slab, so a miss), and the bucket line this many further
+/// (each one a random slot of the shard's slab, so a miss), and the slot line this many further
 /// on (buckets are read in order, but the hardware prefetcher alone kept up with neither). Both
 /// distances are the fastest of those measured (see "Iteration" in docs/design.md): prefetching
 /// entries two or more buckets ahead was slower.
@@ -38,9 +38,9 @@ const PREFETCH_MIN_BUCKETS: usize = 1 << 18;
 /// The walk itself, without a guard of its own: the caller passes the same pinned guard each time.
 ///
 /// It reads a whole bucket at once (one control-word load, one load per full slot) into a small
-/// buffer and yields from there, so the common `next` is a buffer read and the bucket's line is
+/// buffer and yields from there, so the common `next` is a buffer read and the bucket's slot line is
 /// touched once. On large maps, entering a bucket also starts loading the next bucket's entries
-/// and a bucket line further on.
+/// and a slot line further on.
 pub(crate) struct RawIter<'m, K, V> {
     shards: &'m [Padded<Shard<K, V>>],
     next_shard: usize,

@@ -594,7 +594,7 @@ impl<K, V> Table<K, V> {
     /// For a lock-free reader: the entries of bucket `index`, read with one control-word load and
     /// one slot load per full slot, stored in `out[..n]`; returns `n`, or `None` past the last
     /// bucket. Reading the whole bucket at once lets an iterator yield from a local buffer and
-    /// read the bucket's line once.
+    /// read the bucket's slot line once.
     ///
     /// # Safety
     /// As for [`Table::find`]: every pointer stored in `out[..n]` is then a live entry for as long
