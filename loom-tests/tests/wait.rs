@@ -65,3 +65,45 @@ fn a_wait_that_returns_true_sees_the_drops_it_waited_for() {
         assert_eq!(dropped.load(Ordering::Relaxed), 2);
     });
 }
+
+/// The same promise for the map's own counters: once `wait_for_reclamation` returns `true`, the
+/// statistics of what it waited for are final. The interleaving: the clearer thread clears a
+/// table holding two entries (a full retire), says so through `cleared` (`Release`) and drives
+/// reclamation itself, so it may be the thread that frees the table. If the job counted the table
+/// as reclaimed only after taking its bytes off `pending_bytes` (as it once did), the main thread
+/// could read pending 0, return `true`, and still see one table retired and none reclaimed.
+#[test]
+fn a_wait_that_returns_true_sees_the_counts_of_what_it_waited_for() {
+    model(|| {
+        let cleared = Arc::new(AtomicBool::new(false));
+        let map: Arc<EpochMap<u64, u64, IdHash>> = Arc::new(
+            EpochMap::builder()
+                .shards(1)
+                .hasher(IdHash)
+                .reclaim_mode(ReclaimMode::Inline)
+                .build(),
+        );
+        map.insert(0, 0);
+        map.insert(1, 1);
+
+        let clearer = {
+            let (map, cleared) = (Arc::clone(&map), Arc::clone(&cleared));
+            thread::spawn(move || {
+                map.clear();
+                cleared.store(true, Ordering::Release);
+                let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
+            })
+        };
+        if cleared.load(Ordering::Acquire)
+            && map.wait_for_reclamation(std::time::Duration::from_secs(1))
+        {
+            let stats = map.memory_stats();
+            assert_eq!(stats.tables_retired, stats.tables_reclaimed, "{stats:?}");
+            assert_eq!(stats.entries_reclaimed, 2, "{stats:?}");
+        }
+        clearer.join().unwrap();
+        assert!(map.wait_for_reclamation(std::time::Duration::from_secs(1)));
+        let stats = map.memory_stats();
+        assert_eq!(stats.tables_retired, stats.tables_reclaimed, "{stats:?}");
+    });
+}
