@@ -4,8 +4,9 @@
 //!
 //! * **Zeroed by the allocator, lazily.** All-zero control words and slot lines are a valid empty
 //!   bucket, so a fresh table is an `alloc_zeroed` call per array and needs no per-bucket
-//!   initialisation. Slot lines want 64-byte alignment, but std's `System` allocator serves `alloc_zeroed` with `calloc` only for alignments
-//!   up to its natural one (16 bytes on 64-bit targets); above that it takes an aligned allocation
+//!   initialisation. Slot lines want 64-byte alignment, but std's `System` allocator serves
+//!   `alloc_zeroed` with `calloc` only for alignments up to its natural one (16 bytes on 64-bit
+//!   targets); above that it takes an aligned allocation
 //!   and `memset`s it, touching every page. So arrays of over-aligned elements are requested at the
 //!   natural alignment with [`slack`](ZeroedArray::slack) bytes to spare and aligned up inside the
 //!   block. Large blocks then come from `calloc`'s fresh `mmap` pages, which the kernel zeroes on

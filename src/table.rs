@@ -149,12 +149,6 @@ impl<K, V> Table<K, V> {
         hash as usize & self.mask
     }
 
-    /// The bucket count's base-2 logarithm: how many low hash bits index a bucket.
-    #[inline]
-    fn log2(&self) -> u32 {
-        self.log2
-    }
-
     /// Whether `bucket` is the home bucket of `hash` in this table.
     #[inline]
     pub(crate) fn is_home(&self, hash: u64, bucket: usize) -> bool {
@@ -272,7 +266,7 @@ impl<K, V> Table<K, V> {
     /// the table is below its load threshold, so a free slot exists.
     #[inline]
     pub(crate) unsafe fn insert_new(&self, hash: u64, entry: *mut Entry<K, V>) {
-        let log2 = self.log2();
+        let log2 = self.log2;
         let placed = move |displacement| Placement::new(hash, log2, displacement);
         // SAFETY: the caller's contract; `home` is `hash`'s home bucket.
         unsafe { self.place(self.home(hash), tag_of(hash), entry, placed) }
@@ -281,8 +275,7 @@ impl<K, V> Table<K, V> {
     /// Publishes entry `entry`, which sits in slot `slot` of bucket `index` of `old`, in this
     /// table, which is being built to replace `old` (growth, shrink). Its home bucket here comes
     /// from the slot's [`Placement`] when that holds enough hash bits, without touching the entry;
-    /// otherwise from `hash_of()`, its hash, which the caller computes from its key. Returns
-    /// whether `hash_of` was called.
+    /// otherwise from `hash_of()`, its hash, which the caller computes from its key.
     ///
     /// # Safety
     /// As for [`Table::insert_new`], and `old` is the table the entry was taken from, owned or
@@ -294,23 +287,21 @@ impl<K, V> Table<K, V> {
         slot: usize,
         entry: *mut Entry<K, V>,
         hash_of: impl FnOnce() -> u64,
-    ) -> bool {
+    ) {
         // Relaxed: the caller owns `old` or holds its lock (see `Slots::placements`).
         let tag = Control(old.ctrl[index].load(Ordering::Relaxed)).tag(slot);
-        let (from, to) = (old.log2(), self.log2());
+        let (from, to) = (old.log2, self.log2);
         match old.slots[index].placement(slot).relocate(index, from, to) {
             Some((home, bits)) => {
                 let placed = move |displacement| Placement::relocated(bits, displacement);
                 // SAFETY: the caller's contract; `home` is the entry's home bucket here.
-                unsafe { self.place(home, tag, entry, placed) };
-                false
+                unsafe { self.place(home, tag, entry, placed) }
             }
             None => {
                 let hash = hash_of();
                 let placed = move |displacement| Placement::new(hash, to, displacement);
                 // SAFETY: as above, with the home bucket from the entry's hash.
-                unsafe { self.place(self.home(hash), tag, entry, placed) };
-                true
+                unsafe { self.place(self.home(hash), tag, entry, placed) }
             }
         }
     }
@@ -330,13 +321,13 @@ impl<K, V> Table<K, V> {
     ) {
         // SAFETY: `home <= mask`, the last bucket.
         let ctrl = Control(unsafe { self.ctrl.get_unchecked(home) }.load(Ordering::Relaxed));
-        // Relaxed (above and in `insert_past`): only the writer that holds the shard lock stores
+        // Relaxed (above and in `place_past`): only the writer that holds the shard lock stores
         // control words.
         match ctrl.first_free() {
             // SAFETY: `home` is a bucket and `slot` a free slot of it; the caller's contract.
             Some(slot) => unsafe { self.publish_at(home, slot, ctrl, tag, entry, placed(0)) },
             // SAFETY: the caller's contract.
-            None => unsafe { self.insert_past(home, tag, entry, placed) },
+            None => unsafe { self.place_past(home, tag, entry, placed) },
         }
     }
 
@@ -347,7 +338,7 @@ impl<K, V> Table<K, V> {
     /// As for [`Table::place`].
     #[cold]
     #[inline(never)]
-    unsafe fn insert_past(
+    unsafe fn place_past(
         &self,
         home: usize,
         tag: u8,
