@@ -294,14 +294,14 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         let fresh = epoch::Owned::new(fresh);
         old.for_each_occupied(|index| {
             for (slot, entry) in old.entries_in(index) {
-                // SAFETY: `old` is the current table and we hold the lock: its entries are live.
-                let hash = || hasher(unsafe { &(*entry).key });
-                // The entry's placement usually says where it goes without reading its key (see
+                // Called only when the entry's placement cannot say where it goes (see
                 // `Placement`). If `hasher` panics, `fresh` drops and frees only its arrays: the
                 // entries still belong to `old`.
-                // SAFETY: `fresh` is unpublished (we are its only writer), keys are distinct, the
-                // fresh table was sized to hold every entry below the load threshold, and `old`
-                // is locked.
+                // SAFETY: `old` is the current table and we hold the lock: its entries are live.
+                let hash = || hasher(unsafe { &(*entry).key });
+                // `fresh` is unpublished (we are its only writer), keys are distinct, the fresh
+                // table was sized to hold every entry below the load threshold, `old` is locked.
+                // SAFETY: so `insert_moved`'s contract holds.
                 unsafe { fresh.insert_moved(old, index, slot, entry, hash) };
             }
         });

@@ -20,6 +20,18 @@ impl Drop for Noted {
     }
 }
 
+/// A one-shard map whose reclamation runs in the deferred functions (under loom, `Background`
+/// would behave the same), shared between the model's threads.
+fn one_shard_inline<V>() -> Arc<EpochMap<u64, V, IdHash>> {
+    Arc::new(
+        EpochMap::builder()
+            .shards(1)
+            .hasher(IdHash)
+            .reclaim_mode(ReclaimMode::Inline)
+            .build(),
+    )
+}
+
 /// The interleaving: the remover thread removes two entries (a full batch under loom), says so
 /// through `removed` (`Release`), and drives reclamation itself, so it may run the values' `Drop`s
 /// and take their bytes off `pending_bytes`. The main thread, once it has seen `removed`
@@ -32,13 +44,7 @@ fn a_wait_that_returns_true_sees_the_drops_it_waited_for() {
     model(|| {
         let dropped = Arc::new(AtomicUsize::new(0));
         let removed = Arc::new(AtomicBool::new(false));
-        let map: Arc<EpochMap<u64, Noted, IdHash>> = Arc::new(
-            EpochMap::builder()
-                .shards(1)
-                .hasher(IdHash)
-                .reclaim_mode(ReclaimMode::Inline)
-                .build(),
-        );
+        let map: Arc<EpochMap<u64, Noted, IdHash>> = one_shard_inline();
         map.insert(0, Noted(Arc::clone(&dropped)));
         map.insert(1, Noted(Arc::clone(&dropped)));
 
@@ -76,13 +82,7 @@ fn a_wait_that_returns_true_sees_the_drops_it_waited_for() {
 fn a_wait_that_returns_true_sees_the_counts_of_what_it_waited_for() {
     model(|| {
         let cleared = Arc::new(AtomicBool::new(false));
-        let map: Arc<EpochMap<u64, u64, IdHash>> = Arc::new(
-            EpochMap::builder()
-                .shards(1)
-                .hasher(IdHash)
-                .reclaim_mode(ReclaimMode::Inline)
-                .build(),
-        );
+        let map: Arc<EpochMap<u64, u64, IdHash>> = one_shard_inline();
         map.insert(0, 0);
         map.insert(1, 1);
 
