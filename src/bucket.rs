@@ -21,7 +21,7 @@
 //!   path, so no tombstones build up; only a count that reached 127 sticks until the next rebuild.
 
 use crate::entry::Entry;
-use crate::sync::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, Ordering};
 
 /// Slots per bucket: seven pointers fill a 64-byte line, and seven tags plus the mark bit and the
 /// overflow count fill one control word.
@@ -305,11 +305,6 @@ impl Placement {
     pub(crate) fn relocated(bits: u8, displacement: usize) -> Placement {
         Placement::with(bits, displacement)
     }
-}
-
-/// An empty control word, for the loom build (see [`Slots::empty`]).
-pub(crate) fn empty_ctrl() -> AtomicU64 {
-    AtomicU64::new(0)
 }
 
 #[cfg(all(test, not(epochmap_loom)))]

@@ -101,7 +101,7 @@ impl<K, V> Table<K, V> {
         );
         Ok(Table {
             // SAFETY: a zero control word is an empty bucket with no overflow.
-            ctrl: unsafe { ZeroedArray::new(buckets, crate::bucket::empty_ctrl) }?,
+            ctrl: unsafe { ZeroedArray::new(buckets, || AtomicU64::new(0)) }?,
             // SAFETY: all-zero slot pointers are null.
             slots: unsafe { ZeroedArray::new(buckets, Slots::empty) }?,
             // SAFETY: zero is a valid `AtomicU64`.
