@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 
-use crate::reclaim::ReclaimMode;
+use crate::reclaim::{Backpressure, ReclaimMode};
 use crate::EpochMap;
 
 /// The most shards a map may have. The shard index comes from the hash's top sixteen bits, and the
@@ -13,6 +13,10 @@ pub const MAX_SHARDS: usize = 1 << 16;
 /// Retired bytes a map may have pending before its writers help reclaim (see
 /// [`Builder::backpressure_bytes`]).
 pub const DEFAULT_BACKPRESSURE_BYTES: usize = 64 << 20;
+
+/// Removed or replaced entries a map may have waiting for their grace period before its writers
+/// help free them (see [`Builder::backpressure_entries`]).
+pub const DEFAULT_BACKPRESSURE_ENTRIES: usize = 16 * 1024;
 
 /// Why a [`Builder`] could not build a map.
 ///
@@ -89,7 +93,7 @@ pub struct Builder<S = RandomState> {
     capacity: usize,
     hasher: S,
     reclaim_mode: ReclaimMode,
-    backpressure_bytes: usize,
+    backpressure: Backpressure,
 }
 
 impl Builder<RandomState> {
@@ -99,7 +103,10 @@ impl Builder<RandomState> {
             capacity: 0,
             hasher: RandomState::new(),
             reclaim_mode: ReclaimMode::default(),
-            backpressure_bytes: DEFAULT_BACKPRESSURE_BYTES,
+            backpressure: Backpressure {
+                bytes: DEFAULT_BACKPRESSURE_BYTES,
+                entries: DEFAULT_BACKPRESSURE_ENTRIES,
+            },
         }
     }
 }
@@ -159,7 +166,7 @@ impl<S> Builder<S> {
             capacity: self.capacity,
             hasher,
             reclaim_mode: self.reclaim_mode,
-            backpressure_bytes: self.backpressure_bytes,
+            backpressure: self.backpressure,
         }
     }
 
@@ -175,10 +182,13 @@ impl<S> Builder<S> {
         self
     }
 
-    /// Pending retired bytes above which `clear` and `clear_keep_capacity` help the reclaimer
-    /// (run queued work inline and advance the epoch) before returning, so a storm of clears cannot
-    /// pile up garbage without bound. Default: [`DEFAULT_BACKPRESSURE_BYTES`] (64 MiB). `usize::MAX`
-    /// turns backpressure off; 0 makes every clear try to free what it retired before returning.
+    /// Pending retired bytes (tables, and entries at `size_of::<(K, V)>()` each) above which the
+    /// threads that retire more help the reclaimer: `clear`, `clear_keep_capacity`, `drain`,
+    /// and any write that hands a batch of removed entries (or a grown-out-of table) to the epoch
+    /// then advance the epoch and run queued reclamation themselves, after releasing their locks,
+    /// so a storm of clears cannot pile up garbage without bound. Default:
+    /// [`DEFAULT_BACKPRESSURE_BYTES`] (64 MiB). `usize::MAX` turns this bound off; 0 makes every
+    /// clear try to free what it retired before returning.
     ///
     /// ```
     /// let map: epochmap::EpochMap<u8, u8> =
@@ -186,7 +196,34 @@ impl<S> Builder<S> {
     /// map.clear();
     /// ```
     pub fn backpressure_bytes(mut self, bytes: usize) -> Self {
-        self.backpressure_bytes = bytes;
+        self.backpressure.bytes = bytes;
+        self
+    }
+
+    /// Removed or replaced entries that may wait for their grace period before the writers that
+    /// remove or replace more help free them. This is the bound that keeps a churning map's
+    /// memory in check when values own heap memory (a `Vec`, a `String`): `size_of` does not see
+    /// it, a count of entries does. Writers check it once per batch of 64 entries they retire, and
+    /// help with no lock held: they advance the epoch, run queued reclamation, and yield to
+    /// threads whose pins hold the epoch back. Default: [`DEFAULT_BACKPRESSURE_ENTRIES`].
+    /// `usize::MAX` turns it off (the reclaimer thread alone then frees removed entries, and
+    /// writers that outrun it pile them up).
+    ///
+    /// A reader that stays pinned (a long-held `Ref`, `Pinned` or iterator) holds back every
+    /// entry retired after it pinned, whatever this bound: writers help for a bounded number of
+    /// rounds, then go on. `memory_stats().pending_entries` shows what is waiting.
+    ///
+    /// ```
+    /// let map: epochmap::EpochMap<u64, Vec<u8>> =
+    ///     epochmap::EpochMap::builder().backpressure_entries(1024).build();
+    /// for i in 0..10_000u64 {
+    ///     map.insert(i % 100, vec![0; 512]); // replaces: each retires the old value
+    /// }
+    /// // Nothing pins across the loop, so writers kept the backlog near the bound.
+    /// assert!(map.memory_stats().pending_entries <= 1024 + 64 * map.shard_count());
+    /// ```
+    pub fn backpressure_entries(mut self, entries: usize) -> Self {
+        self.backpressure.entries = entries;
         self
     }
 
@@ -209,7 +246,7 @@ impl<S> Builder<S> {
             self.capacity,
             self.hasher,
             self.reclaim_mode,
-            self.backpressure_bytes,
+            self.backpressure,
         )
     }
 

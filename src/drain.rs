@@ -239,7 +239,7 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
             (tables, grace)
         };
         // No guard held here, or our own pin would hold the epoch back.
-        reclaim::relieve(ctx.counters, self.backpressure_bytes);
+        reclaim::relieve(ctx.counters, self.backpressure);
         let remaining = tables.iter().map(|t| t.entries).sum();
         Drain {
             tables: tables

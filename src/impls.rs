@@ -34,7 +34,7 @@ where
             self.len(),
             self.hasher().clone(),
             self.mode,
-            self.backpressure_bytes,
+            self.backpressure,
         )
         .expect("a clone needs no more memory than its source");
         let pinned = self.pin();

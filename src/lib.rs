@@ -297,7 +297,9 @@ mod table;
 
 #[cfg(feature = "rayon")]
 pub use crate::rayon::{IntoParIter, ParIter, ParKeys, ParValues};
-pub use builder::{BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, MAX_SHARDS};
+pub use builder::{
+    BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES, MAX_SHARDS,
+};
 pub use compute::{Compute, OccupiedError, Operation};
 pub use drain::{Drain, WouldBlock};
 pub use iter::{IntoIter, Iter, Keys, PinnedIter, Values};

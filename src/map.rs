@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::builder::{default_shards, BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES};
+use crate::builder::{
+    default_shards, BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES,
+};
 use crate::entry::Entry;
 use crate::iter::{Iter, Keys, RawIter, Values};
 use crate::pinned::Pinned;
-use crate::reclaim::{self, ReclaimMode};
+use crate::reclaim::{self, Backpressure, ReclaimMode};
 use crate::refs::Ref;
 use crate::shard::{Ctx, Shard};
 use crate::stats::{Counters, MemoryStats};
@@ -57,7 +59,7 @@ pub struct EpochMap<K, V, S = RandomState> {
     hasher: S,
     counters: Arc<Counters>,
     pub(crate) mode: ReclaimMode,
-    pub(crate) backpressure_bytes: usize,
+    pub(crate) backpressure: Backpressure,
 }
 
 // SAFETY: the map owns its entries (K, V) and its hasher; moving it to another thread moves them,
@@ -136,7 +138,10 @@ impl<K, V, S> EpochMap<K, V, S> {
             capacity,
             hasher,
             ReclaimMode::default(),
-            DEFAULT_BACKPRESSURE_BYTES,
+            Backpressure {
+                bytes: DEFAULT_BACKPRESSURE_BYTES,
+                entries: DEFAULT_BACKPRESSURE_ENTRIES,
+            },
         ) {
             Ok(map) => map,
             Err(err) => panic!("epochmap: {err}"),
@@ -148,7 +153,7 @@ impl<K, V, S> EpochMap<K, V, S> {
         capacity: usize,
         hasher: S,
         mode: ReclaimMode,
-        backpressure_bytes: usize,
+        backpressure: Backpressure,
     ) -> Result<Self, BuildError> {
         debug_assert!(shards.is_power_of_two() && shards <= crate::MAX_SHARDS);
         let overflow = BuildError::CapacityOverflow {
@@ -184,7 +189,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             hasher,
             counters,
             mode,
-            backpressure_bytes,
+            backpressure,
         })
     }
 
@@ -283,6 +288,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             entry_bytes,
             slab_bytes,
             pending_bytes,
+            pending_entries: c.pending_entries.load(Ordering::Relaxed) + batched,
             drain_bytes,
             allocated_bytes: table_bytes
                 + retired_tables
@@ -373,6 +379,7 @@ impl<K, V, S> EpochMap<K, V, S> {
         Ctx {
             counters: &self.counters,
             mode: self.mode,
+            backpressure: self.backpressure,
             map_id: self.shards.as_ptr() as usize,
             call: crate::reentrancy::ORDINARY,
         }
@@ -743,7 +750,7 @@ where
             guard.flush();
         }
         // No guard held here, or our own pin would hold the epoch back.
-        reclaim::relieve(&self.counters, self.backpressure_bytes);
+        reclaim::relieve(&self.counters, self.backpressure);
     }
 
     /// Grows the tables so that about `additional` more entries fit without further growth (spread

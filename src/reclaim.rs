@@ -38,14 +38,23 @@ pub(crate) const ENTRY_BATCH: usize = 64;
 #[cfg(epochmap_loom)]
 pub(crate) const ENTRY_BATCH: usize = 2;
 
-/// Rounds of "help, then advance the epoch" a writer spends on backpressure before giving up (a
-/// reader that stays pinned can hold the epoch back indefinitely; writers must not wait for it).
+/// Rounds of "advance the epoch, then help" a thread spends on backpressure in one call before
+/// giving up (a reader that stays pinned can hold the epoch back indefinitely; writers must not
+/// wait for it forever). Rounds that free something do not count against [`RELIEF_STALLS`].
 #[cfg(not(epochmap_loom))]
-const RELIEF_ROUNDS: usize = 16;
+const RELIEF_ROUNDS: usize = 256;
 /// Under loom, enough rounds to pass a grace period (the epoch needs two advances) when no other
 /// thread is pinned, and few enough to keep the models' state space small.
 #[cfg(epochmap_loom)]
 const RELIEF_ROUNDS: usize = 3;
+
+/// Rounds in a row that free nothing before a relieving thread gives up; between them it yields,
+/// so that a thread the scheduler preempted while pinned (the usual reason the epoch cannot
+/// advance when there are more threads than cores) gets to run and unpin.
+#[cfg(not(epochmap_loom))]
+const RELIEF_STALLS: usize = 16;
+#[cfg(epochmap_loom)]
+const RELIEF_STALLS: usize = 3;
 
 /// Under loom, the rounds `drive_until_reclaimed` spends instead of waiting for a deadline. Two
 /// epoch advances pass a grace period once no other thread is pinned; each round also yields
@@ -116,6 +125,9 @@ unsafe fn free_entry<K, V>(
 /// Removed or replaced entries on their way to being freed.
 struct EntryJob<K, V> {
     batch: Vec<SendPtr<Entry<K, V>, Entry<K, V>>>,
+    /// `batch.len()`, for `Counters::pending_entries` (the batch is consumed before the count
+    /// goes down).
+    entries: usize,
     bytes: usize,
     counters: Arc<Counters>,
     /// The slab the entries live in, kept alive by the job even if the map is gone.
@@ -133,6 +145,7 @@ impl<K, V> EntryJob<K, V> {
         // Returns the slots before the pending bytes go down, so a caller that waits for them
         // sees the slab's memory back too.
         drop(releaser);
+        Counters::sub(&self.counters.pending_entries, self.entries);
         self.counters.sub_pending(self.bytes);
     }
 }
@@ -164,7 +177,11 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     }
     // Boxed here, once: the closure below then captures two words, which crossbeam stores inline
     // in its bag (a larger closure it boxes itself), and the reclaimer's queue takes the same box.
+    // Relaxed: a statistic and the backpressure heuristic (see `Backpressure`); the job's
+    // decrement can only run after the deferral below, so it never precedes this increment.
+    Counters::add(&counters.pending_entries, batch.len());
     let job = Box::new(EntryJob {
+        entries: batch.len(),
         bytes: batch.len() * Entry::<K, V>::BYTES,
         batch: batch.into_iter().map(SendPtr::new).collect(),
         counters: Arc::clone(counters),
@@ -172,7 +189,7 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     });
     let free = move || match mode {
         ReclaimMode::Background => background::enqueue(job, false),
-        ReclaimMode::Inline => job.run(),
+        ReclaimMode::Inline => run_or_owe(job),
     };
     // SAFETY: `free` only touches entries unlinked before `guard` deferred it, which the epoch
     // keeps alive until every thread pinned now has unpinned; it owns everything it captures.
@@ -291,7 +308,7 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
         match mode {
             // A cleared table is memory the caller expects back soon: wake the reclaimer for it.
             ReclaimMode::Background => background::enqueue(Box::new(job), kind == Retire::Full),
-            ReclaimMode::Inline => job.run(),
+            ReclaimMode::Inline => run_or_owe(Box::new(job)),
         }
     };
     // SAFETY: `reclaim` frees only the table unlinked before this call (and, for a full retire, the
@@ -299,22 +316,163 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
     unsafe { guard.defer_unchecked(reclaim) };
 }
 
-/// Runs queued reclamation work on the calling thread.
-pub(crate) fn help() {
-    background::drain_here();
+/// Runs `job` (which drops users' keys and values) on this thread now, unless this thread holds a
+/// shard lock of some map: then it is owed, and runs when the thread releases its last lock
+/// ([`pay_owed`]).
+///
+/// That happens when code running under map A's lock (a closure, a `Hash`) writes to map B, or
+/// pins: B's flush, or any pin's periodic collection, runs whatever deferred functions are ready,
+/// A's among them. Run there, a `Drop` of A's value that writes to A would be a re-entrant write
+/// (a panic, its write lost) and one that takes a lock of the user's could deadlock; the docs
+/// promise no `Drop` runs under a shard lock.
+fn run_or_owe(job: Box<dyn Job>) {
+    if crate::reentrancy::holds_lock() {
+        // If the thread's record is gone (thread teardown), run it: nothing would pay it later.
+        if let Err(job) = owed::push(job) {
+            job.run_boxed();
+        }
+    } else {
+        job.run_boxed();
+    }
 }
 
-/// Backpressure: while `counters` says more than `bound` bytes are pending, help the reclaimer and
-/// advance the epoch, for a bounded number of rounds. Call it with no guard held, or the caller's
-/// own pin would hold the epoch back.
-pub(crate) fn relieve(counters: &Counters, bound: usize) {
+/// Runs the jobs this thread put off while it held a shard lock; called when it releases its last
+/// one. Cheap when there are none (one thread-local read).
+#[inline]
+pub(crate) fn pay_owed() {
+    if owed::any() {
+        owed::pay();
+    }
+}
+
+mod owed {
+    //! Reclamation jobs a thread could not run because it held a shard lock (see `run_or_owe`).
+    use std::cell::{Cell, RefCell};
+
+    use super::Job;
+    use crate::sync::thread_local;
+
+    #[cfg(not(epochmap_loom))]
+    thread_local! {
+        static ANY: Cell<bool> = const { Cell::new(false) };
+        static JOBS: RefCell<Vec<Box<dyn Job>>> = const { RefCell::new(Vec::new()) };
+    }
+    #[cfg(epochmap_loom)]
+    thread_local! {
+        static ANY: Cell<bool> = Cell::new(false);
+        static JOBS: RefCell<Vec<Box<dyn Job>>> = RefCell::new(Vec::new());
+    }
+
+    /// Owes `job`; hands it back if the thread's record is already gone.
+    pub(super) fn push(job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
+        let mut job = Some(job);
+        let pushed = JOBS.try_with(|jobs| {
+            if let (Ok(mut jobs), Some(job)) = (jobs.try_borrow_mut(), job.take()) {
+                jobs.push(job);
+            }
+        });
+        match job {
+            Some(job) => Err(job),
+            None => {
+                debug_assert!(pushed.is_ok());
+                let _ = ANY.try_with(|any| any.set(true));
+                Ok(())
+            }
+        }
+    }
+
+    #[inline]
+    pub(super) fn any() -> bool {
+        ANY.try_with(Cell::get).unwrap_or(false)
+    }
+
+    /// Runs every owed job. Taken out of the record first: a job's `Drop`s may write to a map,
+    /// and so lock, release and come back here.
+    #[cold]
+    pub(super) fn pay() {
+        let _ = ANY.try_with(|any| any.set(false));
+        let jobs = JOBS
+            .try_with(|jobs| jobs.try_borrow_mut().map(|mut j| std::mem::take(&mut *j)))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        for job in jobs {
+            // Each job contains its users' `Drop` panics (see `free_entry`).
+            job.run_boxed();
+        }
+    }
+}
+
+/// Runs queued reclamation work on the calling thread, unless it holds a shard lock (the work
+/// drops users' keys and values; see [`run_or_owe`]). The reclaimer thread does it then.
+pub(crate) fn help() {
+    if !crate::reentrancy::holds_lock() {
+        background::drain_here();
+    }
+}
+
+/// How much retired memory a map lets pile up before the threads that retire more help free it
+/// (set by the builder's `backpressure_bytes` and `backpressure_entries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Backpressure {
+    /// Bound on `Counters::pending_bytes`: retired tables and entries, at `size_of` each.
+    pub(crate) bytes: usize,
+    /// Bound on `Counters::pending_entries`: removed or replaced entries not yet dropped. This
+    /// is the bound that matters for values that own heap memory (`size_of` does not see it).
+    pub(crate) entries: usize,
+}
+
+impl Backpressure {
+    /// Relaxed, both: a heuristic bound; nothing is read on the strength of these values.
+    #[inline]
+    fn exceeded(&self, counters: &Counters) -> bool {
+        counters.pending_entries.load(Ordering::Relaxed) > self.entries
+            || counters.pending_bytes.load(Ordering::Relaxed) > self.bytes
+    }
+}
+
+/// Backpressure: while `counters` is over `bounds`, advance the epoch and help the reclaimer, for
+/// a bounded number of rounds, yielding whenever a round freed nothing. A thread that holds a
+/// shard lock never helps (it would run users' `Drop`s under it). Call it with no lock held and as
+/// few guards as possible: a guard the caller holds keeps the epoch from passing the moment it was
+/// pinned, so what was retired since cannot be freed in this call.
+#[inline]
+pub(crate) fn relieve(counters: &Counters, bounds: Backpressure) {
+    if bounds.exceeded(counters) {
+        relieve_slow(counters, bounds);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn relieve_slow(counters: &Counters, bounds: Backpressure) {
+    if crate::reentrancy::holds_lock() {
+        return;
+    }
+    // Relaxed: progress detection only.
+    let pending = || {
+        counters.pending_entries.load(Ordering::Relaxed)
+            + counters.pending_bytes.load(Ordering::Relaxed)
+    };
+    let mut stalls = 0;
     for _ in 0..RELIEF_ROUNDS {
-        // Relaxed: a heuristic bound; nothing is read on the strength of this value.
-        if counters.pending_bytes.load(Ordering::Relaxed) <= bound {
+        let before = pending();
+        // Advance the epoch and run (Inline) or queue (Background) what its grace period freed,
+        // then run the queue here rather than wait for the reclaimer thread.
+        epoch::pin().flush();
+        help();
+        if !bounds.exceeded(counters) {
             return;
         }
-        help();
-        epoch::pin().flush();
+        if pending() < before {
+            stalls = 0;
+        } else {
+            stalls += 1;
+            if stalls >= RELIEF_STALLS {
+                return;
+            }
+            crate::sync::yield_now();
+        }
     }
 }
 
@@ -565,7 +723,7 @@ mod background {
     pub(super) fn enqueue(job: Box<dyn Job>, urgent: bool) {
         let q = queue();
         if !q.has_thread {
-            job.run_boxed();
+            super::run_or_owe(job);
             return;
         }
         let mut state = lock(q);
@@ -594,7 +752,7 @@ mod background {
     use super::Job;
 
     pub(super) fn enqueue(job: Box<dyn Job>, _urgent: bool) {
-        job.run_boxed();
+        super::run_or_owe(job);
     }
 
     pub(super) fn drain_here() {}

@@ -180,10 +180,22 @@ impl Drop for Held {
         if first == self.lock && nested == 0 {
             // The common case: the only lock held.
             let _ = FIRST.try_with(|f| f.set(Lock::NONE));
+            // The thread holds no lock now: reclamation it had to put off because it ran under
+            // one (see `reclaim::run_or_owe`) can drop users' keys and values here.
+            crate::reclaim::pay_owed();
         } else {
             self.release_nested(first);
         }
     }
+}
+
+/// Whether this thread holds a shard lock of any map. Reclamation checks it before it drops keys
+/// and values: a `Drop` must never run under a shard lock (it may write to that map, which would
+/// be a re-entrant write, or take a lock of its own, which could deadlock). During thread
+/// teardown, when the record may be gone (under loom), a thread counts as holding none.
+#[inline]
+pub(crate) fn holds_lock() -> bool {
+    FIRST.try_with(Cell::get).unwrap_or(Lock::NONE) != Lock::NONE
 }
 
 impl Held {

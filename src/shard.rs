@@ -11,7 +11,7 @@ use std::mem::ManuallyDrop;
 
 use crate::entry::Entry;
 use crate::load::Pending;
-use crate::reclaim::{self, ReclaimMode, Retire, ENTRY_BATCH};
+use crate::reclaim::{self, Backpressure, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
 use crate::reserve::TryReserveError;
 use crate::slab::{EntrySlab, SlabCache};
@@ -23,6 +23,9 @@ use crate::table::Table;
 pub(crate) struct Ctx<'m> {
     pub(crate) counters: &'m Arc<Counters>,
     pub(crate) mode: ReclaimMode,
+    /// When a write that retired something helps free what is pending (after its lock is
+    /// released).
+    pub(crate) backpressure: Backpressure,
     /// Identifies the map for re-entrancy detection (the address of its shard array).
     pub(crate) map_id: usize,
     /// The `par_retain` call this write is a task of, or `reentrancy::ORDINARY`: which nested
@@ -81,6 +84,10 @@ impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
         if self.flush {
             // Unlocked now: user `Drop`s that the flush may run can write to any map.
             self.guard.flush();
+            // Backpressure, once per batch this write retired (never per write): when what the
+            // map has pending passes its bounds, the writers producing it help free it, so
+            // garbage cannot outgrow reclamation however many writers there are.
+            reclaim::relieve(self.ctx.counters, self.ctx.backpressure);
         }
     }
 }
@@ -378,6 +385,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             self.rehash_into(ctx, guard, table, fresh, hasher);
             drop(locked);
             guard.flush();
+            reclaim::relieve(ctx.counters, ctx.backpressure);
         }
         Ok(())
     }
@@ -492,6 +500,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         drop(locked);
         if flush {
             guard.flush();
+            reclaim::relieve(ctx.counters, ctx.backpressure);
         }
     }
 }

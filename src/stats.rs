@@ -15,6 +15,10 @@ use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 pub(crate) struct Counters {
     pub(crate) table_bytes: AtomicUsize,
     pub(crate) pending_bytes: AtomicUsize,
+    /// Removed or replaced entries in batches handed to the epoch and not yet dropped (entries of
+    /// cleared tables are not counted here: they are in `pending_bytes` only). Backpressure
+    /// bounds it; see `reclaim::Backpressure`.
+    pub(crate) pending_entries: AtomicUsize,
     /// One record per live `Drain`: the bytes of the tables and entries it still holds. Each is
     /// written only by its `Drain` (plain `Relaxed` stores, no read-modify-write on the per-entry
     /// path) and summed by `memory_stats`; a `Drain` registers in `drain()` and leaves on drop.
@@ -154,6 +158,13 @@ pub struct MemoryStats {
     /// in `slab_bytes`). They wait for the epoch grace period, the reclaimer, or a writer's batch
     /// to fill. 0 after a successful [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation).
     pub pending_bytes: usize,
+    /// Removed or replaced entries not yet dropped: in a shard's batch, or handed to the epoch
+    /// and waiting for their grace period or the reclaimer. (Entries of cleared tables are not
+    /// counted here; their bytes are in `pending_bytes`.) Their values' heap memory is still held
+    /// too, which `pending_bytes` cannot see; the builder's
+    /// [`backpressure_entries`](crate::Builder::backpressure_entries) bounds this count while no
+    /// reader stays pinned. A count that keeps growing means a reader is holding the epoch back.
+    pub pending_entries: usize,
     /// Bytes that [`EpochMap::drain`](crate::EpochMap::drain) took out of the map and a live
     /// [`Drain`](crate::Drain) still holds: the tables it swapped out and the entries it has not
     /// yielded yet. Each yielded entry leaves this count (its key and value are the caller's now);

@@ -57,3 +57,16 @@ pub(crate) fn pause(duration: std::time::Duration) {
 pub(crate) fn pause(_duration: std::time::Duration) {
     loom::thread::yield_now();
 }
+
+/// Lets another thread run: a writer held back by backpressure yields to the thread whose pin
+/// holds the epoch back (often one the scheduler preempted while it was pinned).
+#[cfg(not(epochmap_loom))]
+pub(crate) fn yield_now() {
+    std::thread::yield_now();
+}
+
+/// Under loom, a yield lets the model run the other threads.
+#[cfg(epochmap_loom)]
+pub(crate) fn yield_now() {
+    loom::thread::yield_now();
+}
