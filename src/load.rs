@@ -92,8 +92,9 @@ pub(crate) struct Flight {
     state: Mutex<FlightState>,
     /// Signalled once, when the flight resolves; blocking waiters wait on it.
     resolved: Condvar,
-    /// The leader's [`thread_token`] if it is a blocking call (0 for an async one): a blocking
-    /// waiter on the same thread is the loader asking for its own key, which would never return.
+    /// The leader's [`thread_token`] if it is a blocking call (0 for an async one). A blocking
+    /// leader's thread runs nothing but its loader until the flight resolves, so a waiter on that
+    /// thread, blocking or async, is the loader asking for its own key, which would never return.
     leader: usize,
 }
 
@@ -144,17 +145,19 @@ impl Flight {
         }
     }
 
+    /// Whether this thread is the flight's blocking leader, so that waiting here would be its
+    /// loader waiting for itself. Meaningful only while the flight is not resolved.
+    fn led_by_this_thread(&self) -> bool {
+        self.leader != 0 && self.leader == thread_token()
+    }
+
     /// Blocks (no spinning) until the flight resolves.
     ///
     /// # Panics
     /// If this thread is the flight's blocking leader: its loader asked for the key it loads.
     fn wait(&self) {
-        if self.leader != 0 && self.leader == thread_token() {
-            panic!(
-                "epochmap: get_or_load called, from inside a loader, for the key that loader is \
-                 loading. It would wait for itself forever; a loader must not ask the map for its \
-                 own key."
-            );
+        if self.led_by_this_thread() {
+            self_wait();
         }
         let mut state = lock(&self.state);
         // A loop, not one wait: condition variables may wake spuriously.
@@ -162,6 +165,18 @@ impl Flight {
             state = wait(&self.resolved, state);
         }
     }
+}
+
+/// The panic of a loader that asks for its own key, blocking or async: the documented answer to a
+/// wait that could never end.
+#[cold]
+#[track_caller]
+fn self_wait() -> ! {
+    panic!(
+        "epochmap: get_or_load (or get_or_load_async) called, from inside a loader, for the key \
+         that loader is loading. It would wait for itself forever; a loader must not ask the map \
+         for its own key."
+    );
 }
 
 /// An async waiter: resolves when the flight does.
@@ -179,6 +194,13 @@ impl Future for FlightWait<'_> {
         let mut state = lock(&this.flight.state);
         if state.done {
             return Poll::Ready(());
+        }
+        // Checked after `done`: a future made inside the loader may legitimately be polled on
+        // this thread once the load is over. Before that, this thread is inside the loader, and
+        // the leader's `resolve` cannot run until this poll returns and the loader does.
+        if this.flight.led_by_this_thread() {
+            drop(state);
+            self_wait();
         }
         // Registered under the same lock `resolve` takes the list under: either `resolve` has
         // not run yet and will wake this waker, or it has and `done` was seen above. No lost
@@ -458,8 +480,9 @@ where
     ///
     /// `load` may read and write this map, except that asking for the key it is loading (through
     /// `get_or_load` and its forms) would wait for itself. A blocking loader that does so on its
-    /// own thread panics instead; an async loader (a future given to
-    /// [`get_or_load_async`](EpochMap::get_or_load_async)) that does so never finishes. Nor is a
+    /// own thread, blocking or by polling
+    /// [`get_or_load_async`](EpochMap::get_or_load_async), panics instead; an async loader (a
+    /// future given to `get_or_load_async`) that does so never finishes. Nor is a
     /// cycle across threads detected: if the loader of key A waits for key B while the loader of
     /// B, on another thread, waits for A, both wait forever. Loaders that need other keys must
     /// not form such cycles.

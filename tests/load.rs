@@ -399,6 +399,26 @@ fn a_loader_asking_for_its_own_key_panics_and_leaves_the_key_loadable() {
     assert_eq!(*map.get_or_load(A, || 2), 2);
 }
 
+/// The documented self-wait panic holds for an async wait too: a blocking loader that polls
+/// `get_or_load_async` for its own key (here through `block_on`, as a sync wrapper around async
+/// code would) panics with the same message instead of parking forever, and the key stays
+/// loadable.
+#[test]
+fn a_blocking_loader_awaiting_its_own_key_asynchronously_panics_instead_of_hanging() {
+    let map = one_shard::<u64, u64>();
+    let message = common::completes_within(Duration::from_secs(10), "the self-wait", {
+        let map = map.clone();
+        move || {
+            expect_panic(|| {
+                *map.get_or_load(A, || block_on(map.get_or_load_async(A, async { 1 })))
+            })
+        }
+    });
+    assert!(message.contains("its own key"), "{message}");
+    assert!(map.get(&A).is_none());
+    assert_eq!(*map.get_or_load(A, || 2), 2);
+}
+
 /// Borrowed keys: a hit, a waiter and a failed lookup allocate nothing; the leader allocates once.
 #[test]
 fn get_or_load_ref_allocates_the_key_only_for_the_load() {
