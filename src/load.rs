@@ -207,18 +207,23 @@ impl Future for FlightWait<'_> {
         // wake-up.
         // A waker this replaces is dropped after the flight's lock is released: dropping a waker
         // is the runtime's code.
+        // Cloning is the runtime's code too, and may panic: each arm clones before it changes
+        // anything (the slot, the list, `self.slot`), so such a panic leaves the list and this
+        // waiter as they were and `Drop` finds them consistent, even while unwinding.
         let replaced = match this.slot {
             Some(at) => {
                 let slot = &mut state.wakers[at];
                 if slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     None
                 } else {
-                    slot.replace(cx.waker().clone())
+                    let waker = cx.waker().clone();
+                    slot.replace(waker)
                 }
             }
             None => {
+                let waker = cx.waker().clone();
                 this.slot = Some(state.wakers.len());
-                state.wakers.push(Some(cx.waker().clone()));
+                state.wakers.push(Some(waker));
                 None
             }
         };
