@@ -102,6 +102,12 @@ struct FlightState {
     done: bool,
     /// Async waiters' wakers, one slot per waiting future (emptied when that future is dropped).
     wakers: Vec<Option<Waker>>,
+    /// The emptied slots of `wakers`, which the next waiters take before the list grows: waiters
+    /// polled once and dropped (a `select!` against a timeout) may come and go by the million
+    /// during one slow load, and the list stays as long as the most that were alive at once.
+    /// A slot is reused only after its owner dropped, and only its owner knows its index, so no
+    /// two live waiters ever share one.
+    free: Vec<usize>,
 }
 
 impl Flight {
@@ -110,6 +116,7 @@ impl Flight {
             state: Mutex::new(FlightState {
                 done: false,
                 wakers: Vec::new(),
+                free: Vec::new(),
             }),
             resolved: Condvar::new(),
             leader,
@@ -222,8 +229,18 @@ impl Future for FlightWait<'_> {
             }
             None => {
                 let waker = cx.waker().clone();
-                this.slot = Some(state.wakers.len());
-                state.wakers.push(Some(waker));
+                let at = match state.free.pop() {
+                    Some(at) => {
+                        debug_assert!(state.wakers[at].is_none(), "a free slot is empty");
+                        state.wakers[at] = Some(waker);
+                        at
+                    }
+                    None => {
+                        state.wakers.push(Some(waker));
+                        state.wakers.len() - 1
+                    }
+                };
+                this.slot = Some(at);
                 None
             }
         };
@@ -236,12 +253,15 @@ impl Future for FlightWait<'_> {
 impl Drop for FlightWait<'_> {
     fn drop(&mut self) {
         // A cancelled waiter has nothing to hand on (only the leader has duties); it just stops
-        // being woken.
+        // being woken, and gives its slot to the next waiter.
         if let Some(at) = self.slot {
             let mut state = lock(&self.flight.state);
+            // Once resolved, the list was taken whole (`wakers` is empty, `at` out of it) and no
+            // waiter registers again: nothing to give back.
             let waker = if state.done {
                 None
             } else {
+                state.free.push(at);
                 state.wakers[at].take()
             };
             // Dropped after the flight's lock is released, as in `poll`.
@@ -608,7 +628,9 @@ where
     /// `Send` whenever the map is `Sync` and `load` is `Send`, and can be spawned on a
     /// multi-threaded runtime.
     ///
-    /// **Cancellation:** dropping a waiting caller's future just stops it waiting. Dropping the
+    /// **Cancellation:** dropping a waiting caller's future just stops it waiting (and gives its
+    /// place in the load's waiter list to the next waiter: cancelled waiters hold no memory while
+    /// the load runs). Dropping the
     /// future that is running `load` drops `load`, inserts nothing, and wakes the waiters: one of
     /// them runs its own `load`. Nobody is left waiting for a load that no one is running (unless
     /// the leader's future is leaked with `mem::forget` instead of dropped: like a leaked lock
@@ -702,5 +724,40 @@ mod tests {
             assert!(Pin::new(&mut *w).poll(&mut cx).is_ready());
         }
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_dropped_waiters_slot_is_taken_by_the_next_and_the_list_stays_as_long_as_the_live() {
+        use std::task::Wake;
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let flight = Flight::new(0);
+        let waker: Waker = std::sync::Arc::new(Noop).into();
+        let mut cx = Context::from_waker(&waker);
+        let waiter = || FlightWait {
+            flight: &flight,
+            slot: None,
+        };
+        let mut live = [waiter(), waiter()];
+        for w in &mut live {
+            assert!(Pin::new(w).poll(&mut cx).is_pending());
+        }
+        for _ in 0..1_000 {
+            let mut gone = waiter();
+            assert!(Pin::new(&mut gone).poll(&mut cx).is_pending());
+        }
+        let state = lock(&flight.state);
+        assert_eq!(
+            state.wakers.len(),
+            3,
+            "two live waiters and one reused slot"
+        );
+        assert_eq!(state.wakers.iter().flatten().count(), 2);
+        assert_eq!(state.free, [2]);
+        drop(state);
+        drop(live);
+        assert_eq!(lock(&flight.state).free.len(), 3);
     }
 }

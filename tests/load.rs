@@ -409,9 +409,7 @@ fn a_blocking_loader_awaiting_its_own_key_asynchronously_panics_instead_of_hangi
     let message = common::completes_within(Duration::from_secs(10), "the self-wait", {
         let map = map.clone();
         move || {
-            expect_panic(|| {
-                *map.get_or_load(A, || block_on(map.get_or_load_async(A, async { 1 })))
-            })
+            expect_panic(|| *map.get_or_load(A, || block_on(map.get_or_load_async(A, async { 1 }))))
         }
     });
     assert!(message.contains("its own key"), "{message}");
@@ -797,8 +795,12 @@ fn a_waker_whose_clone_panics_fails_its_own_poll_and_strands_no_one() {
             });
             assert!(message.contains("waker clone panicked"), "{message}");
             let mut caught = Box::pin(map.get_or_load_async(A, async { unreachable!() }));
-            let message =
-                expect_panic(|| caught.as_mut().poll(&mut Context::from_waker(&broken)).is_ready());
+            let message = expect_panic(|| {
+                caught
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&broken))
+                    .is_ready()
+            });
             assert!(message.contains("waker clone panicked"), "{message}");
             drop(caught);
             let mut after = waiter();
