@@ -318,7 +318,9 @@ impl<K, V> Drain<K, V> {
     }
 
     /// The next entry, waiting at most `timeout` for the grace period; `Err(WouldBlock)` if it
-    /// did not pass in time (the drain keeps everything; call again later).
+    /// did not pass in time (the drain keeps everything; call again later). A `timeout` too long
+    /// to add to the current [`Instant`] (such as `Duration::MAX`) means no deadline: the call is
+    /// [`next`](Iterator::next), and panics as it does if this thread is pinned itself.
     ///
     /// ```
     /// use std::time::Duration;
@@ -334,7 +336,12 @@ impl<K, V> Drain<K, V> {
             return Ok(None);
         }
         if !self.ready {
-            self.ready = self.grace.wait(Some(Instant::now() + timeout));
+            // A deadline past what `Instant` can hold (`Duration::MAX`) is no deadline: that is
+            // `next`, with its check that this thread is not pinned (the wait would never end).
+            let Some(deadline) = Instant::now().checked_add(timeout) else {
+                return Ok(self.next());
+            };
+            self.ready = self.grace.wait(Some(deadline));
             if !self.ready {
                 return Err(WouldBlock);
             }

@@ -92,8 +92,9 @@ pub(crate) struct Flight {
     state: Mutex<FlightState>,
     /// Signalled once, when the flight resolves; blocking waiters wait on it.
     resolved: Condvar,
-    /// The leader's [`thread_token`] if it is a blocking call (0 for an async one): a blocking
-    /// waiter on the same thread is the loader asking for its own key, which would never return.
+    /// The leader's [`thread_token`] if it is a blocking call (0 for an async one). A blocking
+    /// leader's thread runs nothing but its loader until the flight resolves, so a waiter on that
+    /// thread, blocking or async, is the loader asking for its own key, which would never return.
     leader: usize,
 }
 
@@ -101,6 +102,12 @@ struct FlightState {
     done: bool,
     /// Async waiters' wakers, one slot per waiting future (emptied when that future is dropped).
     wakers: Vec<Option<Waker>>,
+    /// The emptied slots of `wakers`, which the next waiters take before the list grows: waiters
+    /// polled once and dropped (a `select!` against a timeout) may come and go by the million
+    /// during one slow load, and the list stays as long as the most that were alive at once.
+    /// A slot is reused only after its owner dropped, and only its owner knows its index, so no
+    /// two live waiters ever share one.
+    free: Vec<usize>,
 }
 
 impl Flight {
@@ -109,6 +116,7 @@ impl Flight {
             state: Mutex::new(FlightState {
                 done: false,
                 wakers: Vec::new(),
+                free: Vec::new(),
             }),
             resolved: Condvar::new(),
             leader,
@@ -144,17 +152,19 @@ impl Flight {
         }
     }
 
+    /// Whether this thread is the flight's blocking leader, so that waiting here would be its
+    /// loader waiting for itself. Meaningful only while the flight is not resolved.
+    fn led_by_this_thread(&self) -> bool {
+        self.leader != 0 && self.leader == thread_token()
+    }
+
     /// Blocks (no spinning) until the flight resolves.
     ///
     /// # Panics
     /// If this thread is the flight's blocking leader: its loader asked for the key it loads.
     fn wait(&self) {
-        if self.leader != 0 && self.leader == thread_token() {
-            panic!(
-                "epochmap: get_or_load called, from inside a loader, for the key that loader is \
-                 loading. It would wait for itself forever; a loader must not ask the map for its \
-                 own key."
-            );
+        if self.led_by_this_thread() {
+            self_wait();
         }
         let mut state = lock(&self.state);
         // A loop, not one wait: condition variables may wake spuriously.
@@ -162,6 +172,18 @@ impl Flight {
             state = wait(&self.resolved, state);
         }
     }
+}
+
+/// The panic of a loader that asks for its own key, blocking or async: the documented answer to a
+/// wait that could never end.
+#[cold]
+#[track_caller]
+fn self_wait() -> ! {
+    panic!(
+        "epochmap: get_or_load (or get_or_load_async) called, from inside a loader, for the key \
+         that loader is loading. It would wait for itself forever; a loader must not ask the map \
+         for its own key."
+    );
 }
 
 /// An async waiter: resolves when the flight does.
@@ -180,23 +202,45 @@ impl Future for FlightWait<'_> {
         if state.done {
             return Poll::Ready(());
         }
+        // Checked after `done`: a future made inside the loader may legitimately be polled on
+        // this thread once the load is over. Before that, this thread is inside the loader, and
+        // the leader's `resolve` cannot run until this poll returns and the loader does.
+        if this.flight.led_by_this_thread() {
+            drop(state);
+            self_wait();
+        }
         // Registered under the same lock `resolve` takes the list under: either `resolve` has
         // not run yet and will wake this waker, or it has and `done` was seen above. No lost
         // wake-up.
         // A waker this replaces is dropped after the flight's lock is released: dropping a waker
         // is the runtime's code.
+        // Cloning is the runtime's code too, and may panic: each arm clones before it changes
+        // anything (the slot, the list, `self.slot`), so such a panic leaves the list and this
+        // waiter as they were and `Drop` finds them consistent, even while unwinding.
         let replaced = match this.slot {
             Some(at) => {
                 let slot = &mut state.wakers[at];
                 if slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     None
                 } else {
-                    slot.replace(cx.waker().clone())
+                    let waker = cx.waker().clone();
+                    slot.replace(waker)
                 }
             }
             None => {
-                this.slot = Some(state.wakers.len());
-                state.wakers.push(Some(cx.waker().clone()));
+                let waker = cx.waker().clone();
+                let at = match state.free.pop() {
+                    Some(at) => {
+                        debug_assert!(state.wakers[at].is_none(), "a free slot is empty");
+                        state.wakers[at] = Some(waker);
+                        at
+                    }
+                    None => {
+                        state.wakers.push(Some(waker));
+                        state.wakers.len() - 1
+                    }
+                };
+                this.slot = Some(at);
                 None
             }
         };
@@ -209,12 +253,15 @@ impl Future for FlightWait<'_> {
 impl Drop for FlightWait<'_> {
     fn drop(&mut self) {
         // A cancelled waiter has nothing to hand on (only the leader has duties); it just stops
-        // being woken.
+        // being woken, and gives its slot to the next waiter.
         if let Some(at) = self.slot {
             let mut state = lock(&self.flight.state);
+            // Once resolved, the list was taken whole (`wakers` is empty, `at` out of it) and no
+            // waiter registers again: nothing to give back.
             let waker = if state.done {
                 None
             } else {
+                state.free.push(at);
                 state.wakers[at].take()
             };
             // Dropped after the flight's lock is released, as in `poll`.
@@ -458,8 +505,9 @@ where
     ///
     /// `load` may read and write this map, except that asking for the key it is loading (through
     /// `get_or_load` and its forms) would wait for itself. A blocking loader that does so on its
-    /// own thread panics instead; an async loader (a future given to
-    /// [`get_or_load_async`](EpochMap::get_or_load_async)) that does so never finishes. Nor is a
+    /// own thread, blocking or by polling
+    /// [`get_or_load_async`](EpochMap::get_or_load_async), panics instead; an async loader (a
+    /// future given to `get_or_load_async`) that does so never finishes. Nor is a
     /// cycle across threads detected: if the loader of key A waits for key B while the loader of
     /// B, on another thread, waits for A, both wait forever. Loaders that need other keys must
     /// not form such cycles.
@@ -580,7 +628,9 @@ where
     /// `Send` whenever the map is `Sync` and `load` is `Send`, and can be spawned on a
     /// multi-threaded runtime.
     ///
-    /// **Cancellation:** dropping a waiting caller's future just stops it waiting. Dropping the
+    /// **Cancellation:** dropping a waiting caller's future just stops it waiting (and gives its
+    /// place in the load's waiter list to the next waiter: cancelled waiters hold no memory while
+    /// the load runs). Dropping the
     /// future that is running `load` drops `load`, inserts nothing, and wakes the waiters: one of
     /// them runs its own `load`. Nobody is left waiting for a load that no one is running (unless
     /// the leader's future is leaked with `mem::forget` instead of dropped: like a leaked lock
@@ -674,5 +724,40 @@ mod tests {
             assert!(Pin::new(&mut *w).poll(&mut cx).is_ready());
         }
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_dropped_waiters_slot_is_taken_by_the_next_and_the_list_stays_as_long_as_the_live() {
+        use std::task::Wake;
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let flight = Flight::new(0);
+        let waker: Waker = std::sync::Arc::new(Noop).into();
+        let mut cx = Context::from_waker(&waker);
+        let waiter = || FlightWait {
+            flight: &flight,
+            slot: None,
+        };
+        let mut live = [waiter(), waiter()];
+        for w in &mut live {
+            assert!(Pin::new(w).poll(&mut cx).is_pending());
+        }
+        for _ in 0..1_000 {
+            let mut gone = waiter();
+            assert!(Pin::new(&mut gone).poll(&mut cx).is_pending());
+        }
+        let state = lock(&flight.state);
+        assert_eq!(
+            state.wakers.len(),
+            3,
+            "two live waiters and one reused slot"
+        );
+        assert_eq!(state.wakers.iter().flatten().count(), 2);
+        assert_eq!(state.free, [2]);
+        drop(state);
+        drop(live);
+        assert_eq!(lock(&flight.state).free.len(), 3);
     }
 }

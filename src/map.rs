@@ -799,7 +799,9 @@ where
     /// the epoch and runs queued reclamation on the calling thread. A thread that stays pinned
     /// (a live [`Ref`], [`Pinned`], or iterator, on any thread) holds the epoch back and makes this
     /// return `false`, including one held by the caller. A testing and observability tool: correct
-    /// programs never need to call it.
+    /// programs never need to call it. A `timeout` too long to add to the current
+    /// [`Instant`] (such as `Duration::MAX`) means no deadline: it waits until everything is
+    /// freed, however long a pinned thread makes that (a pin held by the caller, forever).
     ///
     /// When it returns `true`, the `Drop`s of the keys and values it waited for have run, on
     /// whichever thread, and their effects (a drop counter, an `Arc`'s strong count) are visible
@@ -816,7 +818,9 @@ where
     /// assert_eq!(map.memory_stats().pending_bytes, 0);
     /// ```
     pub fn wait_for_reclamation(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // `None` (no deadline) when the sum overflows: `Duration::MAX` means "until reclaimed",
+        // not a panic.
+        let deadline = Instant::now().checked_add(timeout);
         {
             let guard = epoch::pin();
             let ctx = self.ctx();

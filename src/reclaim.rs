@@ -476,8 +476,12 @@ fn relieve_slow(counters: &Counters, bounds: Backpressure) {
     }
 }
 
-/// Advances the epoch and runs queued work until `counters` shows nothing pending, or `deadline`.
-pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::Instant) -> bool {
+/// Advances the epoch and runs queued work until `counters` shows nothing pending, or `deadline`
+/// (never, for `None`, as in [`Grace::wait`]).
+pub(crate) fn drive_until_reclaimed(
+    counters: &Counters,
+    deadline: Option<std::time::Instant>,
+) -> bool {
     let mut pause = std::time::Duration::from_micros(10);
     let mut rounds = 0;
     loop {
@@ -486,7 +490,7 @@ pub(crate) fn drive_until_reclaimed(counters: &Counters, deadline: std::time::In
         if counters.nothing_pending() {
             return true;
         }
-        if out_of_time(deadline, rounds) {
+        if deadline.is_some_and(|d| out_of_time(d, rounds)) {
             return false;
         }
         rounds += 1;

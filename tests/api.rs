@@ -829,3 +829,18 @@ fn reserve_of_more_memory_than_the_machine_has_panics_instead_of_aborting() {
         },
     );
 }
+
+/// `Duration::MAX` means "no deadline": `wait_for_reclamation` then drives reclamation until
+/// everything pending is freed and returns `true`, instead of overflowing the deadline's `Instant`.
+#[test]
+fn wait_for_reclamation_of_duration_max_waits_without_a_deadline() {
+    let tracker = Tracker::new();
+    let map: EpochMap<u64, _> = EpochMap::new();
+    for i in 0..1_000 {
+        map.insert(i, tracker.value(i));
+    }
+    map.clear();
+    assert!(map.wait_for_reclamation(Duration::MAX));
+    assert_eq!(map.memory_stats().pending_bytes, 0);
+    assert_eq!(tracker.live(), 0);
+}

@@ -467,3 +467,41 @@ fn a_drain_from_under_a_lock_panics_before_taking_any_shard() {
     let drained: Vec<(u64, u64)> = map.drain().collect();
     assert_eq!(drained.len(), 1000);
 }
+
+/// `Duration::MAX` means "no deadline": `next_timeout` then waits for a reader on another thread
+/// as `next` would, and yields, instead of overflowing the deadline's `Instant`.
+#[test]
+fn next_timeout_of_duration_max_waits_without_a_deadline() {
+    let map = Arc::new(EpochMap::<u64, u64>::new());
+    map.insert(1, 10);
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
+    let reader = {
+        let map = Arc::clone(&map);
+        std::thread::spawn(move || {
+            let r = map.get(&1).unwrap();
+            pinned_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            *r
+        })
+    };
+    pinned_rx.recv().unwrap();
+    let mut drain = map.drain();
+    let first = completes_within(RECLAIM_TIMEOUT, "next_timeout(Duration::MAX)", move || {
+        drain.next_timeout(Duration::MAX)
+    });
+    assert_eq!(first, Ok(Some((1, 10))), "no deadline, so never WouldBlock");
+    assert_eq!(reader.join().unwrap(), 10);
+}
+
+/// With no deadline the wait could never end on a pinned thread: `next_timeout(Duration::MAX)`
+/// panics there as `next` does, instead of hanging.
+#[test]
+fn next_timeout_of_duration_max_panics_like_next_when_this_thread_is_pinned() {
+    let map: EpochMap<u64, u64> = (0..10).map(|i| (i, i)).collect();
+    let held = map.get(&3).unwrap();
+    let mut drain = map.drain();
+    let message = expect_panic(|| drain.next_timeout(Duration::MAX));
+    assert!(message.contains("this thread is pinned"), "{message}");
+    drop(held);
+    assert_eq!(drain.count(), 10);
+}

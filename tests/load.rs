@@ -399,6 +399,24 @@ fn a_loader_asking_for_its_own_key_panics_and_leaves_the_key_loadable() {
     assert_eq!(*map.get_or_load(A, || 2), 2);
 }
 
+/// The documented self-wait panic holds for an async wait too: a blocking loader that polls
+/// `get_or_load_async` for its own key (here through `block_on`, as a sync wrapper around async
+/// code would) panics with the same message instead of parking forever, and the key stays
+/// loadable.
+#[test]
+fn a_blocking_loader_awaiting_its_own_key_asynchronously_panics_instead_of_hanging() {
+    let map = one_shard::<u64, u64>();
+    let message = common::completes_within(Duration::from_secs(10), "the self-wait", {
+        let map = map.clone();
+        move || {
+            expect_panic(|| *map.get_or_load(A, || block_on(map.get_or_load_async(A, async { 1 }))))
+        }
+    });
+    assert!(message.contains("its own key"), "{message}");
+    assert!(map.get(&A).is_none());
+    assert_eq!(*map.get_or_load(A, || 2), 2);
+}
+
 /// Borrowed keys: a hit, a waiter and a failed lookup allocate nothing; the leader allocates once.
 #[test]
 fn get_or_load_ref_allocates_the_key_only_for_the_load() {
@@ -735,4 +753,64 @@ fn a_panicking_wake_strands_no_other_async_waiter() {
         Poll::Ready(5)
     );
     assert_eq!(map.get(&A).map(|v| *v), Some(5));
+}
+
+/// A waker whose `clone` panics (a broken runtime); waking and dropping it do nothing.
+fn waker_whose_clone_panics() -> std::task::Waker {
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        panic!("{EXPECTED_PANIC} a runtime's waker clone panicked");
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: the `RawWaker` contract asks that the vtable's functions be sound for the data
+    // pointer from any thread; none of them reads the (null) pointer and none has state.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
+
+/// A waker's `clone` is the runtime's code and may panic. When it does as an async waiter
+/// registers with a load in flight, that `poll` panics, and nothing else happens: the future is
+/// dropped cleanly (while unwinding, as a runtime's `block_on` drops its stack-pinned future, or
+/// later, after a runtime caught the panic), the leader finishes its load, and every other waiter
+/// (registered before or after) is woken once. The broken behaviour was an abort (the waiter's
+/// `Drop` indexed a slot it had recorded but never pushed, while unwinding), hence the child
+/// process.
+#[test]
+fn a_waker_whose_clone_panics_fails_its_own_poll_and_strands_no_one() {
+    use std::future::Future;
+    use std::task::Context;
+    common::in_child_process(
+        "a_waker_whose_clone_panics_fails_its_own_poll_and_strands_no_one",
+        || {
+            let map = one_shard::<u64, u64>();
+            let release = Arc::new(Barrier::new(2));
+            let leader = load_held_until(&map, &release);
+            let waiter = || Manual::new(map.get_or_load_async(A, async { unreachable!() }));
+            let mut before = waiter();
+            assert!(before.poll().is_pending());
+            let broken = waker_whose_clone_panics();
+            let message = expect_panic(|| {
+                let future = std::pin::pin!(map.get_or_load_async(A, async { unreachable!() }));
+                future.poll(&mut Context::from_waker(&broken)).is_ready()
+            });
+            assert!(message.contains("waker clone panicked"), "{message}");
+            let mut caught = Box::pin(map.get_or_load_async(A, async { unreachable!() }));
+            let message = expect_panic(|| {
+                caught
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&broken))
+                    .is_ready()
+            });
+            assert!(message.contains("waker clone panicked"), "{message}");
+            drop(caught);
+            let mut after = waiter();
+            assert!(after.poll().is_pending());
+            release.wait();
+            assert_eq!(leader.join().unwrap(), 5, "the leader finished its load");
+            for waiter in [&mut before, &mut after] {
+                assert_eq!(waiter.run_for(Duration::from_secs(10)), Some(5));
+                assert_eq!(waiter.wakes.get(), 1, "each live waiter was woken once");
+            }
+        },
+    );
 }

@@ -226,3 +226,89 @@ fn a_cancelled_async_leader_hands_the_load_on() {
         );
     });
 }
+
+/// Polls `a` and `b` on this loom thread until both are ready, parking (a loom schedule point)
+/// while both are pending.
+fn block_on_both<A, B>(mut a: A, mut b: B) -> (A::Output, B::Output)
+where
+    A: Future + Unpin,
+    B: Future + Unpin,
+{
+    struct Unpark(loom::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker: Waker = std::sync::Arc::new(Unpark(thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let (mut from_a, mut from_b) = (None, None);
+    loop {
+        if from_a.is_none() {
+            if let Poll::Ready(out) = Pin::new(&mut a).poll(&mut cx) {
+                from_a = Some(out);
+            }
+        }
+        if from_b.is_none() {
+            if let Poll::Ready(out) = Pin::new(&mut b).poll(&mut cx) {
+                from_b = Some(out);
+            }
+        }
+        if let (Some(_), Some(_)) = (&from_a, &from_b) {
+            return (from_a.unwrap(), from_b.unwrap());
+        }
+        thread::park();
+    }
+}
+
+/// Slot reuse in a load's waker list: get_or_load (blocking leader) ∥ three async callers of the
+/// key on one thread. `gone` is polled once and dropped, giving its slot back; then `kept` and
+/// `late` are polled until ready: `kept` takes the freed slot, `late` one of its own. The leader's
+/// `resolve` races every step: a waiter dropped before it gives its slot back, one dropped after
+/// finds the list taken (and must not index it); a slot is reused only once its owner dropped,
+/// so the two live waiters never share one. Each of them is woken at most once, exactly once if
+/// it was ever pending, and every caller gets the one loaded value.
+#[test]
+fn a_cancelled_waiters_slot_goes_to_one_later_waiter_and_no_wake_up_is_lost() {
+    model(|| {
+        let map = Arc::new(u64_map());
+        let leader = {
+            let map = Arc::clone(&map);
+            thread::spawn(move || *map.get_or_load(1, || 10))
+        };
+        let gone_saw = {
+            let mut gone = Box::pin(map.get_or_load_async(1, async { 20 }));
+            let waker: Waker = std::sync::Arc::new(Noop).into();
+            match gone.as_mut().poll(&mut Context::from_waker(&waker)) {
+                Poll::Ready(found) => Some(found),
+                Poll::Pending => None,
+            }
+            // Dropped here: a waiter gives its slot back; a leader (it found no load and its
+            // loader finished in the poll) has already completed.
+        };
+        let (kept_wakes, late_wakes) = (counter(), counter());
+        let mut kept = CountWakes {
+            inner: Box::pin(map.get_or_load_async(1, async { 30 })),
+            wakes: kept_wakes.clone(),
+            pending: false,
+        };
+        let mut late = CountWakes {
+            inner: Box::pin(map.get_or_load_async(1, async { 40 })),
+            wakes: late_wakes.clone(),
+            pending: false,
+        };
+        let (from_kept, from_late) = block_on_both(&mut kept, &mut late);
+        let led = leader.join().unwrap();
+        assert_eq!((from_kept, from_late), (led, led), "one loaded value");
+        if let Some(found) = gone_saw {
+            assert_eq!(found, led);
+        }
+        for (waiter, wakes) in [(&kept.pending, &kept_wakes), (&late.pending, &late_wakes)] {
+            let w = wakes.load(SeqCst);
+            assert!(w <= 1, "woken {w} times");
+            if *waiter {
+                assert_eq!(w, 1, "a pending waiter is woken");
+            }
+        }
+    });
+}

@@ -75,11 +75,12 @@ impl<F: Future> Manual<F> {
         self.future.as_mut().poll(&mut cx)
     }
 
-    /// Polls whenever woken until ready or `limit` passes (then `None`).
+    /// Polls whenever woken until ready or `limit` passes (then `None`); a `limit` past what
+    /// `Instant` can hold (`Duration::MAX`) is no limit.
     pub fn run_for(&mut self, limit: Duration) -> Option<F::Output> {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now().checked_add(limit);
         let mut seen = usize::MAX;
-        while Instant::now() < deadline {
+        while deadline.map_or(true, |d| Instant::now() < d) {
             let now = self.wakes.get();
             if now != seen {
                 seen = now;

@@ -10,11 +10,13 @@
 //! | [`panics`] | [`expect_panic`], [`quiet_expected_panics`], [`completes_within`], [`in_child_process`] (for code that aborts when broken), [`assert_not_impl!`] |
 //! | [`check`] | [`assert_matches_model`]: a map agrees with a `std::collections::HashMap` in every way |
 //! | [`executor`] | [`block_on`], [`Manual`] (poll by hand, drop to cancel), [`Delay`]: async with std wakers only |
+//! | [`alloc`] | [`alloc::Counting`]: a counting global allocator, for a binary that declares it as its own |
 //!
 //! Not every test file uses every helper, hence the `dead_code` allowance.
 
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod alloc;
 pub mod check;
 pub mod config;
 pub mod drops;
