@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Long stress and differential runs: the `#[ignore]`d tests of tests/stress.rs,
-# tests/stress_load.rs, tests/stress_scan.rs, tests/differential.rs, tests/cache.rs and tests/features_rayon.rs (built with `--features rayon`), in release, one at a time (the machine may have only 2 cores), each for
-# EPOCHMAP_STRESS_SECS seconds (default 20): 14 long tests, about 5 minutes of running, plus the
-# release build. The run (not the build) is killed after EPOCHMAP_STRESS_BUDGET_SECS (default 480)
-# seconds: 14 x 20 s plus room for a loaded machine.
+# Long stress and differential runs: the `#[ignore]`d tests of tests/stress.rs, tests/stress_load.rs,
+# tests/stress_scan.rs, tests/differential.rs, tests/cache.rs, tests/memory_churn.rs and
+# tests/features_rayon.rs (built with `--features rayon`), in release, one at a time (the machine may
+# have only 2 cores), each for EPOCHMAP_STRESS_SECS seconds (default 20; the churn test runs both
+# reclaim modes, so twice that): 15 long tests, about 6 minutes of running, plus the release build.
+# The run (not the build) is killed after EPOCHMAP_STRESS_BUDGET_SECS (default 600) seconds: 16 x 20 s
+# plus room for a loaded machine.
 #
 # Run from the repository root: `.ci/stress.sh`. Replay a failure with `EPOCHMAP_TEST_SEED=<seed>`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export EPOCHMAP_STRESS_SECS="${EPOCHMAP_STRESS_SECS:-20}"
-budget_secs="${EPOCHMAP_STRESS_BUDGET_SECS:-480}"
+budget_secs="${EPOCHMAP_STRESS_BUDGET_SECS:-600}"
 # The rayon feature adds the `par_retain` stress test of tests/features_rayon.rs.
-tests=(--features rayon --test stress --test stress_load --test stress_scan --test differential --test cache --test features_rayon)
+tests=(--features rayon --test stress --test stress_load --test stress_scan --test differential --test cache --test features_rayon --test memory_churn)
 
 start=$(date +%s)
 cargo test --release "${tests[@]}" --no-run
