@@ -197,3 +197,79 @@ fn iteration_never_yields_a_freed_entry_while_another_thread_removes() {
         drops.assert_all_dropped_once();
     });
 }
+
+/// A value of its map whose `Drop` writes back to that map (through a `Weak`, so the map and its
+/// values form no cycle): run on a thread that holds the map's lock, the write is re-entrant and
+/// panics, which reclamation counts in `drop_panics` (the write is lost).
+struct WritesBack {
+    id: u64,
+    map: std::sync::Weak<EpochMap<u64, WritesBack, IdHash>>,
+}
+
+impl Drop for WritesBack {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.upgrade() {
+            map.insert(
+                100 + self.id,
+                WritesBack {
+                    id: self.id,
+                    map: std::sync::Weak::new(),
+                },
+            );
+        }
+    }
+}
+
+/// Reclamation ∥ code running under a shard lock. The interleaving: a remover thread fills A's
+/// batch (two entries under loom) and retires it while the main thread writes to map B (both pin,
+/// flush and advance the epoch); then the main thread, inside a closure that runs under A's lock,
+/// waits for B's reclamation, which advances the epoch and runs every deferred free that is ready,
+/// A's batch among them. A's drops must not run under A's lock (each writes to A: there it would
+/// panic as a re-entrant write): they are owed and run when the main thread releases the lock, so
+/// both write-backs land and nothing panics. The remover is joined before the closure: a retire
+/// still under way would expire only after the closure's own pin, and loom would never see the
+/// hazard (a third thread, a reader, made the model too large to finish in ten minutes). Planted
+/// bug, caught: `run_or_owe` running jobs under a lock ("a drop ran under the lock", 2 panics).
+#[test]
+fn reclamation_never_drops_a_value_under_a_shard_lock() {
+    model(|| {
+        let a: std::sync::Arc<EpochMap<u64, WritesBack, IdHash>> = std::sync::Arc::new(
+            EpochMap::builder()
+                .shards(1)
+                .hasher(IdHash)
+                .reclaim_mode(ReclaimMode::Inline)
+                .build(),
+        );
+        let b = one_shard_map(0);
+        for id in 0..2 {
+            let map = std::sync::Arc::downgrade(&a);
+            a.insert(id, WritesBack { id, map });
+        }
+
+        let remover = {
+            let a = std::sync::Arc::clone(&a);
+            thread::spawn(move || {
+                assert!(a.remove(&0).is_some());
+                assert!(a.remove(&1).is_some());
+            })
+        };
+        b.insert(1, Tracked::new(0, &Drops::new(1)));
+        b.remove(&1);
+        remover.join().unwrap();
+        a.get_or_insert_with(10, || {
+            let _ = b.wait_for_reclamation(std::time::Duration::from_secs(1));
+            WritesBack {
+                id: 10,
+                map: std::sync::Weak::new(),
+            }
+        });
+
+        assert!(a.wait_for_reclamation(std::time::Duration::from_secs(1)));
+        reclaim_all(&b);
+        assert_eq!(a.memory_stats().drop_panics, 0, "a drop ran under the lock");
+        assert!(
+            a.contains_key(&100) && a.contains_key(&101),
+            "a write-back was lost"
+        );
+    });
+}
