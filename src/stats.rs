@@ -6,6 +6,15 @@
 //! of `pending_bytes` are `Release` and its poll is `Acquire` ([`Counters::sub_pending`],
 //! [`Counters::nothing_pending`]). A snapshot taken while other threads write is a mix of moments,
 //! exact only when the map is quiescent.
+//!
+//! **No figure is ever "negative".** Every byte counter is raised before the handoff that lets
+//! another thread lower it again (a retire adds before it defers, a slab counts a chunk's growth
+//! before it releases its mutex), so in each counter's modification order every decrement comes
+//! after its increment and no counter passes below zero. `memory_stats` still reads each one
+//! through [`bytes`], which takes a value above `isize::MAX` (no allocation, and so no sum of
+//! them, can be that large) as the wrapped negative it would be and reports 0, and it sums with
+//! saturating additions: should a future change break the first rule, a dashboard shows a figure
+//! briefly too low, never one near 2^64, and a debug build says so (`debug_assert!`).
 
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
@@ -65,6 +74,11 @@ impl Counters {
         counter.load(Ordering::Relaxed)
     }
 
+    /// A byte counter's value for a snapshot. Relaxed: a statistic. See [`bytes`].
+    pub(crate) fn bytes_of(counter: &AtomicUsize) -> usize {
+        bytes(counter.load(Ordering::Relaxed))
+    }
+
     /// A new live drain's byte counters, registered (starting at 0).
     pub(crate) fn register_drain(&self) -> Arc<DrainHeld> {
         let held = Arc::new(DrainHeld::default());
@@ -81,11 +95,30 @@ impl Counters {
     pub(crate) fn drain_bytes(&self) -> (usize, usize) {
         lock(&self.drains).iter().fold((0, 0), |(all, tables), d| {
             (
-                all + d.total.load(Ordering::Relaxed),
-                tables + d.tables.load(Ordering::Relaxed),
+                all.saturating_add(Counters::bytes_of(&d.total)),
+                tables.saturating_add(Counters::bytes_of(&d.tables)),
             )
         })
     }
+}
+
+/// The sum of a snapshot's figures, saturating (see the module docs).
+pub(crate) fn sum(figures: impl IntoIterator<Item = usize>) -> usize {
+    figures.into_iter().fold(0, usize::saturating_add)
+}
+
+/// A byte count read from a counter, for a snapshot: a value above `isize::MAX` can only be a
+/// counter that was lowered before it was raised (it wrapped below zero), so it reads as 0. No
+/// real figure comes near: an allocation is at most `isize::MAX` bytes, and the address space
+/// holds far less than that many of them. Debug builds assert that it never happens (see the
+/// module docs for why it cannot).
+pub(crate) fn bytes(raw: usize) -> usize {
+    let signed = raw as isize;
+    debug_assert!(
+        signed >= 0,
+        "a byte counter read {signed}: a decrement landed before its increment"
+    );
+    signed.max(0) as usize
 }
 
 /// What one live `Drain` holds, in bytes: written by `drain()` while it takes the tables (`Relaxed`
@@ -201,7 +234,12 @@ impl MemoryStats {
     /// );
     /// ```
     pub fn total_bytes(&self) -> usize {
-        self.table_bytes + self.entry_bytes + self.pending_bytes + self.drain_bytes
+        // Saturating: a `MemoryStats` is plain data a caller may build; `memory_stats`' own
+        // figures are far below the limit (see `stats::bytes`).
+        self.table_bytes
+            .saturating_add(self.entry_bytes)
+            .saturating_add(self.pending_bytes)
+            .saturating_add(self.drain_bytes)
     }
 }
 
@@ -237,7 +275,11 @@ mod loom_models {
     /// the figure the `concurrent` fuzz target's `memory_stats` overflowed on).
     #[test]
     fn slab_bytes_never_read_below_zero_while_two_threads_return_slots() {
-        loom::model(|| {
+        // `std` atomic: the test's own count of executions, printed as `loom-tests` models do.
+        let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&executions);
+        loom::model(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let slab = Arc::new(EntrySlab::<u64, u64>::new());
             let mut cache = SlabCache::new();
             // Two refills of two slots from one chunk of eight: the cache ends empty and all
@@ -255,5 +297,9 @@ mod loom_models {
             assert!(here >= 0 && there >= 0, "read {here} and {there} bytes");
             assert_eq!(slab.chunk_bytes(), 0, "every chunk went back");
         });
+        eprintln!(
+            "loom explored {} executions",
+            executions.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
 }
