@@ -109,9 +109,9 @@ pub(crate) fn sum(figures: impl IntoIterator<Item = usize>) -> usize {
 
 /// A byte count read from a counter, for a snapshot: a value above `isize::MAX` can only be a
 /// counter that was lowered before it was raised (it wrapped below zero), so it reads as 0. No
-/// real figure comes near: an allocation is at most `isize::MAX` bytes, and the address space
-/// holds far less than that many of them. Debug builds assert that it never happens (see the
-/// module docs for why it cannot).
+/// real figure comes near: every counter counts memory the map holds at once, and no address
+/// space holds `isize::MAX` bytes. Debug builds assert that it never happens (the module docs say
+/// why it cannot).
 pub(crate) fn bytes(raw: usize) -> usize {
     let signed = raw as isize;
     debug_assert!(
