@@ -19,5 +19,7 @@ cargo build --release --tests -p loom-tests --target-dir target/loom
 built=$(date +%s)
 # --nocapture shows how many executions loom explored per model.
 timeout 900 cargo test --release -p loom-tests --target-dir target/loom -- --nocapture --test-threads 2
+# Models of the crate's internals (they need `pub(crate)` items: src/stats.rs, `loom_models`).
+timeout 300 cargo test --release -p epochmap --lib --target-dir target/loom loom_models -- --nocapture
 end=$(date +%s)
 echo "loom: build $((built - start))s, models $((end - built))s (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"

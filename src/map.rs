@@ -16,8 +16,8 @@ use crate::pinned::Pinned;
 use crate::reclaim::{self, Backpressure, ReclaimMode};
 use crate::refs::Ref;
 use crate::shard::{Ctx, Shard};
-use crate::stats::{Counters, MemoryStats};
-use crate::sync::{epoch, Arc, Ordering};
+use crate::stats::{self, sum, Counters, MemoryStats};
+use crate::sync::{epoch, Arc};
 use crate::table::Table;
 
 /// A concurrent hash map with lock-free reads, O(1) `clear`, and memory that comes back.
@@ -260,41 +260,48 @@ impl<K, V, S> EpochMap<K, V, S> {
     /// assert!(stats.table_bytes > 0);
     /// ```
     pub fn memory_stats(&self) -> MemoryStats {
+        // Every counter is read through `stats::bytes` and every sum saturates: each figure is
+        // sane at every instant, even though the counters are read at slightly different moments
+        // while other threads write (see the `stats` module docs).
         let c = &self.counters;
         let len = self.len();
-        let batched: usize = self.shards.iter().map(|s| s.garbage_len()).sum();
-        let table_bytes = c.table_bytes.load(Ordering::Relaxed);
-        let entry_bytes = len * Entry::<K, V>::BYTES;
-        let slab_bytes = self.shards.iter().map(|s| s.slab_bytes()).sum();
-        let pending_bytes =
-            c.pending_bytes.load(Ordering::Relaxed) + batched * Entry::<K, V>::BYTES;
-        let retired_tables = c.retired_table_bytes.load(Ordering::Relaxed);
+        let batched = sum(self.shards.iter().map(|s| s.garbage_len()));
+        let table_bytes = Counters::bytes_of(&c.table_bytes);
+        let entry_bytes = len.saturating_mul(Entry::<K, V>::BYTES);
+        let slab_bytes = sum(self.shards.iter().map(|s| stats::bytes(s.slab_bytes())));
+        let pending_bytes = Counters::bytes_of(&c.pending_bytes)
+            .saturating_add(batched.saturating_mul(Entry::<K, V>::BYTES));
+        let retired_tables = Counters::bytes_of(&c.retired_table_bytes);
         // Tables and entries live `Drain`s took out of the map (see `drain.rs`).
         let (drain_bytes, drain_tables) = c.drain_bytes();
         // Pooled entries (live, retired, held by a `Drain` or freed) are inside the slab's chunks;
-        // unpooled ones are an allocation each, live, pending or held by a `Drain`. `saturating_sub`: under concurrent writes the
-        // counters are read at slightly different moments.
+        // unpooled ones are an allocation each, live, pending or held by a `Drain`.
+        // `saturating_sub`: a part read a moment after its whole may exceed it.
         let entries_held = if crate::slab::EntrySlab::<K, V>::POOLED {
             slab_bytes
         } else {
-            entry_bytes
-                + pending_bytes.saturating_sub(retired_tables)
-                + drain_bytes.saturating_sub(drain_tables)
+            sum([
+                entry_bytes,
+                pending_bytes.saturating_sub(retired_tables),
+                drain_bytes.saturating_sub(drain_tables),
+            ])
         };
         MemoryStats {
             len,
-            buckets: self.shards.iter().map(|s| s.bucket_count()).sum(),
+            buckets: sum(self.shards.iter().map(|s| s.bucket_count())),
             table_bytes,
             entry_bytes,
             slab_bytes,
             pending_bytes,
             pending_entries: c.pending_entries.load(Ordering::Relaxed) + batched,
             drain_bytes,
-            allocated_bytes: table_bytes
-                + retired_tables
-                + drain_tables
-                + entries_held
-                + self.structure_bytes(),
+            allocated_bytes: sum([
+                table_bytes,
+                retired_tables,
+                drain_tables,
+                entries_held,
+                self.structure_bytes(),
+            ]),
             tables_retired: Counters::get(&c.tables_retired),
             tables_reclaimed: Counters::get(&c.tables_reclaimed),
             buckets_scanned: Counters::get(&c.buckets_scanned),

@@ -416,6 +416,17 @@ impl<K, V> EntrySlab<K, V> {
                     freed.push(chunk);
                 }
             }
+            // Counted before the mutex is released: from then on another `give_back` can empty
+            // this chunk and subtract its stack's bytes, and its subtraction must come after this
+            // addition in the counter's modification order. The mutex orders the two (our unlock
+            // happens-before its lock), so it does. Added after the unlock (as it once was), the
+            // other thread's subtraction could land first and a reader saw the counter wrapped
+            // below zero (`memory_stats` reported ~2^64 bytes; the `concurrent` fuzz target's
+            // `concurrent-memory-stats-overflow`). Relaxed: a statistic; the mutex does the
+            // ordering.
+            if grown > 0 {
+                self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
+            }
         }
         let mut bytes = 0;
         // Outside the lock: `dealloc` may be slow (an `munmap`), and nothing references these.
@@ -423,8 +434,9 @@ impl<K, V> EntrySlab<K, V> {
             // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
             bytes += unsafe { Self::free_chunk(chunk) };
         }
-        // Relaxed, both: a statistic. Growth first, so the counter never dips below zero.
-        self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
+        // After the frees: the counter may briefly say more than the slab holds, never less.
+        // Every chunk freed here was counted by `new_chunk` (and its stack's growth by some
+        // `give_back`) under the mutex before this call took it. Relaxed: a statistic.
         self.chunk_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }

@@ -6,6 +6,15 @@
 //! of `pending_bytes` are `Release` and its poll is `Acquire` ([`Counters::sub_pending`],
 //! [`Counters::nothing_pending`]). A snapshot taken while other threads write is a mix of moments,
 //! exact only when the map is quiescent.
+//!
+//! **No figure is ever "negative".** Every byte counter is raised before the handoff that lets
+//! another thread lower it again (a retire adds before it defers, a slab counts a chunk's growth
+//! before it releases its mutex), so in each counter's modification order every decrement comes
+//! after its increment and no counter passes below zero. `memory_stats` still reads each one
+//! through [`bytes`], which takes a value above `isize::MAX` (no allocation, and so no sum of
+//! them, can be that large) as the wrapped negative it would be and reports 0, and it sums with
+//! saturating additions: should a future change break the first rule, a dashboard shows a figure
+//! briefly too low, never one near 2^64, and a debug build says so (`debug_assert!`).
 
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
@@ -69,6 +78,11 @@ impl Counters {
         counter.load(Ordering::Relaxed)
     }
 
+    /// A byte counter's value for a snapshot. Relaxed: a statistic. See [`bytes`].
+    pub(crate) fn bytes_of(counter: &AtomicUsize) -> usize {
+        bytes(counter.load(Ordering::Relaxed))
+    }
+
     /// A new live drain's byte counters, registered (starting at 0).
     pub(crate) fn register_drain(&self) -> Arc<DrainHeld> {
         let held = Arc::new(DrainHeld::default());
@@ -85,11 +99,30 @@ impl Counters {
     pub(crate) fn drain_bytes(&self) -> (usize, usize) {
         lock(&self.drains).iter().fold((0, 0), |(all, tables), d| {
             (
-                all + d.total.load(Ordering::Relaxed),
-                tables + d.tables.load(Ordering::Relaxed),
+                all.saturating_add(Counters::bytes_of(&d.total)),
+                tables.saturating_add(Counters::bytes_of(&d.tables)),
             )
         })
     }
+}
+
+/// The sum of a snapshot's figures, saturating (see the module docs).
+pub(crate) fn sum(figures: impl IntoIterator<Item = usize>) -> usize {
+    figures.into_iter().fold(0, usize::saturating_add)
+}
+
+/// A byte count read from a counter, for a snapshot: a value above `isize::MAX` can only be a
+/// counter that was lowered before it was raised (it wrapped below zero), so it reads as 0. No
+/// real figure comes near: every counter counts memory the map holds at once, and no address
+/// space holds `isize::MAX` bytes. Debug builds assert that it never happens (the module docs say
+/// why it cannot).
+pub(crate) fn bytes(raw: usize) -> usize {
+    let signed = raw as isize;
+    debug_assert!(
+        signed >= 0,
+        "a byte counter read {signed}: a decrement landed before its increment"
+    );
+    signed.max(0) as usize
 }
 
 /// What one live `Drain` holds, in bytes: written by `drain()` while it takes the tables (`Relaxed`
@@ -212,6 +245,72 @@ impl MemoryStats {
     /// );
     /// ```
     pub fn total_bytes(&self) -> usize {
-        self.table_bytes + self.entry_bytes + self.pending_bytes + self.drain_bytes
+        // Saturating: a `MemoryStats` is plain data a caller may build; `memory_stats`' own
+        // figures are far below the limit (see `stats::bytes`).
+        self.table_bytes
+            .saturating_add(self.entry_bytes)
+            .saturating_add(self.pending_bytes)
+            .saturating_add(self.drain_bytes)
+    }
+}
+
+/// Loom models of the byte counters' protocol, over the crate's internals (the `loom-tests` crate
+/// reaches only the public API, where `memory_stats` would hide a wrapped counter as 0). Run by
+/// `.ci/loom.sh` (`cargo test -p epochmap --lib loom_models` under the loom cfgs).
+#[cfg(all(test, epochmap_loom))]
+mod loom_models {
+    use crate::entry::Entry;
+    use crate::slab::{EntrySlab, SlabCache};
+    use crate::sync::Arc;
+
+    /// Frees the entries at `ptrs` (addresses, so they can cross to a thread) into `slab` and
+    /// returns what its byte counter reads right after, as a signed number.
+    fn free_and_read(slab: &EntrySlab<u64, u64>, ptrs: [usize; 2]) -> isize {
+        let mut releaser = slab.releaser();
+        for ptr in ptrs {
+            // SAFETY: each entry was allocated from `slab` by the model, is owned by this call
+            // alone (the model splits them between the threads) and is freed once.
+            unsafe { releaser.free(ptr as *mut Entry<u64, u64>) }.unwrap();
+        }
+        drop(releaser);
+        slab.chunk_bytes() as isize
+    }
+
+    /// Two releasers return slots to one slab ∥ each reads the slab's byte counter right after.
+    /// Under loom a release batch is two slots, so each thread's two frees are one `give_back`.
+    /// The interleaving: the first `give_back` pushes two indices onto the chunk's free-slot
+    /// stack (growing its buffer by 8 bytes) and releases the slab mutex; the second returns the
+    /// last two slots in use, frees the chunk with its stack (8 bytes the first one counted)
+    /// and subtracts it. The first one's addition must already be in the counter: when it was
+    /// made after the unlock, the second thread read the counter at -8 (2^64 - 8 as a `usize`,
+    /// the figure the `concurrent` fuzz target's `memory_stats` overflowed on).
+    #[test]
+    fn slab_bytes_never_read_below_zero_while_two_threads_return_slots() {
+        // `std` atomic: the test's own count of executions, printed as `loom-tests` models do.
+        let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&executions);
+        loom::model(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let slab = Arc::new(EntrySlab::<u64, u64>::new());
+            let mut cache = SlabCache::new();
+            // Two refills of two slots from one chunk of eight: the cache ends empty and all
+            // four slots are in use.
+            let ptrs: Vec<usize> = (0..4)
+                .map(|k| slab.alloc(&mut cache, Entry { key: k, value: k }) as usize)
+                .collect();
+            let other = {
+                let slab = Arc::clone(&slab);
+                let mine = [ptrs[0], ptrs[1]];
+                loom::thread::spawn(move || free_and_read(&slab, mine))
+            };
+            let here = free_and_read(&slab, [ptrs[2], ptrs[3]]);
+            let there = other.join().unwrap();
+            assert!(here >= 0 && there >= 0, "read {here} and {there} bytes");
+            assert_eq!(slab.chunk_bytes(), 0, "every chunk went back");
+        });
+        eprintln!(
+            "loom explored {} executions",
+            executions.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
 }

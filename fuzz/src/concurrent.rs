@@ -4,7 +4,7 @@
 //! Values are [`Counted`]: each knows the key it was written for and counts its drops. During the
 //! run every thread checks what it reads (a value belongs to the key it was found under; a `Ref`
 //! it holds keeps reading the same value while others overwrite, remove and clear). Afterwards:
-//! `len` matches the iterated contents, every value present was written for its key, no value was
+//! every `memory_stats` figure is in bounds while reclamation may still be running, `len` matches the iterated contents, every value present was written for its key, no value was
 //! dropped twice and none present was dropped; then after `clear` and `wait_for_reclamation` every
 //! value ever created has been dropped exactly once and nothing is pending.
 
@@ -113,7 +113,13 @@ pub fn run(data: &[u8]) {
         }
     });
 
-    // Quiescent now: every statistic is exact.
+    // The threads are done, but reclamation may still be running (on the reclaimer thread): a
+    // snapshot now mixes moments, and each figure must still be sane. A byte counter that a
+    // decrement reached before its increment read ~2^64 here (`regressions/concurrent/
+    // concurrent-memory-stats-overflow`); with `-a` epochmap's own debug assertion catches that.
+    assert_sane(&map.memory_stats(), usize::from(mask) + 1);
+
+    // Quiescent now (apart from reclamation): the map's contents and `len` are exact.
     let mut live = HashSet::new();
     let mut keys = HashSet::new();
     for r in map.iter() {
@@ -152,9 +158,28 @@ pub fn run(data: &[u8]) {
         map.memory_stats()
     );
     let stats = map.memory_stats();
+    assert_sane(&stats, 0);
     assert_eq!(stats.pending_bytes, 0);
     assert_eq!(stats.tables_retired, stats.tables_reclaimed, "{stats:?}");
     ledger.assert_exactly(&HashSet::new());
+}
+
+/// Every figure of a snapshot is in bounds: at most `keys` entries, and no byte count anywhere
+/// near what a counter wrapped below zero would read (these maps hold a few MiB at most).
+fn assert_sane(stats: &epochmap::MemoryStats, keys: usize) {
+    const SANE_BYTES: usize = 1 << 32;
+    assert!(stats.len <= keys, "{stats:?}");
+    for bytes in [
+        stats.table_bytes,
+        stats.entry_bytes,
+        stats.slab_bytes,
+        stats.pending_bytes,
+        stats.drain_bytes,
+        stats.allocated_bytes,
+        stats.total_bytes(),
+    ] {
+        assert!(bytes < SANE_BYTES, "{stats:?}");
+    }
 }
 
 fn run_thread(map: &Map, ledger: &Arc<Ledger>, t: u32, program: Vec<Op>, mask: u16) {
