@@ -543,7 +543,7 @@ where
         if !condition(&at.entry.key, &at.entry.value) {
             return None;
         }
-        writer.remove(hash, at);
+        writer.remove(hash, at, &|k| self.hash(k));
         Some(at.entry)
     }
 
