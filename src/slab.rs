@@ -9,8 +9,9 @@
 //!
 //! A slab hands out fixed-size slots from chunks it allocates from the global allocator. Chunks
 //! grow geometrically, like a `Vec`: the first holds 8 slots, each new one as many slots as the
-//! slab already has, up to 64 KiB. A map with a handful of entries per shard therefore costs a few
-//! hundred bytes per shard, not 64 KiB, while a big one is carved into 64 KiB chunks.
+//! slab already has, up to 4 KiB ([`CHUNK`]: small, so that scattered survivors of mass removals
+//! pin little). A map with a handful of entries per shard therefore costs a few hundred bytes per
+//! shard, while a big one is carved into 4 KiB chunks.
 //!
 //! * **Allocation** happens under the shard lock, from a small per-shard cache of slots
 //!   ([`SlabCache`]) that is refilled [`REFILL`] slots at a time under the slab's own mutex.
@@ -43,8 +44,11 @@ use std::ptr::{self, NonNull};
 use crate::entry::Entry;
 use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
 
-/// The most bytes a chunk spans.
-const CHUNK: usize = 64 << 10;
+/// The most bytes a chunk spans (unless [`MIN_SLOTS`] slots need more): a page. Entries never
+/// move, so one entry left in a chunk keeps the whole chunk; with 64 KiB chunks, a 1M-entry map
+/// thinned to one entry in a thousand kept every chunk (15.5 of 15.5 MiB), with 4 KiB chunks it
+/// keeps about a fifth of them (see "Automatic shrink and slab release" in `docs/design.md`).
+const CHUNK: usize = 4 << 10;
 /// Slots in a slab's first chunk.
 const MIN_SLOTS: usize = 8;
 /// The largest slot the slab pools; bigger entries are boxed one by one.
@@ -100,6 +104,22 @@ struct SlabState {
 }
 
 impl SlabState {
+    /// Bytes of the two chunk lists' buffers: with 4 KiB chunks a slab lists hundreds of chunks,
+    /// so the lists are memory the slab holds too (counted in `chunk_bytes`).
+    fn list_bytes(&self) -> usize {
+        (self.chunks.capacity() + self.partial.capacity()) * size_of::<NonNull<ChunkHeader>>()
+    }
+
+    /// Gives back most of a list buffer that has become much longer than its list, so that the
+    /// lists follow the chunks down as they are freed (doubling back up costs O(1) amortised).
+    fn trim_lists(&mut self) {
+        for list in [&mut self.chunks, &mut self.partial] {
+            if list.capacity() > 16 && list.capacity() > 4 * list.len() {
+                list.shrink_to(2 * list.len());
+            }
+        }
+    }
+
     /// Removes `chunk` from `partial`.
     ///
     /// # Safety
@@ -159,10 +179,11 @@ impl<K, V> EntrySlab<K, V> {
     pub(crate) const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
     /// Offset of the first slot: the header, rounded up to the slot alignment.
     const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
-    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes, and never more than a
-    /// `u16` free-stack index can name.
+    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes but at least [`MIN_SLOTS`]
+    /// (entries of up to `MAX_SLOT` bytes are pooled, and a chunk of one or two would cost a
+    /// header per entry), and never more than a `u16` free-stack index can name.
     const MAX_SLOTS: usize = {
-        let slots = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
+        let slots = max(CHUNK.saturating_sub(Self::FIRST) / Self::SLOT, MIN_SLOTS);
         if slots > u16::MAX as usize {
             u16::MAX as usize
         } else {
@@ -243,7 +264,7 @@ impl<K, V> EntrySlab<K, V> {
             Self::FIRST + slots * Self::SLOT,
             max(Self::ALIGN, align_of::<ChunkHeader>()),
         )
-        .expect("a chunk is at most CHUNK bytes, aligned to at most MAX_ALIGN")
+        .expect("a chunk is at most MAX_SLOTS slots of at most MAX_SLOT bytes, aligned to at most MAX_ALIGN")
     }
 
     /// Drops a chunk's header and gives its memory back; returns its size in bytes, including its
@@ -263,7 +284,7 @@ impl<K, V> EntrySlab<K, V> {
         }
     }
 
-    /// Allocates a chunk sized for the slab's current capacity (doubling it, up to [`CHUNK`]
+    /// Allocates a chunk sized for the slab's current capacity (doubling it, up to `MAX_SLOTS`
     /// bytes), lists it, and returns it; the layout the allocator refused, if it did.
     fn new_chunk(&self, state: &mut SlabState) -> Result<NonNull<ChunkHeader>, Layout> {
         let slots = state
@@ -283,11 +304,14 @@ impl<K, V> EntrySlab<K, V> {
                 partial_at: state.partial.len(),
             })
         };
+        let lists = state.list_bytes();
         let at = state.chunks.partition_point(|c| *c < chunk);
         state.chunks.insert(at, chunk);
         state.partial.push(chunk);
         state.slots += slots;
-        self.chunk_bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        // The lists only grow here, so the difference is not negative.
+        let grown = layout.size() + state.list_bytes() - lists;
+        self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
         Ok(chunk)
     }
 
@@ -354,10 +378,11 @@ impl<K, V> EntrySlab<K, V> {
     /// binary search per slot plus O(chunks) per chunk freed, never a walk over all slots.
     fn give_back(&self, slots: &mut Vec<NonNull<u8>>) {
         let mut freed = Vec::new();
-        let mut grown = 0;
+        let (mut grown, mut bytes) = (0, 0);
         {
             let mut state = lock(&self.state);
             let state = &mut *state;
+            let lists = state.list_bytes();
             let mut emptied = Vec::new();
             for slot in slots.drain(..) {
                 // The chunk that starts at or below the slot: every returned slot lies in a live
@@ -415,9 +440,14 @@ impl<K, V> EntrySlab<K, V> {
                     state.slots -= unsafe { (*chunk.as_ptr()).slots };
                     freed.push(chunk);
                 }
+                state.trim_lists();
             }
+            // The lists may have grown (`partial`) or shrunk (trimmed, or taken into `freed`,
+            // whose buffer goes when this function returns).
+            let after = state.list_bytes();
+            grown += after.saturating_sub(lists);
+            bytes += lists.saturating_sub(after);
         }
-        let mut bytes = 0;
         // Outside the lock: `dealloc` may be slow (an `munmap`), and nothing references these.
         for chunk in freed {
             // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
@@ -657,7 +687,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_start_small_and_double_up_to_64_kib() {
+    fn chunks_start_small_and_double_up_to_4_kib() {
         let slab = EntrySlab::<u64, u64>::new();
         let mut cache = SlabCache::new();
         let first = slab.alloc(&mut cache, entry(1));
@@ -675,7 +705,10 @@ mod tests {
             .map(|c| unsafe { (*c.as_ptr()).slots })
             .collect();
         assert!(sizes.iter().all(|&s| s * 16 <= CHUNK));
-        assert!(sizes.len() < 40, "geometric growth: {} chunks", sizes.len());
+        let full = EntrySlab::<u64, u64>::MAX_SLOTS;
+        let small = sizes.iter().filter(|&&s| s < full).count();
+        assert!(small < 8, "geometric growth to full chunks: {sizes:?}");
+        assert!(sizes.len() <= 100_000 / full + 8, "{} chunks", sizes.len());
         slab.return_cache(&mut cache);
         let mut releaser = slab.releaser();
         for p in ptrs {
