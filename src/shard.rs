@@ -31,7 +31,11 @@ const SHRINK_TO: usize = 2;
 /// No automatic shrink goes below this many buckets (a 0.6 KiB table for 42 entries), nor below
 /// the size a shard was built with (`EpochMap::with_capacity`): tiny tables are not worth
 /// rebuilding, and a capacity asked for up front is kept.
+#[cfg(not(epochmap_loom))]
 const SHRINK_MIN_BUCKETS: usize = 8;
+/// Under loom, a model with a dozen keys can shrink a four-bucket table.
+#[cfg(epochmap_loom)]
+const SHRINK_MIN_BUCKETS: usize = 1;
 
 /// What the map as a whole lends a shard for one write.
 pub(crate) struct Ctx<'m> {
