@@ -665,7 +665,8 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     /// rely on, and later lookups of those would miss). If it is in `hash`'s home bucket, there is
     /// nothing to walk for a right `hash`; for a wrong one the entry's own path keeps its raised
     /// counts: probes past it stay longer than needed until the next rebuild, never too short.
-    /// `real` runs under the lock, before anything changes.
+    /// `real` runs under the lock, before anything changes, and again as the map's hasher if the
+    /// removal shrinks the table (see [`remove`](Self::remove)).
     pub(crate) fn remove_trusting(
         &mut self,
         hash: u64,
