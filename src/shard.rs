@@ -375,8 +375,8 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 
     /// Whether a table holding `len` entries is sparse enough for an automatic shrink (see
-    /// [`SHRINK_BELOW`]); the check every removal makes, so it is two multiplications and a
-    /// comparison.
+    /// [`SHRINK_BELOW`]); the check every removal makes, so it is a few arithmetic instructions
+    /// on the table's bucket count.
     #[inline]
     fn too_sparse(&self, table: &Table<K, V>, len: usize) -> bool {
         len < table.max_len() / SHRINK_BELOW && table.bucket_count() > self.floor

@@ -293,7 +293,7 @@ impl<K, V> EntrySlab<K, V> {
     /// The layout of a chunk of `slots` slots (at most `MAX_SLOTS`, so it fits in `CHUNK_ALIGN`).
     fn chunk_layout(slots: usize) -> Layout {
         Layout::from_size_align(Self::FIRST + slots * Self::SLOT, Self::CHUNK_ALIGN)
-        .expect("a chunk is at most MAX_SLOTS slots of at most MAX_SLOT bytes, aligned to at most MAX_ALIGN")
+            .expect("pooled slots are bounded, so a chunk's size and alignment are valid")
     }
 
     /// Drops a chunk's header and gives its memory back; returns its size in bytes, including its
@@ -314,7 +314,7 @@ impl<K, V> EntrySlab<K, V> {
     }
 
     /// Allocates a chunk sized for the slab's current capacity (doubling it, up to `MAX_SLOTS`
-    /// bytes), lists it, and returns it; the layout the allocator refused, if it did.
+    /// slots), lists it, and returns it; the layout the allocator refused, if it did.
     fn new_chunk(&self, state: &mut SlabState) -> Result<NonNull<ChunkHeader>, Layout> {
         let slots = state
             .slots
