@@ -633,8 +633,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
-        // since (only `insert` and `remove` resize, and no caller follows either with a `replace`
-        // of an older slot).
+        // since (`insert` and `remove` resize; no caller follows either by an older slot's replace).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
         self.flush |= self
             .shard
