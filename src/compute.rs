@@ -290,7 +290,7 @@ where
                     }
                 }
                 (Some(at), Some(Operation::Remove)) => {
-                    writer.remove(hash, at);
+                    writer.remove(hash, at, &|k| self.hash(k));
                     Done::Removed(at.entry)
                 }
                 (Some(at), _) => Done::Unchanged(Some(at.entry)),

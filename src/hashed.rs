@@ -187,7 +187,7 @@ where
             let ctx = self.ctx();
             let mut writer = shard.writer(&ctx, &guard);
             let at = writer.find(hash, key)?;
-            writer.remove_trusting(hash, at, |k| self.hash(k));
+            writer.remove_trusting(hash, at, &|k| self.hash(k));
             at.entry
         };
         // SAFETY: the entry was found under `guard` and retired after it was pinned.

@@ -168,7 +168,14 @@
 //! (`epochmap-reclaim`) drops the old entries and frees the arrays, skipping buckets whose "known
 //! empty" mark bit is set, so a sparse table costs what it holds, not its size.
 //! [`EpochMap::clear_keep_capacity`] keeps the table sizes instead (Go's `clear`, without the
-//! O(n) walk). [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries,
+//! O(n) walk).
+//!
+//! Without `clear`, memory follows `len()` down by itself: a removal that leaves a shard's table
+//! under an eighth of its capacity rebuilds it at two to four times what is left (never below 8
+//! buckets per shard, nor below the capacity the map was built with), so a map emptied by `remove`
+//! in a loop, Go's case, gives its tables back; entries live in 4 KiB slab chunks that go back as
+//! they empty (an entry never moves, so each survivor keeps its chunk).
+//! [`EpochMap::shrink_to_fit`] trims the remaining headroom. [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries,
 //! retired-but-pending, and in all (`allocated_bytes`) what the map holds from the allocator; [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
 //!
 //! ```
@@ -226,6 +233,7 @@
 //! | `get`, `contains_key` | one epoch pin, one hash, usually one bucket (cache line) and one entry |
 //! | `insert`, `remove` | as `get`, plus the shard lock and one allocation or retirement |
 //! | growth | O(shard entries) by the writer that crosses the load factor; readers unaffected |
+//! | automatic shrink | O(shard entries) by the removal that leaves a table under 1/8 full; O(1) amortised per removal |
 //! | `clear` | O(shards) for the caller; O(entries) later on the reclaimer thread |
 //! | `drain` | O(shards) for the caller; O(entries) for whoever consumes the [`Drain`], after one grace period |
 //! | `iter`, `retain` | O(capacity) for iteration, O(occupied buckets) for `retain` |

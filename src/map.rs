@@ -293,7 +293,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             entry_bytes,
             slab_bytes,
             pending_bytes,
-            pending_entries: c.pending_entries.load(Ordering::Relaxed) + batched,
+            pending_entries: Counters::bytes_of(&c.pending_entries).saturating_add(batched),
             drain_bytes,
             allocated_bytes: sum([
                 table_bytes,
@@ -557,7 +557,7 @@ where
         if !condition(&at.entry.key, &at.entry.value) {
             return None;
         }
-        writer.remove(hash, at);
+        writer.remove(hash, at, &|k| self.hash(k));
         Some(at.entry)
     }
 
@@ -780,7 +780,11 @@ where
     }
 
     /// Shrinks every shard's table to the smallest size that holds its entries, retiring the larger
-    /// arrays (their memory comes back after the grace period). Use it after removing most entries.
+    /// arrays (their memory comes back after the grace period).
+    ///
+    /// Removals already shrink a table once it is less than an eighth full, to two to four times
+    /// what it holds (not below 8 buckets, nor below the capacity the map was built with); this
+    /// trims what is left of that headroom, for a map about to be only read.
     ///
     /// ```
     /// let map: epochmap::EpochMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();

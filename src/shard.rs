@@ -19,6 +19,24 @@ use crate::stats::Counters;
 use crate::sync::{epoch, lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::table::Table;
 
+/// A removal shrinks its shard's table once fewer than `1 / SHRINK_BELOW` of the table's capacity
+/// (`Table::max_len`) is in use, to a table whose capacity is `SHRINK_TO`-fold what is left
+/// (rounded up to a power of two of buckets, so between 2x and 4x). The gap between the two is
+/// the hysteresis: after a shrink at `len`, the next one needs the length to halve again and the
+/// next growth needs it to double, so the O(len) rebuild is paid for by at least `len / 2`
+/// operations (O(1) amortised per remove), and a map that empties and refills rebuilds each size
+/// once on the way down and once on the way up.
+const SHRINK_BELOW: usize = 8;
+const SHRINK_TO: usize = 2;
+/// No automatic shrink goes below this many buckets (a 0.6 KiB table for 42 entries), nor below
+/// the size a shard was built with (`EpochMap::with_capacity`): tiny tables are not worth
+/// rebuilding, and a capacity asked for up front is kept.
+#[cfg(not(epochmap_loom))]
+const SHRINK_MIN_BUCKETS: usize = 8;
+/// Under loom, a model with a dozen keys can shrink a four-bucket table.
+#[cfg(epochmap_loom)]
+const SHRINK_MIN_BUCKETS: usize = 1;
+
 /// What the map as a whole lends a shard for one write.
 pub(crate) struct Ctx<'m> {
     pub(crate) counters: &'m Arc<Counters>,
@@ -112,6 +130,9 @@ pub(crate) struct Shard<K, V> {
     writer: Mutex<Writer<K, V>>,
     len: AtomicUsize,
     buckets: AtomicUsize,
+    /// The fewest buckets an automatic shrink leaves: the size the shard was built with, or
+    /// [`SHRINK_MIN_BUCKETS`] if that is more.
+    floor: usize,
     garbage_len: AtomicUsize,
     /// Where this shard's entries live; shared with the reclamation jobs that free them.
     slab: Arc<EntrySlab<K, V>>,
@@ -137,6 +158,7 @@ impl<K, V> Shard<K, V> {
             }),
             len: AtomicUsize::new(0),
             buckets: AtomicUsize::new(buckets),
+            floor: buckets.max(SHRINK_MIN_BUCKETS),
             garbage_len: AtomicUsize::new(0),
             slab: Arc::new(EntrySlab::new()),
         })
@@ -359,6 +381,41 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         unsafe { fresh.deref() }
     }
 
+    /// Whether a table holding `len` entries is sparse enough for an automatic shrink (see
+    /// [`SHRINK_BELOW`]); the check every removal makes, so it is a few arithmetic instructions
+    /// on the table's bucket count.
+    #[inline]
+    fn too_sparse(&self, table: &Table<K, V>, len: usize) -> bool {
+        len < table.max_len() / SHRINK_BELOW && table.bucket_count() > self.floor
+    }
+
+    /// The automatic shrink: rebuilds `table` (the current one, which holds `len` entries) at
+    /// [`SHRINK_TO`] times the size `len` needs, but never below `floor`, and returns the new
+    /// table; `None` if that would not be smaller, or if the allocator refused the new table (a
+    /// sparse table is not worth an abort: the next removal tries again). Caller holds the lock
+    /// and flushes the guard after releasing it. `hasher` runs only for entries whose placement
+    /// lost track of their home (see `Placement`); if it panics, nothing has changed.
+    #[cold]
+    #[inline(never)]
+    fn shrink_to_len<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        table: &'g Table<K, V>,
+        len: usize,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> Option<&'g Table<K, V>> {
+        let buckets = len
+            .checked_mul(SHRINK_TO)
+            .and_then(Table::<K, V>::buckets_for)?
+            .max(self.floor);
+        if buckets >= table.bucket_count() {
+            return None;
+        }
+        let fresh = Table::try_new(buckets).ok()?;
+        Some(self.rehash_into(ctx, guard, table, fresh, hasher))
+    }
+
     /// Resizes the table to fit `len.max(at_least)` entries if that means growing (`grow`) or
     /// shrinking (`shrink`). Fails, changing nothing, if that size does not fit in the address
     /// space or the allocator refuses the new table.
@@ -495,6 +552,11 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 flush |= self.discard(ctx, guard, &mut locked, old);
             }
         });
+        // After the walk, not during it: the walk reads `table`, which a shrink retires.
+        let len = self.len.load(Ordering::Relaxed);
+        if self.too_sparse(table, len) {
+            flush |= self.shrink_to_len(ctx, guard, table, len, hasher).is_some();
+        }
         // After unlocking (see `ShardWriter`). If `keep` or `hasher` panicked, the batch waits in
         // this thread's bag for its next flush or collection instead.
         drop(locked);
@@ -580,7 +642,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
-        // since (only `insert` resizes, and it is never followed by a `replace` of an older slot).
+        // since (`insert` and `remove` resize; no caller follows either by an older slot's replace).
         let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
         self.flush |= self
             .shard
@@ -611,31 +673,58 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     /// rely on, and later lookups of those would miss). If it is in `hash`'s home bucket, there is
     /// nothing to walk for a right `hash`; for a wrong one the entry's own path keeps its raised
     /// counts: probes past it stay longer than needed until the next rebuild, never too short.
-    /// `real` runs under the lock, before anything changes.
+    /// `real` runs under the lock, before anything changes, and again as the map's hasher if the
+    /// removal shrinks the table (see [`remove`](Self::remove)).
     pub(crate) fn remove_trusting(
         &mut self,
         hash: u64,
         at: Slot<'_, K, V>,
-        real: impl FnOnce(&K) -> u64,
+        real: &dyn Fn(&K) -> u64,
     ) {
         let walk = if self.table.is_home(hash, at.bucket) {
             hash
         } else {
             real(&at.entry.key)
         };
-        self.remove(walk, at);
+        self.remove(walk, at, real);
     }
 
-    /// Unlinks the entry at `at`, which `find` located for a key with `hash`.
+    /// Unlinks the entry at `at`, which `find` located for a key with `hash`, then shrinks the
+    /// table if it has become too sparse (see [`SHRINK_BELOW`]). Slots found before this call are
+    /// stale afterwards.
     #[inline]
-    pub(crate) fn remove(&mut self, hash: u64, at: Slot<'_, K, V>) {
+    pub(crate) fn remove(&mut self, hash: u64, at: Slot<'_, K, V>, hasher: &dyn Fn(&K) -> u64) {
         // SAFETY: lock held; `at` came from `find(hash, ..)` on this table under this lock.
         let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
-        let len = self.shard.len.load(Ordering::Relaxed);
-        self.shard.len.store(len - 1, Ordering::Relaxed);
+        let len = self.shard.len.load(Ordering::Relaxed) - 1;
+        self.shard.len.store(len, Ordering::Relaxed);
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
+        if self.shard.too_sparse(self.table, len) {
+            self.shrink(len, hasher);
+        }
+    }
+
+    /// The automatic shrink after a removal (see [`Shard::shrink_to_len`]).
+    #[cold]
+    #[inline(never)]
+    fn shrink(&mut self, len: usize, hasher: &dyn Fn(&K) -> u64) {
+        // The removal is done and its entry is in the shard's batch, owned by no local, so a
+        // panic from `hasher` drops nothing of the user's here. It is still caught and resumed
+        // after unlocking, as in `insert`, so that no caller's unwinding runs under the lock.
+        let shrunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.shard
+                .shrink_to_len(self.ctx, self.guard, self.table, len, hasher)
+        }));
+        match shrunk {
+            Ok(Some(table)) => {
+                self.table = table;
+                self.flush = true;
+            }
+            Ok(None) => {}
+            Err(payload) => self.unlock_drop_and_resume((), payload),
+        }
     }
 }
 

@@ -9,8 +9,9 @@
 //!
 //! A slab hands out fixed-size slots from chunks it allocates from the global allocator. Chunks
 //! grow geometrically, like a `Vec`: the first holds 8 slots, each new one as many slots as the
-//! slab already has, up to 64 KiB. A map with a handful of entries per shard therefore costs a few
-//! hundred bytes per shard, not 64 KiB, while a big one is carved into 64 KiB chunks.
+//! slab already has, up to 4 KiB ([`CHUNK`]: small, so that scattered survivors of mass removals
+//! pin little). A map with a handful of entries per shard therefore costs a few hundred bytes per
+//! shard, while a big one is carved into 4 KiB chunks.
 //!
 //! * **Allocation** happens under the shard lock, from a small per-shard cache of slots
 //!   ([`SlabCache`]) that is refilled [`REFILL`] slots at a time under the slab's own mutex.
@@ -22,9 +23,13 @@
 //!   still holds live entries (so a workload hovering around a chunk boundary does not allocate and
 //!   free a chunk over and over). When the slab holds no entry at all, every chunk goes and the next
 //!   one starts small again: after `clear` and the grace period the allocator gets all of it back.
-//! * **Finding a slot's chunk** on release is a binary search over the slab's chunks, kept sorted by
-//!   address (a few dozen per shard even at millions of entries), under the mutex the release
-//!   takes anyway; chunks need no special alignment.
+//! * **Finding a slot's chunk** on release is a mask: every chunk is aligned to its largest size
+//!   rounded up to a power of two (`CHUNK_ALIGN`, a page for entries up to ~500 bytes), so a
+//!   slot's chunk starts at the slot's address rounded down. The chunk list is unordered (each
+//!   header knows its index), so adding or freeing a chunk is O(1). With 64 KiB chunks a binary
+//!   search over a sorted list was cheap enough; with 4 KiB ones the list holds thousands of
+//!   chunks per shard and each freed chunk's `Vec::remove` moved half of it (dropping a one-shard
+//!   map of 4M entries: 140-210 ms with 64 KiB chunks, 480-500 ms with sorted 4 KiB chunks).
 //! * **Lifetime**: the slab is shared (`Arc`) by its shard and by every reclamation job that frees
 //!   entries into it, so it outlives the map when retired entries are still waiting for their grace
 //!   period; the last owner frees whatever chunks remain.
@@ -43,8 +48,11 @@ use std::ptr::{self, NonNull};
 use crate::entry::Entry;
 use crate::sync::{lock, Arc, AtomicUsize, Mutex, Ordering};
 
-/// The most bytes a chunk spans.
-const CHUNK: usize = 64 << 10;
+/// The most bytes a chunk spans (unless [`MIN_SLOTS`] slots need more): a page. Entries never
+/// move, so one entry left in a chunk keeps the whole chunk; with 64 KiB chunks, a 1M-entry map
+/// thinned to one entry in a thousand kept every chunk (15.5 of 15.5 MiB), with 4 KiB chunks it
+/// keeps about a fifth of them (see "Automatic shrink and slab release" in `docs/design.md`).
+const CHUNK: usize = 4 << 10;
 /// Slots in a slab's first chunk.
 const MIN_SLOTS: usize = 8;
 /// The largest slot the slab pools; bigger entries are boxed one by one.
@@ -80,13 +88,15 @@ struct ChunkHeader {
     /// This chunk's index in `SlabState::partial` (it has a free or never-used slot), or
     /// [`NOT_PARTIAL`].
     partial_at: usize,
+    /// This chunk's index in `SlabState::chunks`.
+    listed_at: usize,
 }
 
 const NOT_PARTIAL: usize = usize::MAX;
 
 /// Where a slab's chunks are; guarded by the slab mutex.
 struct SlabState {
-    /// Every chunk the slab owns, sorted by address.
+    /// Every chunk the slab owns, in no particular order (see `ChunkHeader::listed_at`).
     chunks: Vec<NonNull<ChunkHeader>>,
     /// Slots over all chunks: the size of the next chunk.
     slots: usize,
@@ -100,6 +110,37 @@ struct SlabState {
 }
 
 impl SlabState {
+    /// Bytes of the two chunk lists' buffers: with 4 KiB chunks a slab lists hundreds of chunks,
+    /// so the lists are memory the slab holds too (counted in `chunk_bytes`).
+    fn list_bytes(&self) -> usize {
+        (self.chunks.capacity() + self.partial.capacity()) * size_of::<NonNull<ChunkHeader>>()
+    }
+
+    /// Gives back most of a list buffer that has become much longer than its list, so that the
+    /// lists follow the chunks down as they are freed (doubling back up costs O(1) amortised).
+    fn trim_lists(&mut self) {
+        for list in [&mut self.chunks, &mut self.partial] {
+            if list.capacity() > 16 && list.capacity() > 4 * list.len() {
+                list.shrink_to(2 * list.len());
+            }
+        }
+    }
+
+    /// Removes `chunk` from `chunks`.
+    ///
+    /// # Safety
+    /// The caller holds the slab mutex and `chunk` is a live chunk of this state.
+    unsafe fn unlist_chunk(&mut self, chunk: NonNull<ChunkHeader>) {
+        // SAFETY: headers are only touched under the slab mutex (the caller's contract).
+        let at = unsafe { (*chunk.as_ptr()).listed_at };
+        debug_assert_eq!(self.chunks[at], chunk);
+        self.chunks.swap_remove(at);
+        if let Some(moved) = self.chunks.get(at) {
+            // SAFETY: as above.
+            unsafe { (*moved.as_ptr()).listed_at = at };
+        }
+    }
+
     /// Removes `chunk` from `partial`.
     ///
     /// # Safety
@@ -159,10 +200,22 @@ impl<K, V> EntrySlab<K, V> {
     pub(crate) const POOLED: bool = Self::SLOT <= MAX_SLOT && Self::ALIGN <= MAX_ALIGN;
     /// Offset of the first slot: the header, rounded up to the slot alignment.
     const FIRST: usize = round_up(size_of::<ChunkHeader>(), Self::ALIGN);
-    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes, and never more than a
-    /// `u16` free-stack index can name.
+    /// The alignment of every chunk: the largest chunk's size rounded up to a power of two, so that
+    /// masking a slot's address gives its chunk (see the module docs). Evaluated for pooled types
+    /// only (a huge unpooled entry would overflow it).
+    const CHUNK_ALIGN: usize = if Self::POOLED {
+        max(
+            (Self::FIRST + Self::MAX_SLOTS * Self::SLOT).next_power_of_two(),
+            max(Self::ALIGN, align_of::<ChunkHeader>()),
+        )
+    } else {
+        1
+    };
+    /// The most slots a chunk holds: as many as fit in [`CHUNK`] bytes but at least [`MIN_SLOTS`]
+    /// (entries of up to `MAX_SLOT` bytes are pooled, and a chunk of one or two would cost a
+    /// header per entry), and never more than a `u16` free-stack index can name.
     const MAX_SLOTS: usize = {
-        let slots = CHUNK.saturating_sub(Self::FIRST) / Self::SLOT;
+        let slots = max(CHUNK.saturating_sub(Self::FIRST) / Self::SLOT, MIN_SLOTS);
         if slots > u16::MAX as usize {
             u16::MAX as usize
         } else {
@@ -237,13 +290,10 @@ impl<K, V> EntrySlab<K, V> {
         self.chunk_bytes.load(Ordering::Relaxed)
     }
 
-    /// The layout of a chunk of `slots` slots.
+    /// The layout of a chunk of `slots` slots (at most `MAX_SLOTS`, so it fits in `CHUNK_ALIGN`).
     fn chunk_layout(slots: usize) -> Layout {
-        Layout::from_size_align(
-            Self::FIRST + slots * Self::SLOT,
-            max(Self::ALIGN, align_of::<ChunkHeader>()),
-        )
-        .expect("a chunk is at most CHUNK bytes, aligned to at most MAX_ALIGN")
+        Layout::from_size_align(Self::FIRST + slots * Self::SLOT, Self::CHUNK_ALIGN)
+            .expect("pooled slots are bounded, so a chunk's size and alignment are valid")
     }
 
     /// Drops a chunk's header and gives its memory back; returns its size in bytes, including its
@@ -263,8 +313,8 @@ impl<K, V> EntrySlab<K, V> {
         }
     }
 
-    /// Allocates a chunk sized for the slab's current capacity (doubling it, up to [`CHUNK`]
-    /// bytes), lists it, and returns it; the layout the allocator refused, if it did.
+    /// Allocates a chunk sized for the slab's current capacity (doubling it, up to `MAX_SLOTS`
+    /// slots), lists it, and returns it; the layout the allocator refused, if it did.
     fn new_chunk(&self, state: &mut SlabState) -> Result<NonNull<ChunkHeader>, Layout> {
         let slots = state
             .slots
@@ -281,13 +331,16 @@ impl<K, V> EntrySlab<K, V> {
                 bump: 0,
                 slots,
                 partial_at: state.partial.len(),
+                listed_at: state.chunks.len(),
             })
         };
-        let at = state.chunks.partition_point(|c| *c < chunk);
-        state.chunks.insert(at, chunk);
+        let lists = state.list_bytes();
+        state.chunks.push(chunk);
         state.partial.push(chunk);
         state.slots += slots;
-        self.chunk_bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        // The lists only grow here, so the difference is not negative.
+        let grown = layout.size() + state.list_bytes() - lists;
+        self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
         Ok(chunk)
     }
 
@@ -350,24 +403,28 @@ impl<K, V> EntrySlab<K, V> {
         }
     }
 
-    /// Returns `slots` (emptying the vector) and frees chunks that hold nothing any more. Costs a
-    /// binary search per slot plus O(chunks) per chunk freed, never a walk over all slots.
+    /// Returns `slots` (emptying the vector) and frees chunks that hold nothing any more. O(1) per
+    /// slot and per chunk freed, plus trimming the lists' buffers (O(1) amortised).
     fn give_back(&self, slots: &mut Vec<NonNull<u8>>) {
         let mut freed = Vec::new();
-        let mut grown = 0;
+        let (mut grown, mut bytes) = (0, 0);
         {
             let mut state = lock(&self.state);
             let state = &mut *state;
+            let lists = state.list_bytes();
             let mut emptied = Vec::new();
             for slot in slots.drain(..) {
-                // The chunk that starts at or below the slot: every returned slot lies in a live
-                // chunk of this slab (a chunk is not freed while it has slots in use).
-                let at = state
-                    .chunks
-                    .partition_point(|c| c.as_ptr().cast::<u8>() <= slot.as_ptr());
-                let chunk = state.chunks[at - 1];
+                // Every returned slot lies in a live chunk of this slab (a chunk is not freed while
+                // it has slots in use), which starts at the slot's address rounded down to
+                // `CHUNK_ALIGN` (chunks are that aligned and no larger). `wrapping_sub` keeps the
+                // slot pointer's provenance, which is the chunk's allocation.
+                let into = slot.as_ptr() as usize & (Self::CHUNK_ALIGN - 1);
+                let base = slot.as_ptr().wrapping_sub(into).cast::<ChunkHeader>();
+                // SAFETY: `base` is the start of a live chunk, so it is not null.
+                let chunk = unsafe { NonNull::new_unchecked(base) };
                 // SAFETY: headers are only touched under the slab mutex, which we hold.
                 let header = unsafe { &mut *chunk.as_ptr() };
+                debug_assert_eq!(state.chunks.get(header.listed_at), Some(&chunk));
                 let offset = slot.as_ptr() as usize - chunk.as_ptr() as usize - Self::FIRST;
                 debug_assert!(offset < header.slots * Self::SLOT && offset % Self::SLOT == 0);
                 // `slots <= u16::MAX` (see `MAX_SLOTS`).
@@ -404,18 +461,23 @@ impl<K, V> EntrySlab<K, V> {
                         state.spare = Some(chunk);
                         continue;
                     }
-                    // SAFETY: we hold the mutex; the chunk is live and (having free slots) listed.
-                    unsafe { state.unlist_partial(chunk) };
-                    let at = state
-                        .chunks
-                        .binary_search(&chunk)
-                        .expect("a live chunk is listed");
-                    state.chunks.remove(at);
+                    // SAFETY: we hold the mutex; the chunk is live, listed in `chunks`, and
+                    // (having free slots) in `partial`.
+                    unsafe {
+                        state.unlist_partial(chunk);
+                        state.unlist_chunk(chunk);
+                    }
                     // SAFETY: as above; `slots` is read before the chunk is freed after the loop.
                     state.slots -= unsafe { (*chunk.as_ptr()).slots };
                     freed.push(chunk);
                 }
+                state.trim_lists();
             }
+            // The lists may have grown (`partial`) or shrunk (trimmed, or taken into `freed`,
+            // whose buffer goes when this function returns).
+            let after = state.list_bytes();
+            grown += after.saturating_sub(lists);
+            bytes += lists.saturating_sub(after);
             // Counted before the mutex is released: from then on another `give_back` can empty
             // this chunk and subtract its stack's bytes, and its subtraction must come after this
             // addition in the counter's modification order. The mutex orders the two (our unlock
@@ -428,7 +490,6 @@ impl<K, V> EntrySlab<K, V> {
                 self.chunk_bytes.fetch_add(grown, Ordering::Relaxed);
             }
         }
-        let mut bytes = 0;
         // Outside the lock: `dealloc` may be slow (an `munmap`), and nothing references these.
         for chunk in freed {
             // SAFETY: unlinked above and holding no slot in use, so nothing can reach it any more.
@@ -630,11 +691,13 @@ mod tests {
 
     /// The chunks a slab holds, by address.
     fn chunks<K, V>(slab: &EntrySlab<K, V>) -> Vec<usize> {
-        lock(&slab.state)
+        let mut chunks: Vec<usize> = lock(&slab.state)
             .chunks
             .iter()
             .map(|c| c.as_ptr() as usize)
-            .collect()
+            .collect();
+        chunks.sort_unstable();
+        chunks
     }
 
     #[test]
@@ -669,7 +732,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_start_small_and_double_up_to_64_kib() {
+    fn chunks_start_small_and_double_up_to_4_kib() {
         let slab = EntrySlab::<u64, u64>::new();
         let mut cache = SlabCache::new();
         let first = slab.alloc(&mut cache, entry(1));
@@ -687,7 +750,10 @@ mod tests {
             .map(|c| unsafe { (*c.as_ptr()).slots })
             .collect();
         assert!(sizes.iter().all(|&s| s * 16 <= CHUNK));
-        assert!(sizes.len() < 40, "geometric growth: {} chunks", sizes.len());
+        let full = EntrySlab::<u64, u64>::MAX_SLOTS;
+        let small = sizes.iter().filter(|&&s| s < full).count();
+        assert!(small < 8, "geometric growth to full chunks: {sizes:?}");
+        assert!(sizes.len() <= 100_000 / full + 8, "{} chunks", sizes.len());
         slab.return_cache(&mut cache);
         let mut releaser = slab.releaser();
         for p in ptrs {

@@ -179,9 +179,9 @@ pub struct MemoryStats {
     /// Bytes of the live entries: `len * size_of::<(K, V)>()` (a zero-sized entry counts as one
     /// byte). Where they live: in `slab_bytes` when entries are pooled, else one allocation each.
     pub entry_bytes: usize,
-    /// Bytes the shards' entry slabs hold from the allocator, in chunks of up to 64 KiB: slots of live
+    /// Bytes the shards' entry slabs hold from the allocator, in chunks of up to 4 KiB: slots of live
     /// entries, of retired entries not yet freed, and free slots kept for reuse (plus each chunk's
-    /// stack of free-slot indices, 2 bytes per slot freed). Entries are
+    /// stack of free-slot indices, 2 bytes per slot freed, and the slabs' lists of chunks). Entries are
     /// pooled this way unless one is larger than 4 KiB (then each is its own allocation, counted
     /// in `entry_bytes` and `pending_bytes` only, and this is 0). Well above `entry_bytes` after
     /// mass removals: a chunk goes back to the allocator only once none of its slots is in use.

@@ -122,3 +122,61 @@ fn shrink_to_fit_hashes_no_key_and_keeps_every_key_findable() {
     assert_eq!(map.memory_stats().buckets, 512);
     assert_every_key_maps_to_itself(&map, 0..100);
 }
+
+/// Automatic shrink (issue 18) has hysteresis: a map that empties by removals and refills, over
+/// and over, rebuilds each table size at most once on the way down and once on the way up, the
+/// shrinks place entries without hashing them (only the removed keys are hashed, plus the rare
+/// entry that sat seven or more buckets from home), and a mix of removes and inserts hovering at
+/// one length never resizes.
+#[test]
+fn emptying_and_refilling_rebuilds_each_size_once_per_cycle_and_a_steady_mix_none() {
+    let map: EpochMap<Counted, u64, Fixed> = EpochMap::builder()
+        .shards(1)
+        .hasher(Fixed::default())
+        .build();
+    let n = 20_000u64;
+    let retired = |map: &EpochMap<Counted, u64, _>| map.memory_stats().tables_retired;
+    let (mut hashed, mut rebuilt) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let before = retired(&map);
+        for k in 0..n {
+            map.insert(Counted(k), k);
+        }
+        let grown = retired(&map);
+        let hashes = hashes_during(|| {
+            for k in 0..n {
+                assert_eq!(map.remove(&Counted(k)).map(|v| *v), Some(k));
+            }
+        });
+        assert!(map.is_empty());
+        hashed.push(hashes);
+        rebuilt.push((grown - before, retired(&map) - grown));
+    }
+    // 20,000 entries need 4096 buckets: 12 doublings up from one bucket the first time, 9 from
+    // the floor of 8 after that; each shrink at least quarters the table (4096 -> 1024 -> 256 ->
+    // 64 -> 16 -> 8).
+    println!("per cycle: (growths, shrinks) {rebuilt:?}, keys hashed by the removals {hashed:?}");
+    for &(grown, shrunk) in &rebuilt[1..] {
+        assert!(grown <= 9, "growths per refill: {rebuilt:?}");
+        assert!(
+            (1..=5).contains(&shrunk),
+            "shrinks per emptying: {rebuilt:?}"
+        );
+    }
+    for &hashes in &hashed {
+        assert!(
+            hashes >= n as usize && hashes <= n as usize + n as usize / 100,
+            "the removals hashed their own keys and (almost) nothing else: {hashes}"
+        );
+    }
+    // Hovering at one length: 1,000 removes and 1,000 inserts alternating, no rebuild.
+    for k in 0..1_000 {
+        map.insert(Counted(k), k);
+    }
+    let before = retired(&map);
+    for k in 0..1_000 {
+        map.remove(&Counted(k));
+        map.insert(Counted(k + 1_000), k);
+    }
+    assert_eq!(retired(&map), before, "a steady mix resized the table");
+}

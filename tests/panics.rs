@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{
     completes_within, expect_panic, in_child_process, quiet_expected_panics, with_map, Config,
-    PanicKey, PanicSwitch, TestHasher, Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
+    HasherKind, PanicKey, PanicSwitch, TestHasher, Tracked, Tracker, EXPECTED_PANIC,
+    RECLAIM_TIMEOUT,
 };
 use epochmap::{EpochMap, ReclaimMode};
 
@@ -194,6 +195,52 @@ fn a_panicking_hash_of_another_key_during_growth_changes_nothing() {
         h.assert_consistent("hash panic during reserve");
         h.map.reserve(more);
         h.assert_consistent("after reserve succeeded");
+        h.finish();
+    });
+}
+
+/// A removal that leaves its table under an eighth full shrinks it, and the shrink may hash keys:
+/// under the colliding hasher every key past the seventh bucket from home has a placement that
+/// cannot say where it goes. If that `Hash` panics, the removal itself stands (the key is gone
+/// and its entry retired once), the table is left as it was, the lock is released, and once the
+/// hash stops panicking the next removal shrinks the table.
+#[test]
+fn a_panicking_hash_during_an_automatic_shrink_keeps_the_removal_and_the_table() {
+    with_map(|config, make| {
+        let mut h = Harness::new(config, make);
+        let n = n(config);
+        h.fill(0..n);
+        // The last key inserted sits furthest from home under the colliding hasher.
+        let far = n - 1;
+        h.switch.panic_on_hash(far);
+        let mut panicked = 0;
+        for id in 0..far {
+            let (map, key) = (Arc::clone(&h.map), h.key(id));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.remove(&key)));
+            h.model.remove(&id);
+            match result {
+                Ok(removed) => assert!(removed.is_some(), "key {id}, {config}"),
+                Err(_) => panicked += 1,
+            }
+            assert!(
+                h.map.get(&h.key(id)).is_none(),
+                "key {id} is gone, {config}"
+            );
+        }
+        let sparse = h.map.memory_stats().buckets;
+        if config.hasher == HasherKind::Colliding {
+            assert!(panicked > 0, "a shrink hashed key {far}, {config}");
+        }
+        // Disarms the switch; its probe write ends with a removal, which shrinks the table.
+        h.assert_consistent("hash panic during an automatic shrink");
+        if config.hasher == HasherKind::Colliding {
+            // One shard holds every key, the probe's too.
+            assert!(
+                h.map.memory_stats().buckets < sparse,
+                "the next removal shrank the table, {config}"
+            );
+        }
         h.finish();
     });
 }
