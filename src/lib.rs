@@ -175,8 +175,18 @@
 //! buckets per shard, nor below the capacity the map was built with), so a map emptied by `remove`
 //! in a loop, Go's case, gives its tables back; entries live in 4 KiB slab chunks that go back as
 //! they empty (an entry never moves, so each survivor keeps its chunk).
-//! [`EpochMap::shrink_to_fit`] trims the remaining headroom. [`EpochMap::memory_stats`] says where the bytes are: live tables, live entries,
-//! retired-but-pending, and in all (`allocated_bytes`) what the map holds from the allocator; [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
+//! [`EpochMap::shrink_to_fit`] trims the remaining headroom. [`EpochMap::memory_stats`] says
+//! where the bytes are: live tables, live entries, retired-but-pending, and in all
+//! (`allocated_bytes`) what the map holds from the allocator;
+//! [`EpochMap::wait_for_reclamation`] blocks until the pending bytes are gone.
+//!
+//! Under churn (writers replacing and removing as fast as they can), retired entries wait for
+//! their grace period; once more than the builder's
+//! [`backpressure_entries`](Builder::backpressure_entries) (16,384 by default) are waiting, the
+//! writers that retire more help free them, off every lock, so the backlog stays bounded however
+//! many writers outrun the background thread. A reader that stays pinned holds back everything
+//! retired after it pinned: keep `Ref`s and `Pinned` handles short-lived, and watch
+//! `memory_stats().pending_entries`.
 //!
 //! ```
 //! use epochmap::EpochMap;

@@ -814,6 +814,12 @@ where
     /// [`Instant`] (such as `Duration::MAX`) means no deadline: it waits until everything is
     /// freed, however long a pinned thread makes that (a pin held by the caller, forever).
     ///
+    /// Called from code that runs under a shard lock (of any map: a closure given to `compute`,
+    /// `update`, ...), it drops nothing itself, because no `Drop` runs under a shard lock: in
+    /// `Background` mode it waits for the reclaimer thread; in `Inline` mode the frees it would
+    /// run are put off until this thread releases its last lock, so it returns `false` at its
+    /// deadline (and never returns with no deadline).
+    ///
     /// When it returns `true`, the `Drop`s of the keys and values it waited for have run, on
     /// whichever thread, and their effects (a drop counter, an `Arc`'s strong count) are visible
     /// to the caller: the reclaimers' accounting publishes them with `Release`, the wait reads it

@@ -78,7 +78,10 @@ impl<K, V> Copy for Slot<'_, K, V> {}
 /// the lock is released: flushing also runs deferred functions that have become ready, and in
 /// [`ReclaimMode::Inline`] those drop users' keys and values. A `Drop` that writes to this map
 /// must not run under its lock (it would be a re-entrant write), nor one that writes to another
-/// map (two threads doing that in opposite directions would deadlock).
+/// map (two threads doing that in opposite directions would deadlock). If this thread still holds
+/// another shard lock (this write came from code running under it), the jobs are owed until it
+/// releases that one too (`reclaim::run_or_owe`). Then, over the map's backpressure bounds, the
+/// writer helps free what is pending (`reclaim::relieve`).
 pub(crate) struct ShardWriter<'s, 'g, K, V> {
     shard: &'s Shard<K, V>,
     ctx: &'s Ctx<'s>,
