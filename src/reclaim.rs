@@ -366,15 +366,16 @@ mod owed {
     /// Owes `job`; hands it back if the thread's record is already gone.
     pub(super) fn push(job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
         let mut job = Some(job);
-        let pushed = JOBS.try_with(|jobs| {
-            if let (Ok(mut jobs), Some(job)) = (jobs.try_borrow_mut(), job.take()) {
-                jobs.push(job);
+        let _ = JOBS.try_with(|jobs| {
+            // The job is taken only once the borrow is had: a failed borrow must hand it back,
+            // not drop it unrun (its entries would leak and their counts never come down).
+            if let Ok(mut jobs) = jobs.try_borrow_mut() {
+                jobs.extend(job.take());
             }
         });
         match job {
             Some(job) => Err(job),
             None => {
-                debug_assert!(pushed.is_ok());
                 let _ = ANY.try_with(|any| any.set(true));
                 Ok(())
             }
