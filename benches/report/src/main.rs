@@ -290,10 +290,9 @@ fn write_churn(
             };
             writeln!(
                 md,
-                "| {m} | {peak:.1} MiB | {lo:.1}–{hi:.1} MiB | {:.1} MiB | {}, {} | {met} | {:.1} MiB | {:.2} |",
+                "| {m} | {peak:.1} MiB | {lo:.1}–{hi:.1} MiB | {:.1} MiB | {:.3}x, {worst:.3}x | {met} | {:.1} MiB | {:.2} |",
                 median(col(|r| r.first_half)),
-                ratio(median(growths)),
-                ratio(worst),
+                median(growths),
                 median(col(|r| r.end)),
                 median(col(|r| r.mops)),
             )?;
