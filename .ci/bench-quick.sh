@@ -7,4 +7,6 @@ benches/report.sh --quick
 report=${CARGO_TARGET_DIR:-target}/bench-results/quick/benchmarks.md
 grep -q '^## Targets' "$report"
 grep -q '^### read-heavy/uniform' "$report"
+grep -q '^## Memory under churn' "$report"
+grep -q '^### 2 writers' "$report"
 echo "bench quick mode: report written to $report"

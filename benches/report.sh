@@ -2,7 +2,7 @@
 # Runs the whole benchmark suite in one go and writes the report, so every ratio in it comes from
 # the same run on the same machine. See benches/README.md.
 #
-#   benches/report.sh           full run (~6 min of benches on 2 cores, + build): writes docs/benchmarks.md + docs/img/
+#   benches/report.sh           full run (~10 min of benches on 2 cores, + build): writes docs/benchmarks.md + docs/img/
 #   benches/report.sh --quick   smoke run (seconds once built): tiny sizes, report under
 #                               target/bench-results/quick/ (docs/ untouched); what CI runs
 #   benches/report.sh --render  re-render docs/benchmarks.md from the last full run's results
@@ -74,6 +74,21 @@ else
         >"$results/mixes-mimalloc.log" 2>&1; then
         tail -n 40 "$results/mixes-mimalloc.log" >&2
         echo "bench mixes (mimalloc) failed; full log: $results/mixes-mimalloc.log" >&2
+        exit 1
+    fi
+    # Memory under churn (issue 18): every (map, writers) case in a child process of its own,
+    # RSS sampled while writers replace and remove 512-byte values. Full: 8 s per case, 3 shuffled
+    # rounds (the report quotes medians and ranges); quick: one round of 0.2 s per case.
+    if [[ $mode == quick ]]; then
+        churn_args=(--secs 0.2 --rounds 1)
+    else
+        churn_args=(--secs 8 --rounds 3)
+    fi
+    echo "=== churn ($(date -u +%H:%M:%S))"
+    if ! cargo bench -p epochmap-benches --bench churn -- "${churn_args[@]}" \
+        >"$results/churn.log" 2>&1; then
+        tail -n 40 "$results/churn.log" >&2
+        echo "bench churn failed; full log: $results/churn.log" >&2
         exit 1
     fi
     secs=$(($(date +%s) - start))

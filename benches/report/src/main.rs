@@ -1,9 +1,9 @@
 //! Turns one run of epochmap's benchmark suite into `docs/benchmarks.md` and SVG plots.
 //!
-//! Reads criterion's `*/new/benchmark.json` + `estimates.json` under `<results>/criterion` and
-//! the memory bench's `<results>/memory.tsv`; writes the markdown report (tables with ops/s and
-//! ratio to epochmap per workload, the targets of issue 7 with met / not met, machine, command,
-//! date) and plots with `plotters`. Run by `benches/report.sh`; see `benches/README.md`.
+//! Reads criterion's `*/new/benchmark.json` + `estimates.json` under `<results>/criterion`, the
+//! memory bench's `<results>/memory.tsv` and the churn bench's `<results>/churn.csv`; writes the
+//! markdown report (tables with ops/s and ratio to epochmap per workload, the targets of issue 7
+//! with met / not met, machine, command, date) and plots with `plotters`. Run by `benches/report.sh`; see `benches/README.md`.
 //!
 //! Every figure is the fastest of criterion's samples (time per iteration; see `fastest_sample`);
 //! one iteration is one operation, so ops/s = 1e9 / ns.
@@ -153,6 +153,168 @@ fn load_memory(path: &Path) -> Vec<MemRow> {
             })
         })
         .collect()
+}
+
+/// One case of one round of the churn bench (`churn.csv`, written by `benches/peers/churn.rs`).
+struct ChurnRow {
+    round: u32,
+    map: String,
+    writers: u32,
+    first_half: f64,
+    peak: f64,
+    end: f64,
+    mops: f64,
+}
+
+fn load_churn(path: &Path) -> Vec<ChurnRow> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some(ChurnRow {
+                round: f.first()?.parse().ok()?,
+                map: f.get(1)?.to_string(),
+                writers: f.get(2)?.parse().ok()?,
+                first_half: f.get(3)?.parse().ok()?,
+                peak: f.get(4)?.parse().ok()?,
+                end: f.get(5)?.parse().ok()?,
+                mops: f.get(6)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Seconds per case, from the header line the churn bench prints first
+/// (`churn: 100000 keys, 512-byte values, 8 s per case, 3 round(s)`), when its log is there.
+fn churn_secs(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.starts_with("churn: "))?;
+    let secs = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" s per case"))?;
+    Some(format!("{secs} s"))
+}
+
+/// The median (the mean of the middle two for an even count); NaN when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Issue 18's bound on growth under churn: the whole run's peak ÷ the first half's.
+const CHURN_GROWTH_BOUND: f64 = 1.25;
+
+/// "Memory under churn": one table per writer count, medians over the rounds.
+fn write_churn(
+    md: &mut String,
+    rows: &[ChurnRow],
+    secs: Option<String>,
+    cores: usize,
+) -> std::fmt::Result {
+    writeln!(md, "## Memory under churn\n")?;
+    let rounds = rows.iter().map(|r| r.round).max().unwrap_or(0);
+    let secs = secs.unwrap_or_else(|| "the run's duration".to_string());
+    let rounds_text = if rounds == 1 {
+        "One round ran every case once, in a shuffled order.".to_string()
+    } else {
+        format!("Each of the {rounds} rounds ran every case once, in a shuffled order.")
+    };
+    writeln!(
+        md,
+        "What a long-running cache sees when its writers replace and remove heap-owning values \
+         as fast as they can (`benches/peers/churn.rs`, issue 18). The map is prefilled with 100K \
+         keys, each holding a 512-byte `Vec<u8>`; then 2 or 8 writer threads (on this machine's \
+         {cores} cores) each pick a random key and replace its value (half the time) or remove \
+         it (the other half), for {secs}. Each (map, writers) case runs in a process of its \
+         own, so memory one map freed but the allocator kept cannot count against another; a \
+         sampler reads the process's resident memory (`VmRSS`) every 20 ms. {rounds_text} \
+         **Peak** is the whole run's highest RSS (median of the rounds, and the lowest–highest), \
+         **first half** the highest over the run's first half, **growth** = peak ÷ first half \
+         (median of the rounds' ratios, and the worst round's): memory that keeps growing under \
+         steady churn shows here, and issue 18 asks for ≤ {CHURN_GROWTH_BOUND:.2} (the bound \
+         column checks the worst round). **End** is RSS after the writers stopped; throughput is \
+         the writers' puts and removes per second, all threads together (median of the rounds). \
+         The process's RSS includes the prefilled values (100K × 512 bytes ≈ 49 MiB) and \
+         whatever the allocator keeps of freed memory.\n"
+    )?;
+    let writers: BTreeSet<u32> = rows.iter().map(|r| r.writers).collect();
+    let mut maps: Vec<&str> = Vec::new();
+    for o in ORDER {
+        if rows.iter().any(|r| r.map == *o) {
+            maps.push(o);
+        }
+    }
+    for r in rows {
+        if !maps.contains(&r.map.as_str()) {
+            maps.push(&r.map);
+        }
+    }
+    for w in writers {
+        writeln!(md, "### {w} writers\n")?;
+        writeln!(
+            md,
+            "| map | peak RSS (median) | peak, min–max | first-half peak | growth (median, worst) | \
+             growth ≤ {CHURN_GROWTH_BOUND:.2} | end RSS | M ops/s (median) |\n|---|---:|---:|---:|---:|---|---:|---:|"
+        )?;
+        let mut peaks: Vec<(&str, f64)> = Vec::new();
+        for &m in &maps {
+            let case: Vec<&ChurnRow> = rows
+                .iter()
+                .filter(|r| r.map == m && r.writers == w)
+                .collect();
+            if case.is_empty() {
+                continue;
+            }
+            let col = |f: fn(&ChurnRow) -> f64| case.iter().map(|r| f(r)).collect::<Vec<f64>>();
+            let peak = median(col(|r| r.peak));
+            let (lo, hi) = col(|r| r.peak)
+                .into_iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+            let growths = col(|r| r.peak / r.first_half);
+            let worst = growths.iter().cloned().fold(f64::MIN, f64::max);
+            let met = if worst <= CHURN_GROWTH_BOUND {
+                "yes"
+            } else {
+                "**no**"
+            };
+            writeln!(
+                md,
+                "| {m} | {peak:.1} MiB | {lo:.1}–{hi:.1} MiB | {:.1} MiB | {:.3}x, {worst:.3}x | {met} | {:.1} MiB | {:.2} |",
+                median(col(|r| r.first_half)),
+                median(growths),
+                median(col(|r| r.end)),
+                median(col(|r| r.mops)),
+            )?;
+            peaks.push((m, peak));
+        }
+        let peak_of = |name: &str| peaks.iter().find(|(m, _)| *m == name).map(|&(_, p)| p);
+        if let Some(e) = peak_of("epochmap") {
+            let vs: Vec<String> = ["papaya", "dashmap"]
+                .iter()
+                .filter_map(|p| Some(format!("{} {p}'s", ratio(e / peak_of(p)?))))
+                .collect();
+            if !vs.is_empty() {
+                writeln!(
+                    md,
+                    "\nepochmap's peak (median) = {} at {w} writers.",
+                    vs.join(", ")
+                )?;
+            }
+        }
+        writeln!(md)?;
+    }
+    Ok(())
 }
 
 /// All results, indexed by (group, function, param).
@@ -863,6 +1025,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let db = Db { recs };
     let mem = load_memory(&args.results.join("memory.tsv"));
+    let churn = load_churn(&args.results.join("churn.csv"));
     std::fs::create_dir_all(&args.img)?;
     let img_rel = relative_img(&args.out, &args.img);
 
@@ -1109,10 +1272,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         writeln!(md)?;
     }
 
+    // Memory under churn.
+    if !churn.is_empty() {
+        write_churn(
+            &mut md,
+            &churn,
+            churn_secs(&args.results.join("churn.log")),
+            cores,
+        )?;
+    }
+
     writeln!(md, "## Reproduce\n")?;
     writeln!(
         md,
-        "`benches/report.sh` (full: about 6 minutes of benchmarks plus the build on 2 cores) regenerates this file and `docs/img/`; \
+        "`benches/report.sh` (full: about 10 minutes of benchmarks plus the build on 2 cores) regenerates this file and `docs/img/`; \
          `benches/report.sh --quick` is the seconds-long smoke run CI uses. See \
          `benches/README.md`.\n"
     )?;
