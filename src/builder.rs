@@ -16,7 +16,7 @@ pub const DEFAULT_BACKPRESSURE_BYTES: usize = 64 << 20;
 
 /// Removed or replaced entries a map may have waiting for their grace period before its writers
 /// help free them (see [`Builder::backpressure_entries`]).
-pub const DEFAULT_BACKPRESSURE_ENTRIES: usize = 16 * 1024;
+pub const DEFAULT_BACKPRESSURE_ENTRIES: usize = 4096;
 
 /// Why a [`Builder`] could not build a map.
 ///

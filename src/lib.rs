@@ -182,7 +182,7 @@
 //!
 //! Under churn (writers replacing and removing as fast as they can), retired entries wait for
 //! their grace period; once more than the builder's
-//! [`backpressure_entries`](Builder::backpressure_entries) (16,384 by default) are waiting, the
+//! [`backpressure_entries`](Builder::backpressure_entries) (4,096 by default) are waiting, the
 //! writers that retire more help free them, off every lock, so the backlog stays bounded however
 //! many writers outrun the background thread. A reader that stays pinned holds back everything
 //! retired after it pinned: keep `Ref`s and `Pinned` handles short-lived, and watch

@@ -48,32 +48,39 @@ const RELIEF_ROUNDS: usize = 256;
 #[cfg(epochmap_loom)]
 const RELIEF_ROUNDS: usize = 3;
 
-/// Rounds in a row that free nothing before a relieving thread gives up. Between them it first
-/// yields, then sleeps ([`stall_pause`]): with more threads than cores the epoch is usually held by
-/// a thread the scheduler preempted while it was pinned, and only giving up the CPU lets that
-/// thread run and unpin (`sched_yield` alone does not reliably hand it over under CFS: measured,
-/// 8 debug-build writers on 2 loaded cores ran 70K entries past a bound of 4K with yields only).
+/// Rounds in a row that free nothing before a relieving thread gives up; between them it yields,
+/// so that a thread the scheduler preempted while it was pinned (the usual reason the epoch cannot
+/// advance when there are more threads than cores) gets to run and unpin.
 #[cfg(not(epochmap_loom))]
-const RELIEF_STALLS: u32 = 12;
+const RELIEF_STALLS: u32 = 16;
 #[cfg(epochmap_loom)]
 const RELIEF_STALLS: u32 = 3;
 
-/// The pause after the `stalls`-th fruitless round in a row: two yields, then sleeps of 20 µs
-/// doubling to 640 µs; a call that gives up has slept about 2.5 ms in all.
-fn stall_pause(stalls: u32) {
-    if stalls <= 2 {
-        crate::sync::yield_now();
+/// How far over its bounds a map's backlog must be before a stalled writer sleeps instead of
+/// yielding. Below it, yields are enough and cheaper: measured (8 writers on 2 cores, 512-byte
+/// values, release), yields only held the peak at 141-154 MiB at 2.7-4.3 M ops/s, sleeping on every
+/// stall at 139-146 MiB but 1.9-2.5 M ops/s. Past it the machine is so loaded (a debug build under
+/// a parallel CI run once ran 70K entries past a 4K bound on yields alone) that `sched_yield` does
+/// not hand the CPU to the preempted thread, and only a sleep does.
+const RELIEF_HARD_FACTOR: usize = 8;
+
+/// The pause after the `stalls`-th fruitless round in a row: a yield, or when `hard`, a sleep of
+/// 20 µs doubling to 640 µs (a relief that gives up has then slept about 2.5 ms).
+fn stall_pause(stalls: u32, hard: bool) {
+    if hard {
+        crate::sync::pause(std::time::Duration::from_micros(20 << (stalls - 1).min(5)));
     } else {
-        crate::sync::pause(std::time::Duration::from_micros(20 << (stalls - 3).min(5)));
+        crate::sync::yield_now();
     }
 }
 
-/// After a relief gives up, later reliefs of the same map make one round and pause no more for
-/// this long: the epoch is held by a reader that stays pinned (a long-held `Ref` or `Pinned`),
-/// which no amount of waiting by writers releases, and writers should not each pay the whole
-/// pause per batch while it lasts.
+/// After a relief that slept gives up, the map's reliefs only yield for this long: the epoch is
+/// held by a reader that stays pinned (a long-held `Ref` or `Pinned`), which no waiting by
+/// writers releases, and writers should not each sleep per batch while it lasts. (A cool-down
+/// after every give-up, sleeping or not, was tried: at 8 writers on 2 cores it let the peak reach
+/// 191-214 MiB, against 141-154 without it.)
 #[cfg(not(epochmap_loom))]
-const RELIEF_COOL_DOWN: std::time::Duration = std::time::Duration::from_millis(10);
+const RELIEF_COOL_DOWN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Under loom, the rounds `drive_until_reclaimed` spends instead of waiting for a deadline. Two
 /// epoch advances pass a grace period once no other thread is pinned; each round also yields
@@ -449,6 +456,14 @@ impl Backpressure {
         counters.pending_entries.load(Ordering::Relaxed) > self.entries
             || counters.pending_bytes.load(Ordering::Relaxed) > self.bytes
     }
+
+    /// Over [`RELIEF_HARD_FACTOR`] times a bound. Relaxed, as in `exceeded`.
+    fn far_exceeded(&self, counters: &Counters) -> bool {
+        counters.pending_entries.load(Ordering::Relaxed)
+            > self.entries.saturating_mul(RELIEF_HARD_FACTOR)
+            || counters.pending_bytes.load(Ordering::Relaxed)
+                > self.bytes.saturating_mul(RELIEF_HARD_FACTOR)
+    }
 }
 
 /// Backpressure: while `counters` is over `bounds`, advance the epoch and help the reclaimer, for
@@ -474,7 +489,7 @@ fn relieve_slow(counters: &Counters, bounds: Backpressure) {
         counters.pending_entries.load(Ordering::Relaxed)
             + counters.pending_bytes.load(Ordering::Relaxed)
     };
-    let cooling = cool_down::active(counters);
+    let mut slept = false;
     let mut stalls = 0;
     for _ in 0..RELIEF_ROUNDS {
         let before = pending();
@@ -490,14 +505,15 @@ fn relieve_slow(counters: &Counters, bounds: Backpressure) {
             continue;
         }
         stalls += 1;
-        if cooling {
-            return;
-        }
         if stalls >= RELIEF_STALLS {
-            cool_down::start(counters);
+            if slept {
+                cool_down::start(counters);
+            }
             return;
         }
-        stall_pause(stalls);
+        let hard = bounds.far_exceeded(counters) && !cool_down::active(counters);
+        slept |= hard;
+        stall_pause(stalls, hard);
     }
 }
 
