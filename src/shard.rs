@@ -9,6 +9,8 @@
 use std::borrow::Borrow;
 use std::mem::ManuallyDrop;
 
+use crossbeam_utils::CachePadded;
+
 use crate::entry::Entry;
 use crate::load::Pending;
 use crate::reclaim::{self, Backpressure, ReclaimMode, Retire, ENTRY_BATCH};
@@ -128,17 +130,32 @@ struct Writer<K, V> {
 // that guards them; `Shard` is only shared when `K` and `V` are `Send` (see `EpochMap`'s impls).
 unsafe impl<K: Send, V: Send> Send for Writer<K, V> {}
 
+/// One shard. Laid out so that what readers load is never on a line that writers write (issue 19):
+/// `table`, the one field a reader touches, shares its line only with fields written once, at
+/// construction; everything a write changes (the mutex word, the writer's state, the lengths)
+/// lives in `hot`, padded onto lines of its own. Before, `table` sat 8 bytes from the mutex word
+/// and every lock, unlock and garbage push invalidated the line each reader of the shard loads
+/// first. The map pads each shard as a whole, so no other shard's lines are shared either.
+/// `layout_keeps_the_table_pointer_off_the_writers_lines` pins this down. `repr(C)` keeps the
+/// order: the reader's line first, the writers' after it.
+#[repr(C)]
 pub(crate) struct Shard<K, V> {
     table: epoch::Atomic<Table<K, V>>,
-    writer: Mutex<Writer<K, V>>,
-    len: AtomicUsize,
-    buckets: AtomicUsize,
     /// The fewest buckets an automatic shrink leaves: the size the shard was built with, or
     /// [`SHRINK_MIN_BUCKETS`] if that is more.
     floor: usize,
-    garbage_len: AtomicUsize,
     /// Where this shard's entries live; shared with the reclamation jobs that free them.
     slab: Arc<EntrySlab<K, V>>,
+    /// What writers write.
+    hot: CachePadded<WriterSide<K, V>>,
+}
+
+/// The part of a shard that writes change, apart from the table pointer readers load.
+struct WriterSide<K, V> {
+    writer: Mutex<Writer<K, V>>,
+    len: AtomicUsize,
+    buckets: AtomicUsize,
+    garbage_len: AtomicUsize,
 }
 
 /// The shard lock, registered with the re-entrancy detector.
@@ -154,27 +171,29 @@ impl<K, V> Shard<K, V> {
         Counters::add(&counters.table_bytes, table.bytes());
         Some(Shard {
             table: epoch::Atomic::new(table),
-            writer: Mutex::new(Writer {
-                garbage: Vec::new(),
-                cache: SlabCache::new(),
-                pending: Pending::new(),
-            }),
-            len: AtomicUsize::new(0),
-            buckets: AtomicUsize::new(buckets),
             floor: buckets.max(SHRINK_MIN_BUCKETS),
-            garbage_len: AtomicUsize::new(0),
             slab: Arc::new(EntrySlab::new()),
+            hot: CachePadded::new(WriterSide {
+                writer: Mutex::new(Writer {
+                    garbage: Vec::new(),
+                    cache: SlabCache::new(),
+                    pending: Pending::new(),
+                }),
+                len: AtomicUsize::new(0),
+                buckets: AtomicUsize::new(buckets),
+                garbage_len: AtomicUsize::new(0),
+            }),
         })
     }
 
     /// Entries in the shard; exact when no writer is active. Relaxed: a statistic.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.hot.len.load(Ordering::Relaxed)
     }
 
     /// Buckets in the current table. Relaxed: a statistic.
     pub(crate) fn bucket_count(&self) -> usize {
-        self.buckets.load(Ordering::Relaxed)
+        self.hot.buckets.load(Ordering::Relaxed)
     }
 
     /// Bytes of this shard's entry slab. Relaxed: a statistic.
@@ -184,7 +203,7 @@ impl<K, V> Shard<K, V> {
 
     /// Removed entries waiting in this shard's batch. Relaxed: a statistic.
     pub(crate) fn garbage_len(&self) -> usize {
-        self.garbage_len.load(Ordering::Relaxed)
+        self.hot.garbage_len.load(Ordering::Relaxed)
     }
 
     /// The current table, for a lock-free reader.
@@ -219,7 +238,7 @@ impl<K, V> Shard<K, V> {
     fn lock(&self, ctx: &Ctx<'_>) -> Locked<'_, K, V> {
         let held = Held::enter(ctx.map_id, self as *const Self as usize, ctx.call);
         Locked {
-            writer: lock(&self.writer),
+            writer: lock(&self.hot.writer),
             _held: held,
         }
     }
@@ -274,7 +293,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             self.retire_garbage(ctx, guard, locked);
             true
         } else {
-            self.garbage_len.store(garbage.len(), Ordering::Relaxed);
+            self.hot.garbage_len.store(garbage.len(), Ordering::Relaxed);
             false
         }
     }
@@ -285,7 +304,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         let batch = std::mem::replace(&mut locked.writer.garbage, Vec::with_capacity(ENTRY_BATCH));
         let bytes = batch.len() * Entry::<K, V>::BYTES;
         Counters::add(&ctx.counters.pending_bytes, bytes);
-        self.garbage_len.store(0, Ordering::Relaxed);
+        self.hot.garbage_len.store(0, Ordering::Relaxed);
         // SAFETY: every entry in the batch was unlinked under the lock before this call, and the
         // batch is their only owner.
         unsafe { reclaim::retire_entries(guard, batch, ctx.mode, ctx.counters, &self.slab) };
@@ -362,7 +381,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         let fresh = fresh.into_shared(guard);
         // Release: readers that acquire the new pointer see the fully built (or empty) table.
         let old = self.table.swap(fresh, Ordering::Release, guard);
-        self.buckets.store(buckets, Ordering::Relaxed);
+        self.hot.buckets.store(buckets, Ordering::Relaxed);
         // SAFETY: the swap happened under the lock and `guard`, so the old table is still alive.
         let old_bytes = unsafe { old.deref() }.bytes();
         Counters::add(&ctx.counters.table_bytes, new_bytes);
@@ -433,7 +452,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ) -> Result<(), TryReserveError> {
         let locked = self.lock(ctx);
         let table = self.current_locked(guard);
-        let len = self.len.load(Ordering::Relaxed);
+        let len = self.hot.len.load(Ordering::Relaxed);
         let buckets = len
             .checked_add(at_least.saturating_sub(len))
             .and_then(Table::<K, V>::buckets_for)
@@ -455,7 +474,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     pub(crate) fn clear(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, keep_capacity: bool) {
         let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
-        let len = self.len.load(Ordering::Relaxed);
+        let len = self.hot.len.load(Ordering::Relaxed);
         if len == 0 && (keep_capacity || old.bucket_count() == 1) {
             return;
         }
@@ -464,7 +483,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         // SAFETY: the lock is held and the fresh table is empty; no other live table holds the
         // old one's `len` entries (growth moves entries, it never shares them between tables).
         unsafe { self.publish(ctx, guard, fresh, Retire::Full, len) };
-        self.len.store(0, Ordering::Relaxed);
+        self.hot.len.store(0, Ordering::Relaxed);
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
         }
@@ -491,7 +510,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ) -> Option<crate::drain::Taken<K, V>> {
         let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
-        let len = self.len.load(Ordering::Relaxed);
+        let len = self.hot.len.load(Ordering::Relaxed);
         let taken = if len == 0 {
             if old.bucket_count() > 1 {
                 let fresh = epoch::Owned::new(Table::new(1));
@@ -505,7 +524,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             let fresh = fresh.into_shared(guard);
             // Release, as in `publish`: readers that acquire the new pointer see the empty table.
             let old = self.table.swap(fresh, Ordering::Release, guard);
-            self.buckets.store(1, Ordering::Relaxed);
+            self.hot.buckets.store(1, Ordering::Relaxed);
             // SAFETY: swapped out under the lock and `guard`, so the old table is still alive.
             let old_bytes = unsafe { old.deref() }.bytes();
             Counters::add(&ctx.counters.table_bytes, new_bytes);
@@ -514,7 +533,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             held.total
                 .fetch_add(old_bytes + len * Entry::<K, V>::BYTES, Ordering::Relaxed);
             held.tables.fetch_add(old_bytes, Ordering::Relaxed);
-            self.len.store(0, Ordering::Relaxed);
+            self.hot.len.store(0, Ordering::Relaxed);
             Some(crate::drain::Taken {
                 table: old.as_raw() as *mut Table<K, V>,
                 entries: len,
@@ -551,12 +570,12 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 let hash = hasher(&entry.key);
                 // SAFETY: lock held; (index, slot) is where this entry lives and `hash` is its hash.
                 let old = unsafe { table.remove_at(hash, index, slot) };
-                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.hot.len.fetch_sub(1, Ordering::Relaxed);
                 flush |= self.discard(ctx, guard, &mut locked, old);
             }
         });
         // After the walk, not during it: the walk reads `table`, which a shrink retires.
-        let len = self.len.load(Ordering::Relaxed);
+        let len = self.hot.len.load(Ordering::Relaxed);
         if self.too_sparse(table, len) {
             flush |= self.shrink_to_len(ctx, guard, table, len, hasher).is_some();
         }
@@ -596,7 +615,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         value: V,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Entry<K, V> {
-        let len = self.shard.len.load(Ordering::Relaxed);
+        let len = self.shard.hot.len.load(Ordering::Relaxed);
         if len >= self.table.max_len() {
             // Growth runs `hasher` on other keys. If it panics nothing has changed yet, but `key`
             // and `value` are ours: unwinding would drop them here, under the lock, and a `Drop`
@@ -621,7 +640,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
         // insert); the table is below its load threshold after the growth check.
         unsafe { self.table.insert_new(hash, entry) };
-        self.shard.len.store(len + 1, Ordering::Relaxed);
+        self.shard.hot.len.store(len + 1, Ordering::Relaxed);
         // SAFETY: published under the lock; it can only be retired through the epoch after
         // `guard` (which outlives 'g) was pinned.
         unsafe { &*entry }
@@ -699,8 +718,8 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     pub(crate) fn remove(&mut self, hash: u64, at: Slot<'_, K, V>, hasher: &dyn Fn(&K) -> u64) {
         // SAFETY: lock held; `at` came from `find(hash, ..)` on this table under this lock.
         let old = unsafe { self.table.remove_at(hash, at.bucket, at.slot) };
-        let len = self.shard.len.load(Ordering::Relaxed) - 1;
-        self.shard.len.store(len, Ordering::Relaxed);
+        let len = self.shard.hot.len.load(Ordering::Relaxed) - 1;
+        self.shard.hot.len.store(len, Ordering::Relaxed);
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
@@ -741,7 +760,7 @@ impl<K, V> Shard<K, V> {
                 .deref()
         };
         let entry = table.take_next(cursor)?;
-        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.hot.len.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: `take_next` unlinked the entry and we own the shard, so we own the entry; it
         // came from this shard's slab.
         let entry = unsafe { self.slab.take(entry) };
@@ -763,7 +782,7 @@ impl<K, V> Shard<K, V> {
                 first_panic.get_or_insert(payload);
             }
         };
-        for entry in std::mem::take(&mut lock(&self.writer).garbage) {
+        for entry in std::mem::take(&mut lock(&self.hot.writer).garbage) {
             free(entry);
         }
         // SAFETY: `&mut self`: nobody else can load the table, so no guard is needed.
@@ -779,8 +798,44 @@ impl<K, V> Shard<K, V> {
             unsafe { table.drain_entries(&mut free) };
         }
         drop(releaser);
-        self.slab.return_cache(&mut lock(&self.writer).cache);
-        self.len.store(0, Ordering::Relaxed);
+        self.slab.return_cache(&mut lock(&self.hot.writer).cache);
+        self.hot.len.store(0, Ordering::Relaxed);
         first_panic
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use std::mem::{align_of, offset_of, size_of};
+
+    use crossbeam_utils::CachePadded;
+
+    use super::{Shard, WriterSide};
+
+    /// Issue 19: the table pointer (all a reader loads from a shard) shares no cache line with
+    /// anything a write stores, and no shard shares a line with another. A line here is
+    /// `CachePadded`'s alignment (128 bytes on x86-64, where the adjacent-line prefetcher pairs
+    /// 64-byte lines), so a field added in the wrong place fails this test, not a profile.
+    #[test]
+    fn layout_keeps_the_table_pointer_off_the_writers_lines() {
+        type S = Shard<u64, String>;
+        let line = align_of::<CachePadded<u8>>();
+        let table = offset_of!(S, table);
+        let hot = offset_of!(S, hot);
+        let hot_end = hot + size_of::<CachePadded<WriterSide<u64, String>>>();
+        assert_eq!(hot % line, 0, "the writer side starts a line");
+        let table_line = table / line;
+        assert!(
+            table_line < hot / line || table_line > (hot_end - 1) / line,
+            "table at {table} shares a line with the writer side at {hot}..{hot_end}"
+        );
+        assert!(hot_end <= size_of::<S>());
+        // The map keeps each shard on lines of its own.
+        assert_eq!(align_of::<CachePadded<S>>() % line, 0);
+        assert_eq!(size_of::<CachePadded<S>>() % line, 0);
+        println!(
+            "line {line} B: table at {table}, writer side {hot}..{hot_end}, shard {} B",
+            size_of::<CachePadded<S>>()
+        );
     }
 }
