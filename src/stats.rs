@@ -29,7 +29,9 @@ pub(crate) struct Counters {
     /// bounds it; see `reclaim::Backpressure`.
     pub(crate) pending_entries: AtomicUsize,
     /// When (microseconds on a process clock, 0 for never) a backpressure relief of this map last
-    /// gave up because the epoch would not advance; see `reclaim::RELIEF_COOL_DOWN`.
+    /// gave up because the epoch would not advance; see `reclaim::RELIEF_COOL_DOWN`. Not under
+    /// loom, which has no time (and no cool-down).
+    #[cfg(not(epochmap_loom))]
     pub(crate) relief_gave_up_at: AtomicU64,
     /// One record per live `Drain`: the bytes of the tables and entries it still holds. Each is
     /// written only by its `Drain` (plain `Relaxed` stores, no read-modify-write on the per-entry
