@@ -138,15 +138,20 @@ fn u64_map() -> EpochMap<u64, u64, IdHash> {
 
 struct Noop;
 
-/// Polls `future` on this loom thread, parking (a loom schedule point) until woken.
-fn block_on<F: Future + Unpin>(mut future: F) -> F::Output {
+/// A waker that unparks the calling loom thread: what both executors below park on.
+fn unpark_this_thread() -> Waker {
     struct Unpark(loom::thread::Thread);
     impl Wake for Unpark {
         fn wake(self: std::sync::Arc<Self>) {
             self.0.unpark();
         }
     }
-    let waker: Waker = std::sync::Arc::new(Unpark(thread::current())).into();
+    std::sync::Arc::new(Unpark(thread::current())).into()
+}
+
+/// Polls `future` on this loom thread, parking (a loom schedule point) until woken.
+fn block_on<F: Future + Unpin>(mut future: F) -> F::Output {
+    let waker = unpark_this_thread();
     let mut cx = Context::from_waker(&waker);
     loop {
         match Pin::new(&mut future).poll(&mut cx) {
@@ -234,13 +239,7 @@ where
     A: Future + Unpin,
     B: Future + Unpin,
 {
-    struct Unpark(loom::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker: Waker = std::sync::Arc::new(Unpark(thread::current())).into();
+    let waker = unpark_this_thread();
     let mut cx = Context::from_waker(&waker);
     let (mut from_a, mut from_b) = (None, None);
     loop {
