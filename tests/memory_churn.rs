@@ -97,15 +97,17 @@ fn churn(map: Arc<EpochMap<u64, Vec<u8>>>, writers: usize, run: Duration) -> Chu
 
 /// The bound the watcher may see: the configured one, plus what is never counted against it
 /// before a writer checks (each shard's partial batch, and one batch per writer retired since its
-/// last check), times 6 for what writers add while the epoch is held: the bound is a throttle,
-/// not a lock. A writer over it pauses (yields, then sleeps up to ~2.5 ms) for the preempted
-/// pinned thread holding the epoch, and then goes on. Measured maxima are in the test's output:
-/// with a bound of 4,096, 5,239-6,179 pending entries in debug, 8 writers on an otherwise idle
-/// 2-core machine (3 runs), and up to 23,522 (4.6x of 5,120) with a parallel CI run loading it;
-/// with yields only, before writers far over the bound slept, 70,195 once under that load.
-/// Without any bound the same churn reaches 170K-221K in half a second.
+/// last check), times 16. The bound is a throttle, not a lock: a writer over it only yields until
+/// the backlog is 8 times the bound (`RELIEF_HARD_FACTOR` in `src/reclaim.rs`, and
+/// `docs/memory.md`), then sleeps up to ~2.5 ms for the preempted pinned thread holding the epoch,
+/// and then goes on; twice that covers what the other writers retire meanwhile. Measured maxima
+/// are in the test's output: with a bound of 4,096, 5,239-6,179 pending entries in debug, 8
+/// writers on an otherwise idle 2-core machine (3 runs); 23,522 and 33,140 (6.5x of 5,120, Inline,
+/// release) under a loaded CI run; with yields only, before writers far over the bound slept,
+/// 70,195 once under that load. Without any bound the same churn reaches 170K-221K in half a
+/// second and keeps growing, so the test still tells a bound from none.
 fn allowed(bound: usize, shards: usize, writers: usize) -> usize {
-    6 * (bound + 64 * shards + 64 * writers)
+    16 * (bound + 64 * shards + 64 * writers)
 }
 
 fn churn_stays_bounded(mode: ReclaimMode, run: Duration) {
