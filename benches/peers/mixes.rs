@@ -17,6 +17,9 @@
 //! - read-heavy and exchange: the map is prefilled with 75% of the key universe once per
 //!   (workload, map, threads) and then keeps running across samples (a steady state: inserts and
 //!   removes hit random keys of the universe).
+//! - read-heavy-miss: read-heavy with every other key of a universe twice the prefill present, so
+//!   half the gets miss under either distribution (the Zipf head alternates present and absent
+//!   keys) and the map holds as many entries as read-heavy's.
 //! - rapid-grow: every sample starts from an empty map (conc-map-bench's 0% prefill); the old map is
 //!   dropped outside the timing.
 //!
@@ -346,41 +349,67 @@ struct Workload {
     name: &'static str,
     /// Percent get / insert / remove / update.
     mix: [u32; 4],
-    prefill: bool,
+    prefill: Prefill,
 }
 
-const WORKLOADS: [Workload; 3] = [
+/// Which keys are in the map when the timing starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefill {
+    /// None: every sample starts from an empty map.
+    Empty,
+    /// The first three quarters of the universe (conc-map-bench's 75%): a quarter of gets miss.
+    ThreeQuarters,
+    /// Every other key of the universe: half the gets miss.
+    EveryOther,
+}
+
+const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "read-heavy",
         mix: [98, 1, 1, 0],
-        prefill: true,
+        prefill: Prefill::ThreeQuarters,
+    },
+    Workload {
+        name: "read-heavy-miss",
+        mix: [98, 1, 1, 0],
+        prefill: Prefill::EveryOther,
     },
     Workload {
         name: "exchange",
         mix: [10, 40, 40, 10],
-        prefill: true,
+        prefill: Prefill::ThreeQuarters,
     },
     Workload {
         name: "rapid-grow",
         mix: [5, 80, 5, 10],
-        prefill: false,
+        prefill: Prefill::Empty,
     },
 ];
 
-/// Keys present after prefill: `key(0..prefilled)`; the universe the operations draw from is
-/// `key(0..universe)` with `universe = prefilled * 4 / 3` (75% prefill, as conc-map-bench).
+/// How many keys a prefilled map starts with, in every workload that prefills.
 fn prefilled() -> u64 {
     pick(1 << 20, 1 << 12)
 }
 
-fn universe() -> u64 {
-    prefilled() * 4 / 3
+/// The universe the operations draw keys from, `key(0..universe)`: the prefill is 75% of it
+/// (conc-map-bench's share), or half of it for read-heavy-miss.
+fn universe(w: Workload) -> u64 {
+    match w.prefill {
+        Prefill::EveryOther => prefilled() * 2,
+        Prefill::Empty | Prefill::ThreeQuarters => prefilled() * 4 / 3,
+    }
+}
+
+/// The ranks (`key(rank)`) a prefilled map starts with.
+fn prefill_ranks(w: Workload) -> impl Iterator<Item = u64> {
+    let step = if w.prefill == Prefill::EveryOther { 2 } else { 1 };
+    (0..prefilled()).map(move |i| i * step)
 }
 
 /// Per-thread operation streams, generated before any timing.
 fn streams(w: Workload, zipf: Option<&Zipf>, threads: usize) -> Vec<Vec<(Op, u64)>> {
     let len = pick(1 << 20, 1 << 14);
-    let universe = universe();
+    let universe = universe(w);
     (0..threads)
         .map(|t| {
             let mut rng = Rng::new(0xb0b0 + t as u64 * 7919);
@@ -496,12 +525,12 @@ fn bench_map<M: MixMap>(
         let id = BenchmarkId::new(name, threads);
         group.bench_function(id, |b| {
             let (streams, cursors, map) = setup.get_or_insert_with(|| {
-                let z = zipf.map(|z| z.get_or_init(|| Zipf::new(universe(), 0.99)));
+                let z = zipf.map(|z| z.get_or_init(|| Zipf::new(universe(w), 0.99)));
                 let streams = streams(w, z, threads);
                 let cursors = (0..threads).map(|_| AtomicUsize::new(0)).collect();
-                let map = w.prefill.then(|| {
+                let map = (w.prefill != Prefill::Empty).then(|| {
                     let map = make();
-                    map.prefill((0..prefilled()).map(key));
+                    map.prefill(prefill_ranks(w).map(key));
                     map
                 });
                 (streams, cursors, map)
@@ -528,8 +557,9 @@ fn thread_counts() -> Vec<usize> {
 }
 
 fn mixes(c: &mut Criterion) {
-    let zipf = OnceLock::new();
     for w in WORKLOADS {
+        // One Zipf table per workload: read-heavy-miss draws from a larger universe.
+        let zipf = OnceLock::new();
         for (dist, z) in [("uniform", None), ("zipf", Some(&zipf))] {
             bench_map(c, w, dist, z, "epochmap", || {
                 EpochOneCall(EpochMap::with_hasher(hasher()))
@@ -566,7 +596,7 @@ fn mixes(c: &mut Criterion) {
             bench_map(c, w, dist, z, "rwlock-std", || {
                 RwStd(RwLock::new(StdHashMap::with_hasher(hasher())))
             });
-            if w.name != "read-heavy" {
+            if !w.name.starts_with("read-heavy") {
                 bench_map(c, w, dist, z, "floor-inline", floor::Inline::new);
                 bench_map(c, w, dist, z, "floor-pool", floor::Pooled::new);
                 bench_map(c, w, dist, z, "floor-epoch", floor::Epoch::new);

@@ -635,6 +635,25 @@ fn targets(db: &Db, mem: &[MemRow]) -> Vec<Target> {
             met: Some(r >= 1.2),
         });
     }
+    // 1b. read-heavy with half the gets missing, 2 threads, one call per op: >= 1.0x
+    // scc::HashIndex (issue 19), and beside it the best peer.
+    let rhm = "mix/read-heavy-miss/uniform";
+    if let (Some(e), Some(i)) = (db.get(rhm, "epochmap", two), db.get(rhm, "scc-index", two)) {
+        let r = e.ops() / i.ops();
+        let best = best_peer(db, rhm, two, &peers)
+            .map(|b| format!("; best peer {} {} ops/s", b.func, mops(b.ops())))
+            .unwrap_or_default();
+        t.push(Target {
+            what: "read-heavy-miss (half the gets miss), 2 threads, one call per op: ≥ 1.0x scc-index".into(),
+            measured: format!(
+                "{} (epochmap {} vs scc-index {} ops/s{best})",
+                ratio(r),
+                mops(e.ops()),
+                mops(i.ops()),
+            ),
+            met: Some(r >= 1.0),
+        });
+    }
     // 2. read-heavy, 2 threads, pinned: >= 1.5x dashmap and >= 60% of the hashbrown ceiling.
     let ceiling = db
         .get("single/get-hit", "hashbrown", "1000000")
@@ -974,7 +993,7 @@ fn write_mixes(
     let mut mix_groups = db.groups(&format!("{prefix}/"));
     // Workloads in the order the issue lists them, then by key distribution.
     let rank = |g: &str| {
-        ["read-heavy", "exchange", "rapid-grow"]
+        ["read-heavy", "read-heavy-miss", "exchange", "rapid-grow"]
             .iter()
             .position(|w| g.starts_with(&format!("{prefix}/{w}/")))
             .unwrap_or(usize::MAX)
