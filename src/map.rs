@@ -269,9 +269,9 @@ impl<K, V, S> EpochMap<K, V, S> {
         let table_bytes = Counters::bytes_of(&c.table_bytes);
         let entry_bytes = len.saturating_mul(Entry::<K, V>::BYTES);
         let slab_bytes = sum(self.shards.iter().map(|s| stats::bytes(s.slab_bytes())));
-        let pending_bytes = Counters::bytes_of(&c.pending_bytes)
+        let pending_bytes = Counters::bytes_of(&c.backlog.pending_bytes)
             .saturating_add(batched.saturating_mul(Entry::<K, V>::BYTES));
-        let retired_tables = Counters::bytes_of(&c.retired_table_bytes);
+        let retired_tables = Counters::bytes_of(&c.backlog.retired_table_bytes);
         // Tables and entries live `Drain`s took out of the map (see `drain.rs`).
         let (drain_bytes, drain_tables) = c.drain_bytes();
         // Pooled entries (live, retired, held by a `Drain` or freed) are inside the slab's chunks;
@@ -293,7 +293,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             entry_bytes,
             slab_bytes,
             pending_bytes,
-            pending_entries: Counters::bytes_of(&c.pending_entries).saturating_add(batched),
+            pending_entries: Counters::bytes_of(&c.backlog.pending_entries).saturating_add(batched),
             drain_bytes,
             allocated_bytes: sum([
                 table_bytes,
@@ -303,11 +303,11 @@ impl<K, V, S> EpochMap<K, V, S> {
                 self.structure_bytes(),
             ]),
             tables_retired: Counters::get(&c.tables_retired),
-            tables_reclaimed: Counters::get(&c.tables_reclaimed),
-            buckets_scanned: Counters::get(&c.buckets_scanned),
-            buckets_skipped: Counters::get(&c.buckets_skipped),
-            entries_reclaimed: Counters::get(&c.entries_reclaimed),
-            drop_panics: Counters::get(&c.drop_panics),
+            tables_reclaimed: Counters::get(&c.reclaimed.tables_reclaimed),
+            buckets_scanned: Counters::get(&c.reclaimed.buckets_scanned),
+            buckets_skipped: Counters::get(&c.reclaimed.buckets_skipped),
+            entries_reclaimed: Counters::get(&c.reclaimed.entries_reclaimed),
+            drop_panics: Counters::get(&c.reclaimed.drop_panics),
         }
     }
 

@@ -129,6 +129,26 @@ impl<T, O> SendPtr<T, O> {
 // type `O` on the receiving thread: sound exactly when `O: Send`.
 unsafe impl<T, O: Send> Send for SendPtr<T, O> {}
 
+/// What a job freed, folded into the map's counters once per job rather than once per entry: a
+/// reclaimer draining a cleared table of a million entries writes the shared counters once.
+#[derive(Default)]
+struct Freed {
+    entries: u64,
+    /// `Drop` panics contained, the key's and the value's each counting.
+    panics: u64,
+}
+
+impl Freed {
+    /// Folds this job's counts into `counters`. Relaxed: statistics. The caller does this before
+    /// its `Release` decrement of `pending_bytes`, which publishes the counts with the frees.
+    fn fold_into(self, counters: &Counters) {
+        if self.panics > 0 {
+            Counters::bump(&counters.reclaimed.drop_panics, self.panics);
+        }
+        Counters::bump(&counters.reclaimed.entries_reclaimed, self.entries);
+    }
+}
+
 /// Frees one retired entry into its slab, containing a panic from its `Drop`.
 ///
 /// # Safety
@@ -137,15 +157,12 @@ unsafe impl<T, O: Send> Send for SendPtr<T, O> {}
 unsafe fn free_entry<K, V>(
     releaser: &mut Releaser<'_, K, V>,
     ptr: *mut Entry<K, V>,
-    counters: &Counters,
+    freed: &mut Freed,
 ) {
     // SAFETY: forwarded from this function's contract.
     let panics = unsafe { releaser.free(ptr) };
-    if panics.count > 0 {
-        // Each of the key's and the value's `Drop` counts.
-        Counters::bump(&counters.drop_panics, panics.count);
-    }
-    Counters::bump(&counters.entries_reclaimed, 1);
+    freed.panics += panics.count;
+    freed.entries += 1;
 }
 
 /// Removed or replaced entries on their way to being freed.
@@ -163,15 +180,17 @@ struct EntryJob<K, V> {
 impl<K, V> EntryJob<K, V> {
     fn run(self) {
         let mut releaser = self.slab.releaser();
+        let mut freed = Freed::default();
         for entry in self.batch {
             // SAFETY: the grace period has passed (jobs are created by deferred functions), the
             // batch owns each entry exactly once, and the entries came from the shard's slab.
-            unsafe { free_entry(&mut releaser, entry.0, &self.counters) };
+            unsafe { free_entry(&mut releaser, entry.0, &mut freed) };
         }
         // Returns the slots before the pending bytes go down, so a caller that waits for them
         // sees the slab's memory back too.
         drop(releaser);
-        Counters::sub(&self.counters.pending_entries, self.entries);
+        freed.fold_into(&self.counters);
+        Counters::sub(&self.counters.backlog.pending_entries, self.entries);
         self.counters.sub_pending(self.bytes);
     }
 }
@@ -205,7 +224,7 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     // in its bag (a larger closure it boxes itself), and the reclaimer's queue takes the same box.
     // Relaxed: a statistic and the backpressure heuristic (see `Backpressure`); the job's
     // decrement can only run after the deferral below, so it never precedes this increment.
-    Counters::add(&counters.pending_entries, batch.len());
+    Counters::add(&counters.backlog.pending_entries, batch.len());
     let job = Box::new(EntryJob {
         entries: batch.len(),
         bytes: batch.len() * Entry::<K, V>::BYTES,
@@ -256,15 +275,17 @@ impl<K, V> TableJob<K, V> {
         } = self;
         if kind == Retire::Full {
             let mut releaser = slab.releaser();
+            let mut freed = Freed::default();
             let free = |entry| {
                 // SAFETY: entries of this shard live in its slab; each is handed over once.
-                unsafe { free_entry(&mut releaser, entry, &counters) }
+                unsafe { free_entry(&mut releaser, entry, &mut freed) }
             };
             // SAFETY: the job owns the table (grace period passed, no writer can reach it).
             let counts = unsafe { table.drain_entries(free) };
             drop(releaser);
-            Counters::bump(&counters.buckets_scanned, counts.scanned);
-            Counters::bump(&counters.buckets_skipped, counts.skipped);
+            freed.fold_into(&counters);
+            Counters::bump(&counters.reclaimed.buckets_scanned, counts.scanned);
+            Counters::bump(&counters.reclaimed.buckets_skipped, counts.skipped);
         }
         let table_bytes = table.bytes();
         drop(table);
@@ -272,8 +293,8 @@ impl<K, V> TableJob<K, V> {
         // with the frees: a caller whose `wait_for_reclamation` reads the last decrement sees
         // every count of what it waited for (loom: `a_wait_that_returns_true_sees_the_counts_...`;
         // the count once came after it, and a fuzzed run saw 9 tables retired, 8 reclaimed).
-        Counters::sub(&counters.retired_table_bytes, table_bytes);
-        Counters::bump(&counters.tables_reclaimed, 1);
+        Counters::sub(&counters.backlog.retired_table_bytes, table_bytes);
+        Counters::bump(&counters.reclaimed.tables_reclaimed, 1);
         counters.sub_pending(bytes);
     }
 }
@@ -313,8 +334,8 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
         Retire::Shell => table_bytes,
         Retire::Full => table_bytes + entries * Entry::<K, V>::BYTES,
     };
-    Counters::add(&counters.pending_bytes, bytes);
-    Counters::add(&counters.retired_table_bytes, table_bytes);
+    Counters::add(&counters.backlog.pending_bytes, bytes);
+    Counters::add(&counters.backlog.retired_table_bytes, table_bytes);
     Counters::bump(&counters.tables_retired, 1);
     let ptr: SendPtr<Table<K, V>, Entry<K, V>> = SendPtr::new(table);
     let counters = Arc::clone(counters);
@@ -453,15 +474,15 @@ impl Backpressure {
     /// Relaxed, both: a heuristic bound; nothing is read on the strength of these values.
     #[inline]
     fn exceeded(&self, counters: &Counters) -> bool {
-        counters.pending_entries.load(Ordering::Relaxed) > self.entries
-            || counters.pending_bytes.load(Ordering::Relaxed) > self.bytes
+        counters.backlog.pending_entries.load(Ordering::Relaxed) > self.entries
+            || counters.backlog.pending_bytes.load(Ordering::Relaxed) > self.bytes
     }
 
     /// Over [`RELIEF_HARD_FACTOR`] times a bound. Relaxed, as in `exceeded`.
     fn far_exceeded(&self, counters: &Counters) -> bool {
-        counters.pending_entries.load(Ordering::Relaxed)
+        counters.backlog.pending_entries.load(Ordering::Relaxed)
             > self.entries.saturating_mul(RELIEF_HARD_FACTOR)
-            || counters.pending_bytes.load(Ordering::Relaxed)
+            || counters.backlog.pending_bytes.load(Ordering::Relaxed)
                 > self.bytes.saturating_mul(RELIEF_HARD_FACTOR)
     }
 }
@@ -486,8 +507,8 @@ fn relieve_slow(counters: &Counters, bounds: Backpressure) {
     }
     // Relaxed: progress detection only.
     let pending = || {
-        counters.pending_entries.load(Ordering::Relaxed)
-            + counters.pending_bytes.load(Ordering::Relaxed)
+        counters.backlog.pending_entries.load(Ordering::Relaxed)
+            + counters.backlog.pending_bytes.load(Ordering::Relaxed)
     };
     let mut slept = false;
     let mut stalls = 0;
@@ -535,13 +556,14 @@ mod cool_down {
 
     /// Relaxed, here and in `start`: a heuristic; at worst a writer pauses once more or once less.
     pub(super) fn active(counters: &Counters) -> bool {
-        let gave_up = counters.relief_gave_up_at.load(Ordering::Relaxed);
+        let gave_up = counters.backlog.relief_gave_up_at.load(Ordering::Relaxed);
         gave_up != 0
             && now_micros().saturating_sub(gave_up) < super::RELIEF_COOL_DOWN.as_micros() as u64
     }
 
     pub(super) fn start(counters: &Counters) {
         counters
+            .backlog
             .relief_gave_up_at
             .store(now_micros(), Ordering::Relaxed);
     }

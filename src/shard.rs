@@ -303,7 +303,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         // Pre-sized: the next batch fills to `ENTRY_BATCH` without regrowing.
         let batch = std::mem::replace(&mut locked.writer.garbage, Vec::with_capacity(ENTRY_BATCH));
         let bytes = batch.len() * Entry::<K, V>::BYTES;
-        Counters::add(&ctx.counters.pending_bytes, bytes);
+        Counters::add(&ctx.counters.backlog.pending_bytes, bytes);
         self.hot.garbage_len.store(0, Ordering::Relaxed);
         // SAFETY: every entry in the batch was unlinked under the lock before this call, and the
         // batch is their only owner.
@@ -837,5 +837,32 @@ mod layout_tests {
             "line {line} B: table at {table}, writer side {hot}..{hot_end}, shard {} B",
             size_of::<CachePadded<S>>()
         );
+    }
+
+    /// Issue 19: what readers load besides the shard (the table header; an entry's slot) sits on
+    /// no line that anyone writes while they read, and the map's counters, written per batch and
+    /// per reclamation job, share no line with each other's writers or with any other allocation.
+    #[test]
+    fn layout_keeps_read_lines_apart_from_written_ones() {
+        use crate::stats::{Backlog, Counters};
+        use crate::table::Table;
+        let line = align_of::<CachePadded<u8>>();
+        // The table header is an allocation of its own lines: no neighbour can share them.
+        assert_eq!(align_of::<Table<u64, String>>() % line, 0);
+        assert_eq!(size_of::<Table<u64, String>>() % line, 0);
+        // A slab chunk's header (written under the slab mutex) ends a line before the first slot.
+        assert!(crate::slab::EntrySlab::<u64, u64>::first_slot_offset() >= line);
+        assert_eq!(crate::slab::EntrySlab::<u64, u64>::first_slot_offset() % line, 0);
+        // The counters: the backlog (writers per batch, reclaimers per job), what reclaimers
+        // report (per job) and the rarely written rest each on lines of their own.
+        assert_eq!(align_of::<Counters>() % line, 0);
+        let backlog = offset_of!(Counters, backlog);
+        let reclaimed = offset_of!(Counters, reclaimed);
+        let cold = offset_of!(Counters, table_bytes);
+        assert!(size_of::<Backlog>() <= line);
+        assert_eq!(backlog % line, 0);
+        assert_eq!(reclaimed % line, 0);
+        assert_ne!(backlog / line, reclaimed / line);
+        assert!(cold / line != backlog / line && cold / line != reclaimed / line);
     }
 }

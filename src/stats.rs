@@ -16,30 +16,55 @@
 //! saturating additions: should a future change break the first rule, a dashboard shows a figure
 //! briefly too low, never one near 2^64, and a debug build says so (`debug_assert!`).
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Counters shared by a map and the retired tables and entry batches it has handed to the epoch
 /// (which hold an `Arc` of it, so they can report back after the map itself is gone).
+///
+/// **Who writes which line.** No counter is written per entry: writers add to `backlog` once per
+/// retired batch of entries (or per retired table), reclaimers fold what a job freed into
+/// `backlog` and `reclaimed` once per job. The groups sit on cache lines of their own
+/// (`CachePadded`, which also aligns the whole allocation, so no neighbouring allocation shares a
+/// line with it): a reclaimer finishing a job does not take the line that writers' backpressure
+/// checks read, and nothing here shares a line with what readers load (readers load none of it).
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// What is retired and not yet freed: written by writers per batch and reclaimers per job,
+    /// read by every writer's backpressure check.
+    pub(crate) backlog: CachePadded<Backlog>,
+    /// What reclaimers have done: written once per job, read only by `memory_stats`.
+    pub(crate) reclaimed: CachePadded<Reclaimed>,
+    /// Bytes of the shards' live tables: written when a table is built, grown, shrunk or swapped.
     pub(crate) table_bytes: AtomicUsize,
+    pub(crate) tables_retired: AtomicU64,
+    /// One record per live `Drain`: the bytes of the tables and entries it still holds. Each is
+    /// written only by its `Drain` (plain `Relaxed` stores, no read-modify-write on the per-entry
+    /// path) and summed by `memory_stats`; a `Drain` registers in `drain()` and leaves on drop.
+    pub(crate) drains: Mutex<Vec<Arc<DrainHeld>>>,
+}
+
+/// The retired-but-not-freed account: see [`Counters::backlog`].
+#[derive(Default)]
+pub(crate) struct Backlog {
     pub(crate) pending_bytes: AtomicUsize,
     /// Removed or replaced entries in batches handed to the epoch and not yet dropped (entries of
     /// cleared tables are not counted here: they are in `pending_bytes` only). Backpressure
     /// bounds it; see `reclaim::Backpressure`.
     pub(crate) pending_entries: AtomicUsize,
+    /// The part of `pending_bytes` that is retired tables (arrays and headers), not entries.
+    pub(crate) retired_table_bytes: AtomicUsize,
     /// When (microseconds on a process clock, 0 for never) a backpressure relief of this map last
     /// gave up because the epoch would not advance; see `reclaim::RELIEF_COOL_DOWN`. Not under
     /// loom, which has no time (and no cool-down).
     #[cfg(not(epochmap_loom))]
     pub(crate) relief_gave_up_at: AtomicU64,
-    /// One record per live `Drain`: the bytes of the tables and entries it still holds. Each is
-    /// written only by its `Drain` (plain `Relaxed` stores, no read-modify-write on the per-entry
-    /// path) and summed by `memory_stats`; a `Drain` registers in `drain()` and leaves on drop.
-    pub(crate) drains: Mutex<Vec<Arc<DrainHeld>>>,
-    /// The part of `pending_bytes` that is retired tables (arrays and headers), not entries.
-    pub(crate) retired_table_bytes: AtomicUsize,
-    pub(crate) tables_retired: AtomicU64,
+}
+
+/// What reclaimers have freed: see [`Counters::reclaimed`].
+#[derive(Default)]
+pub(crate) struct Reclaimed {
     pub(crate) tables_reclaimed: AtomicU64,
     pub(crate) buckets_scanned: AtomicU64,
     pub(crate) buckets_skipped: AtomicU64,
@@ -69,14 +94,14 @@ impl Counters {
     /// thread, such as a drop counter or an `Arc`'s strong count. `Relaxed` would let a waiter on
     /// ARM or POWER see 0 and still read the old counter.
     pub(crate) fn sub_pending(&self, n: usize) {
-        self.pending_bytes.fetch_sub(n, Ordering::Release);
+        self.backlog.pending_bytes.fetch_sub(n, Ordering::Release);
     }
 
     /// Whether nothing is pending. Acquire: pairs with [`Counters::sub_pending`], so once this
     /// reads 0 every `Drop` behind the bytes that were pending happens-before the caller's next
     /// step.
     pub(crate) fn nothing_pending(&self) -> bool {
-        self.pending_bytes.load(Ordering::Acquire) == 0
+        self.backlog.pending_bytes.load(Ordering::Acquire) == 0
     }
 
     pub(crate) fn get(counter: &AtomicU64) -> u64 {

@@ -72,6 +72,11 @@ pub(crate) fn prefetch<T>(ptr: *const T) {
 /// where 64-byte buckets did not: an operation on an absent key (a miss, the insert of a new key,
 /// the remove of an absent one) costs no table miss at all (see "Buckets and probing" in
 /// `docs/design.md` for the measurements).
+///
+/// The header is read by every probe of its shard (the array pointers and the mask) and written by
+/// nobody while the table is live; it is aligned to a 128-byte line pair of its own so that no
+/// neighbouring allocation that someone writes (a garbage batch, a job) can share its line.
+#[repr(align(128))]
 pub(crate) struct Table<K, V> {
     ctrl: ZeroedArray<AtomicU64>,
     slots: ZeroedArray<Slots<K, V>>,

@@ -402,7 +402,11 @@ fn universe(w: Workload) -> u64 {
 
 /// The ranks (`key(rank)`) a prefilled map starts with.
 fn prefill_ranks(w: Workload) -> impl Iterator<Item = u64> {
-    let step = if w.prefill == Prefill::EveryOther { 2 } else { 1 };
+    let step = if w.prefill == Prefill::EveryOther {
+        2
+    } else {
+        1
+    };
     (0..prefilled()).map(move |i| i * step)
 }
 
