@@ -570,7 +570,10 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 let hash = hasher(&entry.key);
                 // SAFETY: lock held; (index, slot) is where this entry lives and `hash` is its hash.
                 let old = unsafe { table.remove_at(hash, index, slot) };
-                self.hot.len.fetch_sub(1, Ordering::Relaxed);
+                // A load and a store, not a `fetch_sub`: only the lock holder writes `len`, so a
+                // locked instruction per removed entry would buy nothing.
+                let len = self.hot.len.load(Ordering::Relaxed);
+                self.hot.len.store(len - 1, Ordering::Relaxed);
                 flush |= self.discard(ctx, guard, &mut locked, old);
             }
         });
