@@ -48,8 +48,8 @@ use criterion::{
 mod common;
 mod floor;
 mod mixmaps;
-use common::Zipf;
-use mixmaps::{each_map, stream_len, universe, Case, MapVisitor, MixMap, Workload, WORKLOADS};
+use common::{pick, Zipf};
+use mixmaps::{each_map, universe, Case, MapVisitor, MixMap, Workload, WORKLOADS};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -101,6 +101,12 @@ impl MapVisitor for Register<'_, '_> {
     fn visit<M: MixMap>(&mut self, name: &str, make: impl Fn() -> M) {
         bench_map(self.c, self.w, self.dist, self.zipf, name, make);
     }
+}
+
+/// Operations in each thread's stream (a thread wraps around to the start of its stream when it
+/// runs out).
+fn stream_len() -> usize {
+    pick(1 << 20, 1 << 14)
 }
 
 /// 1 and 2 threads, and every count up to the machine's cores beyond that.

@@ -374,12 +374,6 @@ fn prefill_ranks(w: Workload) -> impl Iterator<Item = u64> {
     (0..prefilled()).map(move |i| i * step)
 }
 
-/// Operations in each thread's stream in the criterion mixes (a thread wraps around to the start
-/// of its stream when it runs out).
-pub fn stream_len() -> usize {
-    pick(1 << 20, 1 << 14)
-}
-
 /// Per-thread operation streams of `len` operations each, generated before any timing.
 fn streams(w: Workload, zipf: Option<&Zipf>, threads: usize, len: usize) -> Vec<Vec<(Op, u64)>> {
     let universe = universe(w);
