@@ -147,6 +147,11 @@ pub fn section(
     } else {
         format!("{runs} rounds, each in a new shuffled order")
     };
+    let best_text = if runs == 1 {
+        "the one round's figure".to_string()
+    } else {
+        format!("the best of the {runs} rounds")
+    };
     let mut md = String::new();
     writeln!(
         md,
@@ -165,8 +170,8 @@ pub fn section(
          once per round, {rounds_text}, each time {} s of \
          timed work in samples of about {} ms (a fixed number of operations split evenly over \
          the threads, timed from the first worker's start to the last one's finish); its figure \
-         is operations ÷ the summed sample times. **Each cell is the best of {runs} run(s), \
-         the median in parentheses**, in M ops/s, all threads together: on a shared machine \
+         is operations ÷ the summed sample times. **Each cell is {best_text}, the median in \
+         parentheses**, in M ops/s, all threads together: on a shared machine \
          interference only slows a run down. The raw rounds are in \
          [`{data_rel}/scaling.csv`]({data_rel}/scaling.csv).\n",
         threads_text.join(", "),
@@ -338,7 +343,7 @@ fn splice(doc: &str, section: &str) -> String {
     }
     for heading in ["\n## Single-thread operations", "\n## Reproduce"] {
         if let Some(at) = doc.find(heading) {
-            return format!("{}\n{section}{}", &doc[..at + 1], &doc[at + 1..]);
+            return format!("{}{section}\n{}", &doc[..at + 1], &doc[at + 1..]);
         }
     }
     format!("{doc}\n{section}")
