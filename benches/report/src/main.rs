@@ -20,7 +20,7 @@ use serde_json::Value;
 
 mod plot;
 mod scaling;
-use plot::{color, Line, ThreadAxis};
+use plot::{Line, ThreadAxis};
 
 /// One criterion benchmark: `group/function/param`, median ns per iteration, elements per iteration.
 #[derive(Debug, Clone)]
@@ -505,37 +505,19 @@ fn plot_clear(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::erro
         .x_label_formatter(&|x| size_label(&format!("{x:.0}")))
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()?;
-    for (i, f) in funcs.iter().enumerate() {
-        let color = color(i);
-        let pts: Vec<(f64, f64)> = params
-            .iter()
-            .filter_map(|p| {
-                let r = db.get(group, f, p)?;
-                Some((p.parse().ok()?, r.ns / 1e3))
-            })
-            .collect();
-        let style = if f.starts_with("epochmap clear") || f.starts_with("epochmap drain") {
-            color.stroke_width(3)
-        } else {
-            color.stroke_width(1)
-        };
-        chart
-            .draw_series(LineSeries::new(pts.clone(), style))?
-            .label(f.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-        chart.draw_series(PointSeries::of_element(
-            pts,
-            3,
-            color.filled(),
-            &|c, s, st| Circle::new(c, s, st),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    let lines: Vec<Line> = funcs
+        .into_iter()
+        .map(|f| Line {
+            points: params
+                .iter()
+                .filter_map(|p| Some((p.parse().ok()?, db.get(group, &f, p)?.ns / 1e3)))
+                .collect(),
+            name: f,
+        })
+        .collect();
+    plot::draw_lines(&mut chart, &lines, |f| {
+        f.starts_with("epochmap clear") || f.starts_with("epochmap drain")
+    })?;
     root.present()?;
     Ok(())
 }

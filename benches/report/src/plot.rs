@@ -119,20 +119,45 @@ pub fn throughput_vs_threads(
             .label(format!("{cores} cores: more threads are oversubscribed"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], marker));
     }
+    // Thread counts to where the axis puts them.
+    let placed: Vec<Line> = lines
+        .iter()
+        .map(|l| Line {
+            name: l.name.clone(),
+            points: l.points.iter().map(|&(t, y)| (x(t), y)).collect(),
+        })
+        .collect();
+    draw_lines(&mut chart, &placed, |name| name.starts_with("epochmap"))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws `lines` (points in the chart's coordinates) with round markers, the ones `bold` picks
+/// 3 px wide, and the legend in the upper left.
+pub fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: &[Line],
+    bold: impl Fn(&str) -> bool,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     for (i, line) in lines.iter().enumerate() {
         let color = color(i);
-        let pts: Vec<(f64, f64)> = line.points.iter().map(|&(t, y)| (x(t), y)).collect();
-        let style = if line.name.starts_with("epochmap") {
+        let style = if bold(&line.name) {
             color.stroke_width(3)
         } else {
             color.stroke_width(1)
         };
         chart
-            .draw_series(LineSeries::new(pts.clone(), style))?
+            .draw_series(LineSeries::new(line.points.clone(), style))?
             .label(line.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
         chart.draw_series(PointSeries::of_element(
-            pts,
+            line.points.clone(),
             3,
             color.filled(),
             &|c, s, st| Circle::new(c, s, st),
@@ -144,6 +169,5 @@ pub fn throughput_vs_threads(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
