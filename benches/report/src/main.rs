@@ -1258,7 +1258,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         md,
         "`benches/report.sh` (full: about 10 minutes of benchmarks plus the build on 2 cores) regenerates this file and `docs/img/`; \
-         `benches/report.sh --quick` is the seconds-long smoke run CI uses. See \
+         `benches/report.sh --quick` is the seconds-long smoke run CI uses. \
+         `benches/scaling.sh --docs` (about 12 minutes on 2 cores) reruns the scaling section, \
+         which `benches/report.sh` only re-renders from `docs/data/scaling/`. See \
          `benches/README.md`.\n"
     )?;
 
