@@ -7,6 +7,9 @@
 #                               target/bench-results/quick/ (docs/ untouched); what CI runs
 #   benches/report.sh --render  re-render docs/benchmarks.md from the last full run's results
 #                               (e.g. after editing benches/report/analysis.md); runs nothing
+#
+# The "Scaling" section is not run here (benches/scaling.sh, ~12 min on 2 cores): every mode
+# re-renders it from the run published in docs/data/scaling/, so regenerating keeps it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -101,6 +104,8 @@ rm -rf "$img"
 "$target/release/epochmap-bench-report" \
     --results "$results" --out "$out" --img "$img" \
     --analysis "$root/benches/report/analysis.md" \
+    --scaling "$root/docs/data/scaling" \
+    --scaling-analysis "$root/benches/report/scaling-analysis.md" \
     --mode "$mode" --command "$command" \
     --date "$date" --commit "$commit" \
     --rustc "$(rustc -V)" \

@@ -855,7 +855,10 @@ mod layout_tests {
         assert_eq!(size_of::<Table<u64, String>>() % line, 0);
         // A slab chunk's header (written under the slab mutex) ends a line before the first slot.
         assert!(crate::slab::EntrySlab::<u64, u64>::first_slot_offset() >= line);
-        assert_eq!(crate::slab::EntrySlab::<u64, u64>::first_slot_offset() % line, 0);
+        assert_eq!(
+            crate::slab::EntrySlab::<u64, u64>::first_slot_offset() % line,
+            0
+        );
         // The counters: the backlog (writers per batch, reclaimers per job), what reclaimers
         // report (per job) and the rarely written rest each on lines of their own.
         assert_eq!(align_of::<Counters>() % line, 0);

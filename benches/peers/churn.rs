@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use epochmap::{EpochMap, ReclaimMode};
 
 mod common;
-use common::{hasher, key, pick, Hasher, Rng};
+use common::{arg, hasher, key, pick, Hasher, Rng};
 
 /// Keys the map holds at the start; the writers pick among them.
 const KEYS: u64 = 100_000;
@@ -146,13 +146,6 @@ fn child(name: &str, writers: usize, secs: f64, entries: Option<usize>) {
     let end = rss_bytes();
     let rate = ops.load(Ordering::Relaxed) as f64 / elapsed;
     println!("{first_half} {whole} {end} {rate}");
-}
-
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
 }
 
 fn main() {

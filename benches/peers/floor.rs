@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_utils::CachePadded;
 
 use super::common::{hasher, Hasher};
-use super::{MixMap, Op};
+use super::mixmaps::{MixMap, Op};
 
 /// dashmap's and epochmap's default shard count on this machine's 2 cores (four per core).
 const FLOOR_SHARDS: usize = 8;

@@ -1,5 +1,6 @@
 //! Shared pieces of the benchmark binaries: the one hasher every map uses, deterministic key
-//! streams (uniform and Zipf), the quick/full switch and the criterion settings.
+//! streams (uniform and Zipf), the quick/full switch, the criterion settings and the argument
+//! helper of the benches that parse their own options.
 //!
 //! Each bench binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
@@ -47,6 +48,15 @@ pub fn criterion(warm_up: f64, measure: f64, samples: usize) -> Criterion {
         .measurement_time(Duration::from_secs_f64(measure))
         .sample_size(samples)
         .configure_from_args()
+}
+
+/// The value after `--name` among a bench binary's own arguments (the ones after `--` on cargo's
+/// command line), if it is there.
+pub fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 /// SplitMix64: a bijection on `u64` with good avalanche, so `key(i)` gives distinct, well spread

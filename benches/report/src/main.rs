@@ -5,6 +5,9 @@
 //! markdown report (tables with ops/s and ratio to epochmap per workload, the targets of issue 7
 //! with met / not met, machine, command, date) and plots with `plotters`. Run by `benches/report.sh`; see `benches/README.md`.
 //!
+//! `epochmap-bench-report scaling ...` renders the scaling run instead (`scaling.rs`, run by
+//! `benches/scaling.sh`); the full report re-renders the published one (`--scaling DIR`).
+//!
 //! Every figure is the fastest of criterion's samples (time per iteration; see `fastest_sample`);
 //! one iteration is one operation, so ops/s = 1e9 / ns.
 
@@ -14,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 use serde_json::Value;
+
+mod plot;
+mod scaling;
+use plot::{Line, ThreadAxis};
 
 /// One criterion benchmark: `group/function/param`, median ns per iteration, elements per iteration.
 #[derive(Debug, Clone)]
@@ -43,6 +50,9 @@ struct Args {
     rustc: String,
     runtime: String,
     mode: String,
+    /// A published scaling run (`docs/data/scaling/`) to render as the "Scaling" section.
+    scaling: Option<PathBuf>,
+    scaling_analysis: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -57,6 +67,8 @@ fn parse_args() -> Args {
         rustc: String::new(),
         runtime: String::new(),
         mode: "full".into(),
+        scaling: None,
+        scaling_analysis: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,6 +84,8 @@ fn parse_args() -> Args {
             "--rustc" => a.rustc = val(),
             "--runtime" => a.runtime = val(),
             "--mode" => a.mode = val(),
+            "--scaling" => a.scaling = Some(val().into()),
+            "--scaling-analysis" => a.scaling_analysis = Some(val().into()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -432,88 +446,26 @@ fn mib(b: f64) -> String {
     format!("{:.1} MiB", b / (1024.0 * 1024.0))
 }
 
-/// Distinct, readable line colours (Tableau 10), cycled.
-fn color(i: usize) -> RGBAColor {
-    const C: [(u8, u8, u8); 10] = [
-        (214, 39, 40),
-        (44, 160, 44),
-        (31, 119, 180),
-        (255, 127, 14),
-        (148, 103, 189),
-        (140, 86, 75),
-        (227, 119, 194),
-        (127, 127, 127),
-        (188, 189, 34),
-        (23, 190, 207),
-    ];
-    let (r, g, b) = C[i % C.len()];
-    RGBColor(r, g, b).to_rgba()
-}
-
 /// Throughput vs threads, one line per map.
 fn plot_threads(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let funcs = db.funcs(group);
     let params = db.params(group);
-    let threads: Vec<f64> = params.iter().filter_map(|p| p.parse().ok()).collect();
-    let max_t = threads.iter().cloned().fold(1.0, f64::max);
-    let ymax = db
-        .recs
-        .iter()
-        .filter(|r| r.group == group)
-        .map(|r| r.ops() / 1e6)
-        .fold(0.0, f64::max)
-        * 1.5; // headroom above the data for the legend
-    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{group}: throughput vs threads"),
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.8f64..max_t + 0.2, 0f64..ymax.max(1.0))?;
-    chart
-        .configure_mesh()
-        .x_desc("threads")
-        .y_desc("Mops/s")
-        .x_labels(threads.len().max(2))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .draw()?;
-    for (i, f) in funcs.iter().enumerate() {
-        let color = color(i);
-        let pts: Vec<(f64, f64)> = params
-            .iter()
-            .filter_map(|p| {
-                let r = db.get(group, f, p)?;
-                Some((p.parse().ok()?, r.ops() / 1e6))
-            })
-            .collect();
-        let style = if f.starts_with("epochmap") {
-            color.stroke_width(3)
-        } else {
-            color.stroke_width(1)
-        };
-        chart
-            .draw_series(LineSeries::new(pts.clone(), style))?
-            .label(f.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-        chart.draw_series(PointSeries::of_element(
-            pts,
-            3,
-            color.filled(),
-            &|c, s, st| Circle::new(c, s, st),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    let lines: Vec<Line> = db
+        .funcs(group)
+        .into_iter()
+        .map(|f| Line {
+            points: params
+                .iter()
+                .filter_map(|p| Some((p.parse().ok()?, db.get(group, &f, p)?.ops() / 1e6)))
+                .collect(),
+            name: f,
+        })
+        .collect();
+    plot::throughput_vs_threads(
+        &format!("{group}: throughput vs threads"),
+        &lines,
+        ThreadAxis::Linear,
+        path,
+    )
 }
 
 /// Latency vs entries on log-log axes, one line per strategy.
@@ -553,37 +505,19 @@ fn plot_clear(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::erro
         .x_label_formatter(&|x| size_label(&format!("{x:.0}")))
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()?;
-    for (i, f) in funcs.iter().enumerate() {
-        let color = color(i);
-        let pts: Vec<(f64, f64)> = params
-            .iter()
-            .filter_map(|p| {
-                let r = db.get(group, f, p)?;
-                Some((p.parse().ok()?, r.ns / 1e3))
-            })
-            .collect();
-        let style = if f.starts_with("epochmap clear") || f.starts_with("epochmap drain") {
-            color.stroke_width(3)
-        } else {
-            color.stroke_width(1)
-        };
-        chart
-            .draw_series(LineSeries::new(pts.clone(), style))?
-            .label(f.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-        chart.draw_series(PointSeries::of_element(
-            pts,
-            3,
-            color.filled(),
-            &|c, s, st| Circle::new(c, s, st),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    let lines: Vec<Line> = funcs
+        .into_iter()
+        .map(|f| Line {
+            points: params
+                .iter()
+                .filter_map(|p| Some((p.parse().ok()?, db.get(group, &f, p)?.ns / 1e3)))
+                .collect(),
+            name: f,
+        })
+        .collect();
+    plot::draw_lines(&mut chart, &lines, |f| {
+        f.starts_with("epochmap clear") || f.starts_with("epochmap drain")
+    })?;
     root.present()?;
     Ok(())
 }
@@ -644,7 +578,9 @@ fn targets(db: &Db, mem: &[MemRow]) -> Vec<Target> {
             .map(|b| format!("; best peer {} {} ops/s", b.func, mops(b.ops())))
             .unwrap_or_default();
         t.push(Target {
-            what: "read-heavy-miss (half the gets miss), 2 threads, one call per op: ≥ 1.0x scc-index".into(),
+            what:
+                "read-heavy-miss (half the gets miss), 2 threads, one call per op: ≥ 1.0x scc-index"
+                    .into(),
             measured: format!(
                 "{} (epochmap {} vs scc-index {} ops/s{best})",
                 ratio(r),
@@ -1032,6 +968,9 @@ fn write_mixes(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("scaling") {
+        return scaling::main(std::env::args().skip(2));
+    }
     let args = parse_args();
     let mut recs = Vec::new();
     load(&args.results.join("criterion"), &mut recs);
@@ -1121,6 +1060,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              allocates per entry benchmarks its allocator too. Ratios are to epochmap on mimalloc.\n"
         )?;
         write_mixes(&mut md, &db, "mix-mimalloc", &args.img, &img_rel)?;
+    }
+
+    // Scaling: re-rendered from the published run, so regenerating this file keeps it.
+    if let Some(run) = args
+        .scaling
+        .as_deref()
+        .map(scaling::Run::load)
+        .transpose()?
+        .flatten()
+    {
+        let section =
+            scaling::section(&run, &args.out, &args.img, args.scaling_analysis.as_deref())?;
+        md.push_str(&section);
+        md.push('\n');
     }
 
     // Single thread.
@@ -1305,7 +1258,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         md,
         "`benches/report.sh` (full: about 10 minutes of benchmarks plus the build on 2 cores) regenerates this file and `docs/img/`; \
-         `benches/report.sh --quick` is the seconds-long smoke run CI uses. See \
+         `benches/report.sh --quick` is the seconds-long smoke run CI uses. \
+         `benches/scaling.sh --docs` (about 12 minutes on 2 cores) reruns the scaling section, \
+         which `benches/report.sh` only re-renders from `docs/data/scaling/`. See \
          `benches/README.md`.\n"
     )?;
 
