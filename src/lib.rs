@@ -287,6 +287,7 @@
 mod array;
 mod bucket;
 mod builder;
+mod collector;
 mod compute;
 mod drain;
 mod entry;
