@@ -49,6 +49,12 @@ crate::sync::thread_local! {
 }
 
 /// Pins the current thread on the crate's collector.
+///
+/// The guard is crossbeam's, made by its `Local::pin` exactly as `crossbeam_epoch::pin` makes one
+/// (the same `SeqCst` fence after publishing the pinned epoch), so every ordering argument in the
+/// crate that rests on "pinned before" or "unpinned after" reads as before. What changed is only
+/// whom it orders against: an epoch orders the threads pinned on its own collector and no others,
+/// which is why a read protected by a guard of any other collector would be a use-after-free.
 #[inline]
 pub(crate) fn pin() -> Guard {
     with_handle(LocalHandle::pin)
