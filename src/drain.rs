@@ -427,7 +427,9 @@ impl<K, V> Iterator for Drain<K, V> {
     /// # Panics
     /// If it has to wait and the calling thread is itself pinned (it holds a [`Ref`](crate::Ref),
     /// [`Pinned`](crate::Pinned) or iterator of some map): the wait could then never end, so it
-    /// panics with an explanation instead of hanging. Use [`Drain::try_next`] in such code.
+    /// panics with an explanation instead of hanging. A guard of another crate's crossbeam-epoch
+    /// user does not count: the map pins on a collector of its own, which such a guard does not
+    /// hold back. Use [`Drain::try_next`] in such code.
     fn next(&mut self) -> Option<(K, V)> {
         if self.remaining == 0 {
             return None;

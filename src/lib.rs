@@ -187,6 +187,9 @@
 //! many writers outrun the background thread. A reader that stays pinned holds back everything
 //! retired after it pinned: keep `Ref`s and `Pinned` handles short-lived, and watch
 //! `memory_stats().pending_entries`.
+//! The map pins on an epoch collector of its own, not on crossbeam-epoch's default one: only
+//! epochmap's guards hold back its reclamation, and its calls never run what other crates deferred
+//! through crossbeam-epoch.
 //!
 //! ```
 //! use epochmap::EpochMap;
@@ -287,6 +290,7 @@
 mod array;
 mod bucket;
 mod builder;
+mod collector;
 mod compute;
 mod drain;
 mod entry;

@@ -24,7 +24,13 @@ pub(crate) use loom::sync::{
 #[cfg(epochmap_loom)]
 pub(crate) use loom::thread_local;
 
-pub(crate) use crossbeam_epoch as epoch;
+/// crossbeam-epoch's types, with `pin` and `is_pinned` taken from the crate's own collector
+/// (`src/collector.rs`) instead of the default one: every guard the crate takes must come from
+/// the collector its memory is retired through.
+pub(crate) mod epoch {
+    pub(crate) use crate::collector::{is_pinned, pin};
+    pub(crate) use crossbeam_epoch::{unprotected, Atomic, Guard, Owned, Shared};
+}
 
 /// Locks `mutex`, ignoring poison.
 ///
