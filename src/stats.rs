@@ -27,8 +27,9 @@ use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 /// retired batch of entries (or per retired table), reclaimers fold what a job freed into
 /// `backlog` and `reclaimed` once per job. The groups sit on cache lines of their own
 /// (`CachePadded`, which also aligns the whole allocation, so no neighbouring allocation shares a
-/// line with it): a reclaimer finishing a job does not take the line that writers' backpressure
-/// checks read, and nothing here shares a line with what readers load (readers load none of it).
+/// line with it): a reclaimer's per-job report (`reclaimed`) does not take the line that writers'
+/// backpressure checks read (only its one `backlog` decrement per job does), and nothing here
+/// shares a line with what readers load (readers load none of it).
 #[derive(Default)]
 pub(crate) struct Counters {
     /// What is retired and not yet freed: written by writers per batch and reclaimers per job,
