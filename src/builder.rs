@@ -18,6 +18,12 @@ pub const DEFAULT_BACKPRESSURE_BYTES: usize = 64 << 20;
 /// help free them (see [`Builder::backpressure_entries`]).
 pub const DEFAULT_BACKPRESSURE_ENTRIES: usize = 4096;
 
+/// Both default bounds, for every map not built with other ones.
+pub(crate) const DEFAULT_BACKPRESSURE: Backpressure = Backpressure {
+    bytes: DEFAULT_BACKPRESSURE_BYTES,
+    entries: DEFAULT_BACKPRESSURE_ENTRIES,
+};
+
 /// Why a [`Builder`] could not build a map.
 ///
 /// ```
@@ -103,10 +109,7 @@ impl Builder<RandomState> {
             capacity: 0,
             hasher: RandomState::new(),
             reclaim_mode: ReclaimMode::default(),
-            backpressure: Backpressure {
-                bytes: DEFAULT_BACKPRESSURE_BYTES,
-                entries: DEFAULT_BACKPRESSURE_ENTRIES,
-            },
+            backpressure: DEFAULT_BACKPRESSURE,
         }
     }
 }

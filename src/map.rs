@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::builder::{
-    default_shards, BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES,
-};
+use crate::builder::{default_shards, BuildError, Builder, DEFAULT_BACKPRESSURE};
 use crate::entry::Entry;
 use crate::iter::{Iter, Keys, RawIter, Values};
 use crate::pinned::Pinned;
@@ -138,10 +136,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             capacity,
             hasher,
             ReclaimMode::default(),
-            Backpressure {
-                bytes: DEFAULT_BACKPRESSURE_BYTES,
-                entries: DEFAULT_BACKPRESSURE_ENTRIES,
-            },
+            DEFAULT_BACKPRESSURE,
         ) {
             Ok(map) => map,
             Err(err) => panic!("epochmap: {err}"),
