@@ -473,19 +473,25 @@ pub(crate) struct Backpressure {
 }
 
 impl Backpressure {
-    /// Relaxed, both: a heuristic bound; nothing is read on the strength of these values.
+    /// Over a bound.
     #[inline]
     fn exceeded(&self, counters: &Counters) -> bool {
-        counters.backlog.pending_entries.load(Ordering::Relaxed) > self.entries
-            || counters.backlog.pending_bytes.load(Ordering::Relaxed) > self.bytes
+        self.exceeded_times(counters, 1)
     }
 
-    /// Over [`RELIEF_HARD_FACTOR`] times a bound. Relaxed, as in `exceeded`.
+    /// Over [`RELIEF_HARD_FACTOR`] times a bound.
     fn far_exceeded(&self, counters: &Counters) -> bool {
+        self.exceeded_times(counters, RELIEF_HARD_FACTOR)
+    }
+
+    /// Over `factor` times either bound. Relaxed, both loads: a heuristic bound; nothing is read
+    /// on the strength of these values.
+    #[inline]
+    fn exceeded_times(&self, counters: &Counters, factor: usize) -> bool {
         counters.backlog.pending_entries.load(Ordering::Relaxed)
-            > self.entries.saturating_mul(RELIEF_HARD_FACTOR)
+            > self.entries.saturating_mul(factor)
             || counters.backlog.pending_bytes.load(Ordering::Relaxed)
-                > self.bytes.saturating_mul(RELIEF_HARD_FACTOR)
+                > self.bytes.saturating_mul(factor)
     }
 }
 
