@@ -53,6 +53,20 @@ pub(crate) struct Ctx<'m> {
     pub(crate) call: usize,
 }
 
+impl Ctx<'_> {
+    /// What a write that retired something does once its lock is released: flush `guard`, so
+    /// the batch reaches the epoch instead of waiting in this thread's bag (and, in
+    /// [`ReclaimMode::Inline`], runs what is ready, users' `Drop`s included, which may write to
+    /// any map now), then, over the map's backpressure bounds, help free what is pending. Once per
+    /// retired batch or table, never per write: when the backlog passes its bounds the writers
+    /// producing it help free it, so garbage cannot outgrow reclamation however many writers
+    /// there are.
+    fn flush_and_relieve(&self, guard: &epoch::Guard) {
+        guard.flush();
+        reclaim::relieve(self.counters, self.backpressure);
+    }
+}
+
 /// Where a lock holder found a key: valid until that writer changes the table.
 pub(crate) struct Slot<'g, K, V> {
     bucket: usize,
@@ -105,12 +119,7 @@ impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
             unsafe { ManuallyDrop::drop(&mut self.locked) };
         }
         if self.flush {
-            // Unlocked now: user `Drop`s that the flush may run can write to any map.
-            self.guard.flush();
-            // Backpressure, once per batch this write retired (never per write): when what the
-            // map has pending passes its bounds, the writers producing it help free it, so
-            // garbage cannot outgrow reclamation however many writers there are.
-            reclaim::relieve(self.ctx.counters, self.ctx.backpressure);
+            self.ctx.flush_and_relieve(self.guard);
         }
     }
 }
@@ -463,8 +472,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 Table::try_new(buckets).map_err(|layout| TryReserveError::AllocError { layout })?;
             self.rehash_into(ctx, guard, table, fresh, hasher);
             drop(locked);
-            guard.flush();
-            reclaim::relieve(ctx.counters, ctx.backpressure);
+            ctx.flush_and_relieve(guard);
         }
         Ok(())
     }
@@ -586,8 +594,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         // this thread's bag for its next flush or collection instead.
         drop(locked);
         if flush {
-            guard.flush();
-            reclaim::relieve(ctx.counters, ctx.backpressure);
+            ctx.flush_and_relieve(guard);
         }
     }
 }
