@@ -278,10 +278,12 @@ impl MemoryStats {
     pub fn total_bytes(&self) -> usize {
         // Saturating: a `MemoryStats` is plain data a caller may build; `memory_stats`' own
         // figures are far below the limit (see `stats::bytes`).
-        self.table_bytes
-            .saturating_add(self.entry_bytes)
-            .saturating_add(self.pending_bytes)
-            .saturating_add(self.drain_bytes)
+        sum([
+            self.table_bytes,
+            self.entry_bytes,
+            self.pending_bytes,
+            self.drain_bytes,
+        ])
     }
 }
 
