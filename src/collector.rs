@@ -24,6 +24,13 @@
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
+// `thread_local!` straight from std or loom, as `crate::sync` picks it: this module sits below
+// `sync` (which re-exports its `pin`), so it does not import from there.
+#[cfg(not(epochmap_loom))]
+use std::thread_local;
+#[cfg(epochmap_loom)]
+use loom::thread_local;
+
 /// The collector every epochmap guard belongs to, created on first use and never dropped.
 #[cfg(not(epochmap_loom))]
 fn collector() -> &'static Collector {
@@ -42,7 +49,7 @@ fn collector() -> &'static Collector {
     &COLLECTOR
 }
 
-crate::sync::thread_local! {
+thread_local! {
     /// This thread's record in [`collector`], registered on the thread's first pin and
     /// unregistered when the thread exits.
     static HANDLE: LocalHandle = collector().register();

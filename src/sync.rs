@@ -1,7 +1,8 @@
 //! The one place the map gets its concurrency primitives from.
 //!
-//! Every atomic, lock, `Arc` and thread-local used inside the crate is imported from here, so a loom
-//! run (`--cfg epochmap_loom --cfg crossbeam_loom`) swaps all of them for loom's model-checked
+//! Every atomic, lock, `Arc` and thread-local used inside the crate is imported from here (only
+//! `collector.rs`, which sits below this module, picks its `thread_local!` by the same cfg itself),
+//! so a loom run (`--cfg epochmap_loom --cfg crossbeam_loom`) swaps all of them for loom's model-checked
 //! versions at once. crossbeam-epoch follows along through its own `crossbeam_loom` cfg, so the
 //! epoch guard, `Atomic` and the deferred-destruction queue are modelled too.
 //!
