@@ -300,6 +300,7 @@ mod iter;
 mod key;
 mod load;
 mod map;
+mod owed;
 mod pinned;
 #[cfg(feature = "rayon")]
 mod rayon;

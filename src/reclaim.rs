@@ -25,6 +25,7 @@
 use std::marker::PhantomData;
 
 use crate::entry::Entry;
+use crate::owed::{self, Job};
 use crate::slab::{EntrySlab, Releaser};
 use crate::stats::Counters;
 use crate::sync::{epoch, Arc, AtomicBool, Ordering};
@@ -301,11 +302,6 @@ impl<K, V> TableJob<K, V> {
     }
 }
 
-/// Type-erased work for the reclaimer thread.
-trait Job: Send {
-    fn run_boxed(self: Box<Self>);
-}
-
 impl<K: Send, V: Send> Job for TableJob<K, V> {
     fn run_boxed(self: Box<Self>) {
         (*self).run();
@@ -367,7 +363,7 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
 
 /// Runs `job` (which drops users' keys and values) on this thread now, unless this thread holds a
 /// shard lock of some map: then it is owed, and runs when the thread releases its last lock
-/// ([`pay_owed`]).
+/// ([`pay_owed`](crate::owed::pay_owed)).
 ///
 /// That happens when code running under map A's lock (a closure, a `Hash`) writes to map B, or
 /// pins: B's flush, or any pin's periodic collection, runs whatever deferred functions are ready,
@@ -382,74 +378,6 @@ fn run_or_owe(job: Box<dyn Job>) {
         }
     } else {
         job.run_boxed();
-    }
-}
-
-/// Runs the jobs this thread put off while it held a shard lock; called when it releases its last
-/// one. Cheap when there are none (one thread-local read).
-#[inline]
-pub(crate) fn pay_owed() {
-    if owed::any() {
-        owed::pay();
-    }
-}
-
-mod owed {
-    //! Reclamation jobs a thread could not run because it held a shard lock (see `run_or_owe`).
-    use std::cell::{Cell, RefCell};
-
-    use super::Job;
-    use crate::sync::thread_local;
-
-    #[cfg(not(epochmap_loom))]
-    thread_local! {
-        static ANY: Cell<bool> = const { Cell::new(false) };
-        static JOBS: RefCell<Vec<Box<dyn Job>>> = const { RefCell::new(Vec::new()) };
-    }
-    #[cfg(epochmap_loom)]
-    thread_local! {
-        static ANY: Cell<bool> = Cell::new(false);
-        static JOBS: RefCell<Vec<Box<dyn Job>>> = RefCell::new(Vec::new());
-    }
-
-    /// Owes `job`; hands it back if the thread's record is already gone.
-    pub(super) fn push(job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
-        let mut job = Some(job);
-        let _ = JOBS.try_with(|jobs| {
-            // The job is taken only once the borrow is had: a failed borrow must hand it back,
-            // not drop it unrun (its entries would leak and their counts never come down).
-            if let Ok(mut jobs) = jobs.try_borrow_mut() {
-                jobs.extend(job.take());
-            }
-        });
-        match job {
-            Some(job) => Err(job),
-            None => {
-                let _ = ANY.try_with(|any| any.set(true));
-                Ok(())
-            }
-        }
-    }
-
-    #[inline]
-    pub(super) fn any() -> bool {
-        ANY.try_with(Cell::get).unwrap_or(false)
-    }
-
-    /// Runs every owed job. Taken out of the record first: a job's `Drop`s may write to a map,
-    /// and so lock, release and come back here.
-    #[cold]
-    pub(super) fn pay() {
-        let _ = ANY.try_with(|any| any.set(false));
-        let jobs = JOBS
-            .try_with(|jobs| jobs.try_borrow_mut().map(|mut j| std::mem::take(&mut *j)))
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        for job in jobs {
-            // Each job contains its users' `Drop` panics (see `free_entry`).
-            job.run_boxed();
-        }
     }
 }
 

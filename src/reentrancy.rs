@@ -182,7 +182,7 @@ impl Drop for Held {
             let _ = FIRST.try_with(|f| f.set(Lock::NONE));
             // The thread holds no lock now: reclamation it had to put off because it ran under
             // one (see `reclaim::run_or_owe`) can drop users' keys and values here.
-            crate::reclaim::pay_owed();
+            crate::owed::pay_owed();
         } else {
             self.release_nested(first);
         }
