@@ -13,6 +13,7 @@ use crate::iter::{Iter, Keys, RawIter, Values};
 use crate::pinned::Pinned;
 use crate::reclaim::{self, Backpressure, ReclaimMode};
 use crate::refs::Ref;
+use crate::reserve::{per_shard_share, TryReserveError};
 use crate::shard::{Ctx, Shard};
 use crate::stats::{self, sum, Counters, MemoryStats};
 use crate::sync::{epoch, Arc};
@@ -760,7 +761,7 @@ where
     ///
     /// # Panics
     /// If the new size overflows the address space, or the allocator refuses a table (with the
-    /// message of the [`TryReserveError`](crate::TryReserveError) that
+    /// message of the [`TryReserveError`] that
     /// [`try_reserve`](EpochMap::try_reserve) would return; the process is not aborted).
     ///
     /// ```
@@ -772,6 +773,37 @@ where
         if let Err(err) = self.try_reserve(additional) {
             panic!("epochmap: reserving {additional} more entries failed: {err}");
         }
+    }
+
+    /// Grows the tables so that about `additional` more entries fit without further growth, like
+    /// [`reserve`](EpochMap::reserve), but returns an error instead of panicking when the size
+    /// overflows the address space or the allocator refuses a table.
+    ///
+    /// Shards grow one after another, each under its own lock; on an error, shards grown before
+    /// the failing one keep their larger tables (the map is correct either way, just roomier).
+    ///
+    /// ```
+    /// use epochmap::{EpochMap, TryReserveError};
+    ///
+    /// let map: EpochMap<u64, u64> = EpochMap::new();
+    /// map.try_reserve(10_000).expect("10k entries fit");
+    /// assert!(map.capacity() >= 10_000);
+    /// // Far more than any machine has: an error, not an abort.
+    /// assert!(map.try_reserve(1 << 60).is_err());
+    /// ```
+    pub fn try_reserve(&self, additional: usize) -> Result<(), TryReserveError> {
+        let share = per_shard_share(additional, self.shards.len())
+            .ok_or(TryReserveError::CapacityOverflow)?;
+        let guard = epoch::pin();
+        let ctx = self.ctx();
+        for shard in self.shards.iter() {
+            let target = shard
+                .len()
+                .checked_add(share)
+                .ok_or(TryReserveError::CapacityOverflow)?;
+            shard.fit(&ctx, &guard, &|k| self.hash(k), target, true, false)?;
+        }
+        Ok(())
     }
 
     /// Shrinks every shard's table to the smallest size that holds its entries, retiring the larger
@@ -843,13 +875,6 @@ where
         }
         reclaim::drive_until_reclaimed(&self.counters, deadline)
     }
-}
-
-/// How many of `entries` one of `shards` shards should make room for: an even share plus three
-/// standard deviations, since well-hashed keys spread over shards binomially. `None` on overflow.
-pub(crate) fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
-    let even = entries.div_ceil(shards);
-    even.checked_add(3 * (even as f64).sqrt() as usize)
 }
 
 impl<K, V, S> Drop for EpochMap<K, V, S> {

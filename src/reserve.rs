@@ -1,17 +1,16 @@
-//! [`EpochMap::try_reserve`] and its error, [`TryReserveError`]: growing the tables ahead of
-//! time without aborting the process when the memory is not there.
+//! Sizing for growth ahead of time: [`TryReserveError`], the error of
+//! [`EpochMap::try_reserve`](crate::EpochMap::try_reserve) (growing the tables without aborting the
+//! process when the memory is not there), and [`per_shard_share`], how much room each shard makes.
+//!
+//! A shard's `fit` returns the error; the map's `try_reserve` and construction call it, and sit
+//! above (see "Module layering" in docs/design.md).
 
 use std::alloc::Layout;
 use std::error::Error;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
 
-use crate::map::per_shard_share;
-use crate::sync::epoch;
-use crate::EpochMap;
-
-/// Why [`EpochMap::try_reserve`] could not make room: the same two cases as
-/// `std::collections::TryReserveError`.
+/// Why [`EpochMap::try_reserve`](crate::EpochMap::try_reserve) could not make room: the same two
+/// cases as `std::collections::TryReserveError`.
 ///
 /// ```
 /// use epochmap::{EpochMap, TryReserveError};
@@ -50,40 +49,9 @@ impl fmt::Display for TryReserveError {
 
 impl Error for TryReserveError {}
 
-impl<K, V, S> EpochMap<K, V, S>
-where
-    K: Hash + Eq + Send + 'static,
-    V: Send + 'static,
-    S: BuildHasher,
-{
-    /// Grows the tables so that about `additional` more entries fit without further growth, like
-    /// [`reserve`](EpochMap::reserve), but returns an error instead of panicking when the size
-    /// overflows the address space or the allocator refuses a table.
-    ///
-    /// Shards grow one after another, each under its own lock; on an error, shards grown before
-    /// the failing one keep their larger tables (the map is correct either way, just roomier).
-    ///
-    /// ```
-    /// use epochmap::{EpochMap, TryReserveError};
-    ///
-    /// let map: EpochMap<u64, u64> = EpochMap::new();
-    /// map.try_reserve(10_000).expect("10k entries fit");
-    /// assert!(map.capacity() >= 10_000);
-    /// // Far more than any machine has: an error, not an abort.
-    /// assert!(map.try_reserve(1 << 60).is_err());
-    /// ```
-    pub fn try_reserve(&self, additional: usize) -> Result<(), TryReserveError> {
-        let share = per_shard_share(additional, self.shards.len())
-            .ok_or(TryReserveError::CapacityOverflow)?;
-        let guard = epoch::pin();
-        let ctx = self.ctx();
-        for shard in self.shards.iter() {
-            let target = shard
-                .len()
-                .checked_add(share)
-                .ok_or(TryReserveError::CapacityOverflow)?;
-            shard.fit(&ctx, &guard, &|k| self.hash(k), target, true, false)?;
-        }
-        Ok(())
-    }
+/// How many of `entries` one of `shards` shards should make room for: an even share plus three
+/// standard deviations, since well-hashed keys spread over shards binomially. `None` on overflow.
+pub(crate) fn per_shard_share(entries: usize, shards: usize) -> Option<usize> {
+    let even = entries.div_ceil(shards);
+    even.checked_add(3 * (even as f64).sqrt() as usize)
 }
