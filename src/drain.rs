@@ -1,4 +1,4 @@
-//! [`EpochMap::drain`]: take everything out in O(shards), hand it over owned, writers never wait.
+//! [`Drain`], what [`EpochMap::drain`](crate::EpochMap::drain) returns: take everything out in O(shards), hand it over owned, writers never wait.
 //!
 //! `drain` does what `clear` does to each shard — under the shard lock, swap a fresh minimal table
 //! in with one `Release` store — but instead of retiring the old tables to the reclaimer it keeps
@@ -22,24 +22,15 @@ use std::fmt;
 use std::iter::FusedIterator;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 use crate::entry::Entry;
-use crate::map::EpochMap;
 use crate::reclaim::{self, Grace, ReclaimMode, Retire};
+use crate::shard::{Ctx, Shard, Taken};
 use crate::slab::{EntrySlab, OwnedReleaser};
 use crate::stats::{Counters, DrainHeld};
 use crate::sync::{epoch, Arc, Ordering};
 use crate::table::{prefetch, Table};
-
-/// A table a shard handed to `drain`, with its entries (see `Shard::take_table`).
-pub(crate) struct Taken<K, V> {
-    /// Swapped out of its shard; allocated as a crossbeam `Owned`.
-    pub(crate) table: *mut Table<K, V>,
-    /// Entries it holds (the shard's `len` at the swap).
-    pub(crate) entries: usize,
-    /// Its bytes, as `Table::bytes` counts them.
-    pub(crate) bytes: usize,
-    pub(crate) slab: Arc<EntrySlab<K, V>>,
-}
 
 /// How many buckets ahead of the cursor `Drain` prefetches entries: about 4 entries per bucket
 /// at the load factor, so 8-16 misses in flight.
@@ -82,7 +73,7 @@ type RetireFn<K, V> = unsafe fn(
     &Arc<EntrySlab<K, V>>,
 );
 
-/// An owning iterator over the entries [`EpochMap::drain`] took out of the map, as `(K, V)`.
+/// An owning iterator over the entries [`EpochMap::drain`](crate::EpochMap::drain) took out of the map, as `(K, V)`.
 ///
 /// **It waits before the first entry.** Readers that were pinned when `drain` swapped a shard's
 /// table may still be reading its entries, so moving one out earlier would pull a value from under
@@ -97,13 +88,13 @@ type RetireFn<K, V> = unsafe fn(
 /// grace period has passed, every call is a plain move.
 ///
 /// **Dropping it early** hands the entries not yet yielded to the reclaimer, exactly as
-/// [`clear`](EpochMap::clear) would have; nothing leaks and nothing is dropped twice. A `Drain` may
+/// [`clear`](crate::EpochMap::clear) would have; nothing leaks and nothing is dropped twice. A `Drain` may
 /// outlive its map (it keeps the memory its entries live in alive).
 ///
 /// **Memory**: [`MemoryStats::drain_bytes`](crate::MemoryStats::drain_bytes) counts the tables and
 /// not-yet-yielded entries it holds, until they are yielded, freed or handed to the reclaimer.
 /// They are not `pending_bytes`: nothing waits for the reclaimer, so
-/// [`wait_for_reclamation`](EpochMap::wait_for_reclamation) does not wait for a `Drain` you hold.
+/// [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation) does not wait for a `Drain` you hold.
 ///
 /// **Threads**: `Drain` is `Send` when `K` and `V` are (it owns them and holds no epoch guard), so
 /// it can be handed to another thread to consume. It is `Sync` when `K` and `V` are: through
@@ -178,43 +169,11 @@ impl fmt::Display for WouldBlock {
 
 impl std::error::Error for WouldBlock {}
 
-impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
-    /// Takes every entry out of the map and returns them as an owning iterator, in O(shards) time
-    /// for the caller and without making writers or readers wait.
-    ///
-    /// Each shard's table is swapped for a fresh minimal one under that shard's lock, exactly as
-    /// [`clear`](EpochMap::clear) does, and the old tables go to the returned [`Drain`] instead of
-    /// the reclaimer. Every entry present before the call is handed out exactly once: by the
-    /// drain, or by a write that replaced or removed it before the swap reached its shard (that
-    /// write returned it). Every entry inserted after the call stays in the map. Shards switch one
-    /// after another, so a write racing the call is ordered with it per shard.
-    ///
-    /// The drain cannot move an entry out while a reader that was pinned at the swap may still
-    /// read it, so its first `next` waits for that grace period (see [`Drain`]: a long-held
-    /// [`Ref`](crate::Ref) makes the drain wait, never the other way round). Removed entries
-    /// waiting in a shard's batch are retired as usual: they were removed before, and are not the
-    /// drain's. If more than the builder's `backpressure_bytes` are pending afterwards, the caller
-    /// helps the reclaimer before returning, as `clear` does.
-    ///
-    /// # Panics
-    /// If called from code that runs under one of this map's shard locks (a closure given to
-    /// `compute`, `update`, `retain`, ...): that is a re-entrant write, and it panics before any
-    /// shard is touched.
-    ///
-    /// ```
-    /// use epochmap::EpochMap;
-    /// use std::sync::atomic::{AtomicU64, Ordering};
-    ///
-    /// // Per-key counters, exported and reset in one step while other threads keep counting.
-    /// let hits: EpochMap<&str, AtomicU64> = EpochMap::new();
-    /// hits.get_or_insert_with("/", || AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
-    /// hits.get_or_insert_with("/", || AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
-    /// let exported: Vec<(&str, u64)> = hits.drain().map(|(k, v)| (k, v.into_inner())).collect();
-    /// assert_eq!(exported, [("/", 2)]);
-    /// assert!(hits.is_empty());
-    /// ```
-    pub fn drain(&self) -> Drain<K, V> {
-        let ctx = self.ctx();
+impl<K: Send + 'static, V: Send + 'static> Drain<K, V> {
+    /// What [`EpochMap::drain`](crate::EpochMap::drain) does, given the map's shards and the
+    /// context of its writes: swap every shard's table out and hold the tables until their grace
+    /// period has passed (steps 1 and 2 of the protocol above).
+    pub(crate) fn take_from(shards: &[CachePadded<Shard<K, V>>], ctx: &Ctx<'_>) -> Self {
         // A drain from code running under one of this map's locks is a re-entrant write. Checked
         // here, before anything else: the per-lock check would find it too (at the first shard),
         // but only after this drain's byte counters were registered, and they would never be
@@ -223,10 +182,9 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
         let held_bytes = ctx.counters.register_drain();
         let (tables, grace) = {
             let guard = epoch::pin();
-            let tables: Vec<Taken<K, V>> = self
-                .shards
+            let tables: Vec<Taken<K, V>> = shards
                 .iter()
-                .filter_map(|shard| shard.take_table(&ctx, &guard, &held_bytes))
+                .filter_map(|shard| shard.take_table(ctx, &guard, &held_bytes))
                 .collect();
             // One deferred function after the last swap covers every table: each was unlinked
             // before it was deferred.
@@ -239,7 +197,7 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
             (tables, grace)
         };
         // No guard held here, or our own pin would hold the epoch back.
-        reclaim::relieve(ctx.counters, self.backpressure);
+        reclaim::relieve(ctx.counters, ctx.backpressure);
         let remaining = tables.iter().map(|t| t.entries).sum();
         Drain {
             tables: tables
@@ -262,7 +220,7 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
             table_bytes: held_bytes.tables.load(Ordering::Relaxed),
             held_bytes,
             counters: Arc::clone(ctx.counters),
-            mode: self.mode,
+            mode: ctx.mode,
             retire: reclaim::retire_table::<K, V>,
         }
     }
@@ -508,6 +466,7 @@ impl<K, V> fmt::Debug for Drain<K, V> {
 #[cfg(all(test, not(epochmap_loom)))]
 mod tests {
     use super::*;
+    use crate::EpochMap;
 
     #[test]
     fn grace_passes_only_once_a_reader_pinned_at_its_start_unpins() {

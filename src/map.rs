@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::builder::{default_shards, BuildError, Builder, DEFAULT_BACKPRESSURE};
+use crate::drain::Drain;
 use crate::entry::Entry;
 use crate::iter::{Iter, Keys, RawIter, Values};
 use crate::pinned::Pinned;
@@ -874,6 +875,46 @@ where
             guard.flush();
         }
         reclaim::drive_until_reclaimed(&self.counters, deadline)
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
+    /// Takes every entry out of the map and returns them as an owning iterator, in O(shards) time
+    /// for the caller and without making writers or readers wait.
+    ///
+    /// Each shard's table is swapped for a fresh minimal one under that shard's lock, exactly as
+    /// [`clear`](EpochMap::clear) does, and the old tables go to the returned [`Drain`] instead of
+    /// the reclaimer. Every entry present before the call is handed out exactly once: by the
+    /// drain, or by a write that replaced or removed it before the swap reached its shard (that
+    /// write returned it). Every entry inserted after the call stays in the map. Shards switch one
+    /// after another, so a write racing the call is ordered with it per shard.
+    ///
+    /// The drain cannot move an entry out while a reader that was pinned at the swap may still
+    /// read it, so its first `next` waits for that grace period (see [`Drain`]: a long-held
+    /// [`Ref`](crate::Ref) makes the drain wait, never the other way round). Removed entries
+    /// waiting in a shard's batch are retired as usual: they were removed before, and are not the
+    /// drain's. If more than the builder's `backpressure_bytes` are pending afterwards, the caller
+    /// helps the reclaimer before returning, as `clear` does.
+    ///
+    /// # Panics
+    /// If called from code that runs under one of this map's shard locks (a closure given to
+    /// `compute`, `update`, `retain`, ...): that is a re-entrant write, and it panics before any
+    /// shard is touched.
+    ///
+    /// ```
+    /// use epochmap::EpochMap;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// // Per-key counters, exported and reset in one step while other threads keep counting.
+    /// let hits: EpochMap<&str, AtomicU64> = EpochMap::new();
+    /// hits.get_or_insert_with("/", || AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
+    /// hits.get_or_insert_with("/", || AtomicU64::new(0)).fetch_add(1, Ordering::Relaxed);
+    /// let exported: Vec<(&str, u64)> = hits.drain().map(|(k, v)| (k, v.into_inner())).collect();
+    /// assert_eq!(exported, [("/", 2)]);
+    /// assert!(hits.is_empty());
+    /// ```
+    pub fn drain(&self) -> Drain<K, V> {
+        Drain::take_from(&self.shards, &self.ctx())
     }
 }
 

@@ -39,6 +39,17 @@ const SHRINK_MIN_BUCKETS: usize = 8;
 #[cfg(epochmap_loom)]
 const SHRINK_MIN_BUCKETS: usize = 1;
 
+/// A table a shard handed to `drain`, with its entries (see `Shard::take_table`).
+pub(crate) struct Taken<K, V> {
+    /// Swapped out of its shard; allocated as a crossbeam `Owned`.
+    pub(crate) table: *mut Table<K, V>,
+    /// Entries it holds (the shard's `len` at the swap).
+    pub(crate) entries: usize,
+    /// Its bytes, as `Table::bytes` counts them.
+    pub(crate) bytes: usize,
+    pub(crate) slab: Arc<EntrySlab<K, V>>,
+}
+
 /// What the map as a whole lends a shard for one write.
 pub(crate) struct Ctx<'m> {
     pub(crate) counters: &'m Arc<Counters>,
@@ -515,7 +526,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
         held: &crate::stats::DrainHeld,
-    ) -> Option<crate::drain::Taken<K, V>> {
+    ) -> Option<Taken<K, V>> {
         let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
         let len = self.hot.len.load(Ordering::Relaxed);
@@ -542,7 +553,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 .fetch_add(old_bytes + len * Entry::<K, V>::BYTES, Ordering::Relaxed);
             held.tables.fetch_add(old_bytes, Ordering::Relaxed);
             self.hot.len.store(0, Ordering::Relaxed);
-            Some(crate::drain::Taken {
+            Some(Taken {
                 table: old.as_raw() as *mut Table<K, V>,
                 entries: len,
                 bytes: old_bytes,
