@@ -292,6 +292,7 @@ mod bucket;
 mod builder;
 mod collector;
 mod compute;
+mod config;
 mod drain;
 mod entry;
 mod hashed;
@@ -320,8 +321,9 @@ mod table;
 
 #[cfg(feature = "rayon")]
 pub use crate::rayon::{IntoParIter, ParIter, ParKeys, ParValues};
-pub use builder::{
-    BuildError, Builder, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES, MAX_SHARDS,
+pub use builder::Builder;
+pub use config::{
+    BuildError, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES, MAX_SHARDS,
 };
 pub use compute::{Compute, OccupiedError, Operation};
 pub use drain::{Drain, WouldBlock};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::builder::{default_shards, BuildError, Builder, DEFAULT_BACKPRESSURE};
+use crate::config::{default_shards, BuildError, DEFAULT_BACKPRESSURE};
 use crate::drain::Drain;
 use crate::entry::Entry;
 use crate::iter::{Iter, Keys, RawIter, Values};
@@ -94,18 +94,6 @@ impl<K, V> EpochMap<K, V, RandomState> {
     /// ```
     pub fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity_and_hasher(capacity, RandomState::new())
-    }
-}
-
-impl EpochMap<(), (), RandomState> {
-    /// A [`Builder`] for shard count, capacity, hasher and reclamation settings.
-    ///
-    /// ```
-    /// let map: epochmap::EpochMap<u64, u64> = epochmap::EpochMap::builder().shards(8).build();
-    /// assert_eq!(map.shard_count(), 8);
-    /// ```
-    pub fn builder() -> Builder<RandomState> {
-        Builder::new()
     }
 }
 
