@@ -295,6 +295,7 @@ mod compute;
 mod config;
 mod drain;
 mod entry;
+mod flight;
 mod hashed;
 mod impls;
 mod iter;

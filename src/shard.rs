@@ -12,7 +12,7 @@ use std::mem::ManuallyDrop;
 use crossbeam_utils::CachePadded;
 
 use crate::entry::Entry;
-use crate::load::Pending;
+use crate::flight::Pending;
 use crate::reclaim::{self, Backpressure, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
 use crate::reserve::TryReserveError;
