@@ -1,9 +1,10 @@
-//! Standard trait implementations for [`EpochMap`].
+//! Standard trait implementations for [`EpochMap`], and [`IntoIter`], the owning iterator of its
+//! `IntoIterator`.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::iter::FusedIterator;
 
-use crate::iter::IntoIter;
 use crate::EpochMap;
 
 /// An empty map with the default shard count and `S::default()` as its hasher, for any hasher
@@ -143,5 +144,43 @@ impl<'a, K, V, S> IntoIterator for &'a EpochMap<K, V, S> {
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
+    }
+}
+
+/// Owning iterator over `(K, V)`, from `IntoIterator for EpochMap`.
+pub struct IntoIter<K, V, S> {
+    map: EpochMap<K, V, S>,
+    shard: usize,
+    cursor: usize,
+}
+
+impl<K, V, S> Iterator for IntoIter<K, V, S> {
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        loop {
+            let shard = self.map.shards.get_mut(self.shard)?;
+            if let Some(pair) = shard.take_next(&mut self.cursor) {
+                return Some(pair);
+            }
+            self.shard += 1;
+            self.cursor = 0;
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = self.map.len();
+        (len, Some(len))
+    }
+}
+
+impl<K, V, S> ExactSizeIterator for IntoIter<K, V, S> {}
+impl<K, V, S> FusedIterator for IntoIter<K, V, S> {}
+
+impl<K, V, S> fmt::Debug for IntoIter<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter")
+            .field("remaining", &self.map.len())
+            .finish()
     }
 }

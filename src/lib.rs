@@ -323,12 +323,13 @@ mod table;
 #[cfg(feature = "rayon")]
 pub use crate::rayon::{IntoParIter, ParIter, ParKeys, ParValues};
 pub use builder::Builder;
+pub use compute::{Compute, OccupiedError, Operation};
 pub use config::{
     BuildError, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES, MAX_SHARDS,
 };
-pub use compute::{Compute, OccupiedError, Operation};
 pub use drain::{Drain, WouldBlock};
-pub use iter::{IntoIter, Iter, Keys, PinnedIter, Values};
+pub use impls::IntoIter;
+pub use iter::{Iter, Keys, PinnedIter, Values};
 pub use map::EpochMap;
 pub use pinned::Pinned;
 pub use reclaim::ReclaimMode;
