@@ -11,7 +11,6 @@ use crate::config::{default_shards, BuildError, DEFAULT_BACKPRESSURE};
 use crate::drain::Drain;
 use crate::entry::Entry;
 use crate::iter::{Iter, Keys, RawIter, Values};
-use crate::pinned::Pinned;
 use crate::reclaim::{self, Backpressure, ReclaimMode};
 use crate::refs::Ref;
 use crate::reserve::{per_shard_share, TryReserveError};
@@ -346,21 +345,6 @@ impl<K, V, S> EpochMap<K, V, S> {
     /// ```
     pub fn values(&self) -> Values<'_, K, V> {
         Values(self.iter())
-    }
-
-    /// Pins one epoch guard for a batch of operations; see [`Pinned`].
-    ///
-    /// ```
-    /// let map = epochmap::EpochMap::new();
-    /// let pinned = map.pin();
-    /// pinned.insert(1, "a");
-    /// assert_eq!(pinned.get(&1), Some(&"a"));
-    /// ```
-    pub fn pin(&self) -> Pinned<'_, K, V, S> {
-        Pinned {
-            map: self,
-            guard: epoch::pin(),
-        }
     }
 
     pub(crate) fn raw_iter(&self) -> RawIter<'_, K, V> {
@@ -824,8 +808,8 @@ where
     ///
     /// It hands each shard's partial batch of removed entries to the epoch, then repeatedly advances
     /// the epoch and runs queued reclamation on the calling thread. A thread that stays pinned
-    /// (a live [`Ref`], [`Pinned`], or iterator, on any thread) holds the epoch back and makes this
-    /// return `false`, including one held by the caller. A testing and observability tool: correct
+    /// (a live [`Ref`], [`Pinned`](crate::Pinned), or iterator, on any thread) holds the epoch
+    /// back and makes this return `false`, including one held by the caller. A testing and observability tool: correct
     /// programs never need to call it. A `timeout` too long to add to the current
     /// [`Instant`] (such as `Duration::MAX`) means no deadline: it waits until everything is
     /// freed, however long a pinned thread makes that (a pin held by the caller, forever).
@@ -879,7 +863,7 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
     ///
     /// The drain cannot move an entry out while a reader that was pinned at the swap may still
     /// read it, so its first `next` waits for that grace period (see [`Drain`]: a long-held
-    /// [`Ref`](crate::Ref) makes the drain wait, never the other way round). Removed entries
+    /// [`Ref`] makes the drain wait, never the other way round). Removed entries
     /// waiting in a shard's batch are retired as usual: they were removed before, and are not the
     /// drain's. If more than the builder's `backpressure_bytes` are pending afterwards, the caller
     /// helps the reclaimer before returning, as `clear` does.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
 use crate::iter::PinnedIter;
-use crate::sync::epoch::Guard;
+use crate::sync::epoch::{self, Guard};
 use crate::EpochMap;
 
 /// One epoch guard for many operations on a map: the fast path for batches.
@@ -26,6 +26,23 @@ use crate::EpochMap;
 pub struct Pinned<'a, K, V, S> {
     pub(crate) map: &'a EpochMap<K, V, S>,
     pub(crate) guard: Guard,
+}
+
+impl<K, V, S> EpochMap<K, V, S> {
+    /// Pins one epoch guard for a batch of operations; see [`Pinned`].
+    ///
+    /// ```
+    /// let map = epochmap::EpochMap::new();
+    /// let pinned = map.pin();
+    /// pinned.insert(1, "a");
+    /// assert_eq!(pinned.get(&1), Some(&"a"));
+    /// ```
+    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+        Pinned {
+            map: self,
+            guard: epoch::pin(),
+        }
+    }
 }
 
 impl<K, V, S> fmt::Debug for Pinned<'_, K, V, S> {
