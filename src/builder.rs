@@ -120,8 +120,8 @@ impl<S> Builder<S> {
     /// and any write that hands a batch of removed entries (or a grown-out-of table) to the epoch
     /// then advance the epoch and run queued reclamation themselves, after releasing their locks,
     /// so a storm of clears cannot pile up garbage without bound. Default:
-    /// [`DEFAULT_BACKPRESSURE_BYTES`] (64 MiB). `usize::MAX` turns this bound off; 0 makes every
-    /// clear try to free what it retired before returning.
+    /// [`DEFAULT_BACKPRESSURE_BYTES`](crate::DEFAULT_BACKPRESSURE_BYTES) (64 MiB). `usize::MAX`
+    /// turns this bound off; 0 makes every clear try to free what it retired before returning.
     ///
     /// ```
     /// let map: epochmap::EpochMap<u8, u8> =
@@ -138,7 +138,8 @@ impl<S> Builder<S> {
     /// memory in check when values own heap memory (a `Vec`, a `String`): `size_of` does not see
     /// it, a count of entries does. Writers check it once per batch of 64 entries they retire, and
     /// help with no lock held: they advance the epoch, run queued reclamation, and yield to
-    /// threads whose pins hold the epoch back. Default: [`DEFAULT_BACKPRESSURE_ENTRIES`].
+    /// threads whose pins hold the epoch back. Default:
+    /// [`DEFAULT_BACKPRESSURE_ENTRIES`](crate::DEFAULT_BACKPRESSURE_ENTRIES).
     /// `usize::MAX` turns it off (the reclaimer thread alone then frees removed entries, and
     /// writers that outrun it pile them up).
     ///

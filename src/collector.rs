@@ -26,10 +26,10 @@ use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
 // `thread_local!` straight from std or loom, as `crate::sync` picks it: this module sits below
 // `sync` (which re-exports its `pin`), so it does not import from there.
-#[cfg(not(epochmap_loom))]
-use std::thread_local;
 #[cfg(epochmap_loom)]
 use loom::thread_local;
+#[cfg(not(epochmap_loom))]
+use std::thread_local;
 
 /// The collector every epochmap guard belongs to, created on first use and never dropped.
 #[cfg(not(epochmap_loom))]

@@ -1,4 +1,5 @@
-//! [`Drain`], what [`EpochMap::drain`](crate::EpochMap::drain) returns: take everything out in O(shards), hand it over owned, writers never wait.
+//! [`Drain`], what [`EpochMap::drain`](crate::EpochMap::drain) returns: take everything out in
+//! O(shards), hand it over owned, writers never wait.
 //!
 //! `drain` does what `clear` does to each shard — under the shard lock, swap a fresh minimal table
 //! in with one `Release` store — but instead of retiring the old tables to the reclaimer it keeps
@@ -73,7 +74,8 @@ type RetireFn<K, V> = unsafe fn(
     &Arc<EntrySlab<K, V>>,
 );
 
-/// An owning iterator over the entries [`EpochMap::drain`](crate::EpochMap::drain) took out of the map, as `(K, V)`.
+/// An owning iterator over the entries [`EpochMap::drain`](crate::EpochMap::drain) took out of the
+/// map, as `(K, V)`.
 ///
 /// **It waits before the first entry.** Readers that were pinned when `drain` swapped a shard's
 /// table may still be reading its entries, so moving one out earlier would pull a value from under
@@ -88,13 +90,14 @@ type RetireFn<K, V> = unsafe fn(
 /// grace period has passed, every call is a plain move.
 ///
 /// **Dropping it early** hands the entries not yet yielded to the reclaimer, exactly as
-/// [`clear`](crate::EpochMap::clear) would have; nothing leaks and nothing is dropped twice. A `Drain` may
-/// outlive its map (it keeps the memory its entries live in alive).
+/// [`clear`](crate::EpochMap::clear) would have; nothing leaks and nothing is dropped twice. A
+/// `Drain` may outlive its map (it keeps the memory its entries live in alive).
 ///
 /// **Memory**: [`MemoryStats::drain_bytes`](crate::MemoryStats::drain_bytes) counts the tables and
 /// not-yet-yielded entries it holds, until they are yielded, freed or handed to the reclaimer.
 /// They are not `pending_bytes`: nothing waits for the reclaimer, so
-/// [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation) does not wait for a `Drain` you hold.
+/// [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation) does not wait for a `Drain` you
+/// hold.
 ///
 /// **Threads**: `Drain` is `Send` when `K` and `V` are (it owns them and holds no epoch guard), so
 /// it can be handed to another thread to consume. It is `Sync` when `K` and `V` are: through

@@ -6,9 +6,9 @@
 //!
 //! 1. A present key is found lock-free, exactly as [`EpochMap::get`] finds it.
 //! 2. On a miss the shard lock is taken briefly: if the key is still absent and no load of it is
-//!    registered in the shard's [`Pending`](crate::flight::Pending) list, the caller registers one (moving the owned key
-//!    into the list) and becomes its *leader*; if a load is registered, the caller becomes a
-//!    *waiter* of that load's [`Flight`](crate::flight::Flight). The lock is released either way.
+//!    registered in the shard's [`Pending`](crate::flight::Pending) list, the caller registers one
+//!    (moving the owned key into the list) and becomes its *leader*; if a load is registered, the
+//!    caller becomes a *waiter* of that load's [`Flight`]. The lock is released either way.
 //! 3. The leader runs the loader, lock-free. Waiters block on the flight's condition variable (or,
 //!    async, park their `Waker` in it) holding no lock and no epoch guard.
 //! 4. The leader takes the shard lock again, takes its key back out of the list, and inserts its
@@ -231,9 +231,7 @@ where
             };
             match step {
                 Ok(flight) => break flight,
-                Err(flight) => {
-                    FlightWait::new(&flight).await
-                }
+                Err(flight) => FlightWait::new(&flight).await,
             }
         };
         // If this future is dropped while `load` runs, `leading`'s `Drop` hands the load on.
@@ -385,8 +383,8 @@ where
     /// The value for `key` (a clone), loading it with the future `load` if absent: the async form
     /// of [`get_or_load`](EpochMap::get_or_load), with the same single-flight rules.
     ///
-    /// Runtime-agnostic: waiting callers park their task's [`Waker`] in the load's flight and
-    /// are woken once when it finishes; no runtime is needed or assumed. The returned future holds
+    /// Runtime-agnostic: waiting callers park their task's [`Waker`](std::task::Waker) in the
+    /// load's flight and are woken once when it finishes; no runtime is needed or assumed. The returned future holds
     /// no lock and no epoch guard across any `.await` (it returns a clone, not a [`Ref`]), so it is
     /// `Send` whenever the map is `Sync` and `load` is `Send`, and can be spawned on a
     /// multi-threaded runtime.
