@@ -264,6 +264,7 @@ impl<K: Eq, V, const EMBED: bool> Table<K, V, EMBED> {
         prefetch(block);
         prefetch(block.wrapping_add(64));
         let tag = tag_of(hash);
+        let last = b.wrapping_sub(1) & self.mask;
         loop {
             let c = self.ctrl(b).load(Ordering::Acquire);
             let mut m = matches(c, tag);
@@ -276,7 +277,9 @@ impl<K: Eq, V, const EMBED: bool> Table<K, V, EMBED> {
                     return Some((b, s));
                 }
             }
-            if overflow(c) == 0 {
+            // A probe visits each bucket at most once: in a small table every bucket can have
+            // a non-zero overflow count.
+            if overflow(c) == 0 || b == last {
                 return None;
             }
             b = (b + 1) & self.mask;
