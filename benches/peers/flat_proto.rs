@@ -73,16 +73,22 @@ fn matches(c: u64, tag: u8) -> u32 {
     }
 }
 
-/// Slots whose tag is zero, bit `i` for slot `i`.
+/// Slots whose tag is zero, bit `i` for slot `i` (a set tag has its high bit set).
 #[inline]
 fn free_slots(c: u64) -> u32 {
-    let mut m = 0;
-    for s in 0..SLOTS {
-        if (c >> (8 * s)) as u8 == 0 {
-            m |= 1 << s;
-        }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cvtsi64_si128, _mm_movemask_epi8};
+        // SAFETY: SSE2 is baseline on x86_64.
+        let occupied = unsafe { _mm_movemask_epi8(_mm_cvtsi64_si128(c as i64)) } as u32;
+        !occupied & ((1 << SLOTS) - 1)
     }
-    m
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        (0..SLOTS)
+            .filter(|&s| (c >> (8 * s)) as u8 == 0)
+            .fold(0, |m, s| m | 1 << s)
+    }
 }
 
 #[inline]
@@ -567,6 +573,11 @@ where
     }
 
     fn resize(&self, l: &mut Locked<'_, K, V, EMBED>, buckets: usize) {
+        if buckets == l.table().buckets() {
+            REBUILDS.fetch_add(1, Ordering::Relaxed);
+        } else {
+            GROWS.fetch_add(1, Ordering::Relaxed);
+        }
         let guard = epoch::pin();
         Self::hand_off(l, &guard);
         let old_ptr = l.shard.table.load(Ordering::Relaxed);
@@ -628,6 +639,10 @@ where
             .sum()
     }
 }
+
+/// Same-size rebuilds and doublings, process-wide (diagnostics).
+pub static REBUILDS: AtomicUsize = AtomicUsize::new(0);
+pub static GROWS: AtomicUsize = AtomicUsize::new(0);
 
 struct SendPtr<T>(*mut T);
 // SAFETY: the retired table is only touched by its deferred function.

@@ -68,6 +68,21 @@ impl St for hashbrown::HashMap<u64, u64, Hasher> {
     }
 }
 
+/// hashbrown with a crossbeam pin around each get: the floor of a one-call get that pins.
+struct BrownPin(hashbrown::HashMap<u64, u64, Hasher>);
+impl St for BrownPin {
+    fn get(&self, k: u64) -> u64 {
+        let _g = crossbeam_epoch::pin();
+        self.0.get(&k).map_or(0, |v| *v)
+    }
+    fn insert(&mut self, k: u64) {
+        self.0.insert(k, k);
+    }
+    fn remove(&mut self, k: u64) {
+        self.0.remove(&k);
+    }
+}
+
 const OPS: [&str; 4] = ["insert", "remove", "get-miss", "get-hit"];
 
 /// ns per op of `op` on `m` (holding `key(0..n)`), over about `budget`.
@@ -123,6 +138,7 @@ fn make(name: &str, n: u64) -> Box<dyn St> {
         "epochmap" => Box::new(epochmap::EpochMap::with_hasher(hasher())),
         "dashmap" => Box::new(dashmap::DashMap::with_hasher(hasher())),
         "hashbrown" => Box::new(hashbrown::HashMap::with_hasher(hasher())),
+        "hashbrown+pin" => Box::new(BrownPin(hashbrown::HashMap::with_hasher(hasher()))),
         _ => unreachable!(),
     };
     for i in 0..n {
@@ -240,7 +256,12 @@ fn main() {
         .map(String::from)
         .collect();
     let mut rng = Rng::new(77);
-    for n in [1_000u64, 100_000, 1_000_000] {
+    let sizes: Vec<u64> = arg(&args, "--sizes")
+        .unwrap_or("1000,100000,1000000")
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    for n in sizes {
         let mut built: Vec<Box<dyn St>> = maps.iter().map(|name| make(name, n)).collect();
         let mut res = vec![vec![Vec::new(); OPS.len()]; maps.len()];
         for _ in 0..rounds {
@@ -265,6 +286,11 @@ fn main() {
                 .collect();
             println!("| {name} | {} |", cells.join(" | "));
         }
+        println!(
+            "(flat resizes so far: {} doublings, {} same-size rebuilds)",
+            flat_proto::GROWS.load(std::sync::atomic::Ordering::Relaxed),
+            flat_proto::REBUILDS.load(std::sync::atomic::Ordering::Relaxed)
+        );
         if n == 1_000_000 {
             let f = FlatP::with_hasher(hasher());
             let d = dashmap::DashMap::<u64, u64, Hasher>::with_hasher(hasher());
