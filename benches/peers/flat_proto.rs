@@ -35,7 +35,8 @@ const SLOTS: usize = 7;
 /// Bytes of one bucket's data block (two cache lines).
 const BLOCK: usize = 128;
 /// Load factor: live + reserved slots may fill 7/8 of the slots.
-const LOAD_NUM: usize = 7;
+/// Load factor numerator in eighths (default 7). An experiment knob.
+pub static LOAD_EIGHTHS: AtomicUsize = AtomicUsize::new(7);
 const LOAD_DEN: usize = 8;
 const MIN_BUCKETS: usize = 4;
 
@@ -190,7 +191,7 @@ impl<K, V, const EMBED: bool> Table<K, V, EMBED> {
     }
 
     fn max_load(&self) -> usize {
-        self.buckets() * SLOTS * LOAD_NUM / LOAD_DEN
+        self.buckets() * SLOTS * LOAD_EIGHTHS.load(Ordering::Relaxed) / LOAD_DEN
     }
 
     /// Heap bytes of the table.
@@ -267,8 +268,14 @@ impl<K: Eq, V, const EMBED: bool> Table<K, V, EMBED> {
     fn find(&self, hash: u64, key: &K) -> Option<(usize, usize)> {
         let mut b = hash as usize & self.mask;
         let block = self.block(b);
-        prefetch(block);
-        prefetch(block.wrapping_add(64));
+        match PREFETCH_LINES.load(Ordering::Relaxed) {
+            0 => {}
+            1 => prefetch(block),
+            _ => {
+                prefetch(block);
+                prefetch(block.wrapping_add(64));
+            }
+        }
         let tag = tag_of(hash);
         let last = b.wrapping_sub(1) & self.mask;
         loop {
@@ -639,6 +646,9 @@ where
             .sum()
     }
 }
+
+/// Lines of the home block a probe prefetches (0, 1 or 2; default 2). An experiment knob.
+pub static PREFETCH_LINES: AtomicUsize = AtomicUsize::new(2);
 
 /// Same-size rebuilds and doublings, process-wide (diagnostics).
 pub static REBUILDS: AtomicUsize = AtomicUsize::new(0);

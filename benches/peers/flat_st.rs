@@ -248,6 +248,12 @@ fn main() {
         check::<true>();
         return;
     }
+    if let Some(n) = arg(&args, "--prefetch") {
+        flat_proto::PREFETCH_LINES.store(n.parse().unwrap(), std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(n) = arg(&args, "--load-eighths") {
+        flat_proto::LOAD_EIGHTHS.store(n.parse().unwrap(), std::sync::atomic::Ordering::Relaxed);
+    }
     let rounds: usize = arg(&args, "--rounds").map_or(5, |s| s.parse().unwrap());
     let budget = Duration::from_millis(arg(&args, "--ms").map_or(40, |s| s.parse().unwrap()));
     let maps: Vec<String> = arg(&args, "--maps")
