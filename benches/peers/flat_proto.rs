@@ -130,7 +130,10 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// One table. The arrays are raw allocations freed when `refs` reaches zero.
+/// One table. The arrays are raw allocations freed when `refs` reaches zero. The header is read
+/// by every probe; the counters that jobs write live on a line of their own, and the header is
+/// aligned so no neighbouring allocation (another shard's table) shares its line.
+#[repr(align(128))]
 struct Table<K, V, const EMBED: bool> {
     /// Dense control words (`EMBED = false`), else null.
     ctrl: *mut AtomicU64,
@@ -139,11 +142,15 @@ struct Table<K, V, const EMBED: bool> {
     /// One reserved bitmap byte per bucket: writers and jobs only.
     reserved: *mut AtomicU8,
     mask: usize,
+    counts: CachePadded<Counts>,
+    _pairs: PhantomData<(K, V)>,
+}
+
+struct Counts {
     /// Slots reserved in this table whose job has run (written by jobs, read by the writer).
     released: AtomicUsize,
     /// The retire of the table and each outstanding job hold one.
     refs: AtomicUsize,
-    _pairs: PhantomData<(K, V)>,
 }
 
 // SAFETY: pairs are shared read-only between threads; writes are ordered by the control words.
@@ -177,12 +184,15 @@ impl<K, V, const EMBED: bool> Table<K, V, EMBED> {
                 blocks: if EMBED { alloc_zeroed(b) } else { alloc(b) },
                 reserved: alloc_zeroed(r).cast(),
                 mask: buckets - 1,
-                released: AtomicUsize::new(0),
-                refs: AtomicUsize::new(1),
+                counts: CachePadded::new(Counts {
+                    released: AtomicUsize::new(0),
+                    refs: AtomicUsize::new(1),
+                }),
                 _pairs: PhantomData,
             }
         };
         assert!(!t.blocks.is_null() && !t.reserved.is_null());
+        TABLES.fetch_add(1, Ordering::Relaxed);
         Box::into_raw(Box::new(t))
     }
 
@@ -235,7 +245,7 @@ impl<K, V, const EMBED: bool> Table<K, V, EMBED> {
     /// # Safety
     /// `this` is live and the caller owns one count.
     unsafe fn release(this: *mut Self) {
-        if (*this).refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if (&(*this).counts).refs.fetch_sub(1, Ordering::AcqRel) == 1 {
             let t = Box::from_raw(this);
             let (c, b, r) = Self::layouts(t.buckets());
             if !EMBED {
@@ -243,6 +253,7 @@ impl<K, V, const EMBED: bool> Table<K, V, EMBED> {
             }
             dealloc(t.blocks, b);
             dealloc(t.reserved.cast(), r);
+            TABLES.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -335,8 +346,11 @@ impl<K, V, const E: bool> Job<K, V, E> {
             drop(ptr::read(t.pair(b, s)));
             t.reserved(b).fetch_and(!(1 << s), Ordering::Release);
         }
-        t.released.fetch_add(self.slots.len(), Ordering::Release);
+        t.counts
+            .released
+            .fetch_add(self.slots.len(), Ordering::Release);
         Table::release(self.table);
+        JOBS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -548,13 +562,14 @@ where
         }
         let table = l.shard.table.load(Ordering::Relaxed);
         // SAFETY: the table is live (we hold the lock).
-        unsafe { (*table).refs.fetch_add(1, Ordering::Relaxed) };
+        unsafe { (&(*table).counts).refs.fetch_add(1, Ordering::Relaxed) };
         let job = Job {
             table,
             slots: std::mem::replace(&mut l.w.batch, Vec::with_capacity(BATCH)),
         };
         // SAFETY: the slots were untagged before this defer, so no reader pinned after it can
         // reach them; the job owns their pairs.
+        JOBS.fetch_add(1, Ordering::Relaxed);
         unsafe { guard.defer_unchecked(move || job.run()) };
         mark_batched();
     }
@@ -567,7 +582,7 @@ where
         if l.w.len + l.w.retired < max {
             return;
         }
-        let reserved = l.w.retired - t.released.load(Ordering::Acquire);
+        let reserved = l.w.retired - t.counts.released.load(Ordering::Acquire);
         if l.w.len + reserved < max {
             return;
         }
@@ -653,6 +668,9 @@ pub static PREFETCH_LINES: AtomicUsize = AtomicUsize::new(2);
 /// Same-size rebuilds and doublings, process-wide (diagnostics).
 pub static REBUILDS: AtomicUsize = AtomicUsize::new(0);
 pub static GROWS: AtomicUsize = AtomicUsize::new(0);
+/// Tables allocated and not yet freed; jobs deferred and not yet run (diagnostics).
+pub static TABLES: AtomicUsize = AtomicUsize::new(0);
+pub static JOBS: AtomicUsize = AtomicUsize::new(0);
 
 struct SendPtr<T>(*mut T);
 // SAFETY: the retired table is only touched by its deferred function.
@@ -688,6 +706,20 @@ impl FlushIfBatched for Guard {
 
 impl<K, V, S, const E: bool> Drop for Flat<K, V, S, E> {
     fn drop(&mut self) {
+        if std::env::var_os("FLAT_DEBUG").is_some() {
+            eprintln!(
+                "flat drop: {} doublings, {} same-size rebuilds so far; tables alive {}, jobs pending {}; {}",
+                GROWS.load(Ordering::Relaxed),
+                REBUILDS.load(Ordering::Relaxed),
+                TABLES.load(Ordering::Relaxed),
+                JOBS.load(Ordering::Relaxed),
+                std::fs::read_to_string("/proc/self/status")
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS"))
+                    .unwrap_or("")
+            );
+        }
         for shard in self.shards.iter_mut() {
             let t = *shard.table.get_mut();
             let w = shard.writer.get_mut().unwrap();
