@@ -245,7 +245,8 @@ impl<K, V, const EMBED: bool> Table<K, V, EMBED> {
     /// # Safety
     /// `this` is live and the caller owns one count.
     unsafe fn release(this: *mut Self) {
-        if (&(*this).counts).refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let counts: &Counts = &(*this).counts;
+        if counts.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
             let t = Box::from_raw(this);
             let (c, b, r) = Self::layouts(t.buckets());
             if !EMBED {
@@ -562,7 +563,8 @@ where
         }
         let table = l.shard.table.load(Ordering::Relaxed);
         // SAFETY: the table is live (we hold the lock).
-        unsafe { (&(*table).counts).refs.fetch_add(1, Ordering::Relaxed) };
+        let counts: &Counts = unsafe { &(*table).counts };
+        counts.refs.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             table,
             slots: std::mem::replace(&mut l.w.batch, Vec::with_capacity(BATCH)),
