@@ -46,6 +46,7 @@ use criterion::{
 };
 
 mod common;
+mod flat_proto;
 mod floor;
 mod mixmaps;
 use common::{pick, Zipf};

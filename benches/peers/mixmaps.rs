@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use epochmap::{EpochMap, ReclaimMode};
 
 use super::common::{hasher, key, pick, Hasher, Rng, Zipf};
+use super::flat_proto::Flat;
 
 /// Operations one pinned handle covers (epochmap `pin()`, papaya `pin()`).
 pub const BATCH: usize = 64;
@@ -308,6 +309,37 @@ impl MixMap for RwStd {
     }
 }
 
+/// The inline-entry prototype (`flat_proto.rs`), one call per operation.
+impl<const E: bool> MixMap for Flat<u64, u64, Hasher, E> {
+    fn run(&self, ops: &[(Op, u64)]) -> u64 {
+        let mut sum = 0u64;
+        for &(op, k) in ops {
+            match op {
+                Op::Get => {
+                    if let Some(v) = self.get(&k) {
+                        sum = sum.wrapping_add(v);
+                    }
+                }
+                Op::Insert => {
+                    self.insert(k, k);
+                }
+                Op::Remove => {
+                    self.remove(&k);
+                }
+                Op::Update => {
+                    self.update(&k, |v| v.wrapping_add(1));
+                }
+            }
+        }
+        sum
+    }
+    fn prefill(&self, keys: impl Iterator<Item = u64>) {
+        for k in keys {
+            self.insert(k, k);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub struct Workload {
     pub name: &'static str,
@@ -541,6 +573,12 @@ pub fn each_map(v: &mut impl MapVisitor) {
     v.visit("scc", || Scc(scc::HashMap::with_hasher(hasher())));
     v.visit("scc-index", || {
         SccIndex(scc::HashIndex::with_hasher(hasher()))
+    });
+    v.visit("flat-proto", || {
+        Flat::<u64, u64, Hasher, false>::with_hasher(hasher())
+    });
+    v.visit("flat-embed", || {
+        Flat::<u64, u64, Hasher, true>::with_hasher(hasher())
     });
     v.visit("rwlock-std", || {
         RwStd(RwLock::new(StdHashMap::with_hasher(hasher())))

@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod common;
+mod flat_proto;
 mod mixmaps;
 use common::{arg, pick, Rng, Zipf};
 use mixmaps::{each_map, universe, Case, MapVisitor, MixMap, Workload, WORKLOADS};
