@@ -38,7 +38,7 @@ mod common;
 mod flat_proto;
 mod mixmaps;
 use common::{arg, pick, Rng, Zipf};
-use mixmaps::{each_map, universe, Case, MapVisitor, MixMap, Workload, WORKLOADS};
+use mixmaps::{each_map, each_prototype, universe, Case, MapVisitor, MixMap, Workload, WORKLOADS};
 
 /// Operations all threads' streams hold together; each thread gets a share, between
 /// `MIN_STREAM` and `MAX_STREAM` (the mixes' length at 1 and 2 threads), so 512 threads do not
@@ -140,8 +140,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
-/// The names [`each_map`] knows, in its order.
-fn map_names() -> Vec<String> {
+/// The names [`each_map`] knows, in its order, then (with `prototypes`) [`each_prototype`]'s.
+fn map_names(prototypes: bool) -> Vec<String> {
     struct Names(Vec<String>);
     impl MapVisitor for Names {
         fn visit<M: MixMap>(&mut self, name: &str, _: impl Fn() -> M) {
@@ -150,6 +150,9 @@ fn map_names() -> Vec<String> {
     }
     let mut names = Names(Vec::new());
     each_map(&mut names);
+    if prototypes {
+        each_prototype(&mut names);
+    }
     names.0
 }
 
@@ -177,8 +180,9 @@ fn main() {
         sample: Duration::from_secs_f64(num("--sample-ms", pick(50.0, 5.0)) / 1e3),
     };
     let rounds = num("--rounds", pick(3.0, 1.0)) as usize;
-    let all_maps = map_names();
-    let maps = list(&args, "--maps", all_maps.clone());
+    // By default the maps; a prototype runs only when `--maps` names it.
+    let all_maps = map_names(true);
+    let maps = list(&args, "--maps", map_names(false));
     let all_mixes = WORKLOADS.iter().map(|w| w.name.to_string()).collect();
     let mixes = list(&args, "--mixes", all_mixes);
     let dists = list(&args, "--dists", vec!["uniform".into()]);
@@ -268,7 +272,10 @@ fn main() {
                 result: None,
             };
             each_map(&mut run);
-            let (ops, secs) = run.result.expect("the case's map is one of each_map's");
+            each_prototype(&mut run);
+            let (ops, secs) = run
+                .result
+                .expect("the case's map is one of each_map's or each_prototype's");
             let mops = ops as f64 / secs / 1e6;
             writeln!(
                 csv,
