@@ -300,10 +300,12 @@ mod hashed;
 mod impls;
 mod iter;
 mod key;
+mod layout;
 mod load;
 mod map;
 mod owed;
 mod pinned;
+mod prefetch;
 #[cfg(feature = "rayon")]
 mod rayon;
 mod reclaim;
