@@ -244,7 +244,7 @@ impl<K, V> Slots<K, V> {
 /// while a map grew by inserts sat further from home and were rehashed. All-zero is unknown, so
 /// a zeroed slot line needs no initialisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Placement(u8);
+pub(crate) struct Placement(pub(crate) u8);
 
 /// Hash bits a placement holds above the bucket index when it is made from a full hash.
 const PLACEMENT_BITS: u32 = 4;

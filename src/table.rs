@@ -661,6 +661,12 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         Some(n)
     }
 
+    /// Bucket `index`'s line, for tests of a layout's protocol through the table.
+    #[cfg(all(test, not(epochmap_loom)))]
+    pub(crate) fn line(&self, index: usize) -> &L::Line {
+        &self.slots[index]
+    }
+
     /// For a lock-free reader: bucket `index`'s control word (tags, mark bit, overflow count).
     /// `index` must be below the bucket count.
     pub(crate) fn load_ctrl(&self, index: usize) -> Control {
