@@ -415,4 +415,79 @@ mod loom_models {
             "no execution reached the reuse the model is about"
         );
     }
+
+    /// A reader looks key 1 up ∥ the writer replaces its value, 10 by 11. The flat layout never
+    /// writes a published slot, so the new entry goes to another slot: with `keys` = 6 the free
+    /// slot of the same bucket (one control-word store switches the tags), with `keys` = 7 a slot
+    /// of the next bucket (published, with the home bucket's overflow count raised, before the
+    /// old tag is cleared). Either way the reader finds key 1, with 10 or 11: never neither.
+    fn replace_seen_as_old_or_new(keys: u64) {
+        // `std` atomic: the test's own count of executions, printed as the other models do.
+        let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&executions);
+        loom::model(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let table = Arc::new(Table::<u64, u64, Inline>::new(2));
+            for k in 1..=keys {
+                // SAFETY: no reader yet; distinct keys, all homing in bucket 0, which they fit.
+                unsafe {
+                    table.insert_new(
+                        hash(k) & !1,
+                        Entry {
+                            key: k,
+                            value: k * 10,
+                        },
+                    )
+                };
+            }
+            let reader = {
+                let table = Arc::clone(&table);
+                loom::thread::spawn(move || {
+                    let _guard = pin();
+                    // SAFETY: pinned before the lookup.
+                    let found = unsafe { table.find(hash(1) & !1, &1) };
+                    let value = found.expect("key 1 was never absent").entry.value;
+                    assert!(value == 10 || value == 11, "key 1 read {value}");
+                })
+            };
+            let guard = pin();
+            // SAFETY: the only writer; `at` came from a find just now; same key.
+            let retired = unsafe {
+                let at = table.find(hash(1) & !1, &1).unwrap();
+                table.replace(
+                    hash(1) & !1,
+                    at.bucket,
+                    at.slot,
+                    Entry { key: 1, value: 11 },
+                )
+            };
+            let owner = Arc::clone(&table);
+            guard.defer(move || {
+                // SAFETY: after the grace period of the unlink; `owner` keeps the table alive.
+                let old = unsafe { retired.release() };
+                assert_eq!(old.value, 10);
+                drop(owner);
+            });
+            drop(guard);
+            reader.join().unwrap();
+            // Let the deferred release run (its `Arc` of the table must not leak).
+            for _ in 0..4 {
+                pin().flush();
+            }
+        });
+        eprintln!(
+            "loom explored {} executions",
+            executions.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+
+    #[test]
+    fn a_replace_in_one_bucket_is_seen_as_old_or_new_never_neither() {
+        replace_seen_as_old_or_new(6);
+    }
+
+    #[test]
+    fn a_replace_into_the_next_bucket_is_seen_as_old_or_new_never_neither() {
+        replace_seen_as_old_or_new(7);
+    }
 }
