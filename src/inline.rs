@@ -129,8 +129,9 @@ impl<K, V> Layout<K, V> for Inline {
     fn first_free(line: &Pairs<K, V>, ctrl: Control) -> Option<usize> {
         // Acquire pairs with `release`'s Release clear: the retired entry has been moved out
         // before we may write the slot.
-        let reserved = line.reserved.load(Ordering::Acquire);
-        (0..SLOTS).find(|&slot| ctrl.tag(slot) == 0 && reserved & (1 << slot) == 0)
+        let reserved = u32::from(line.reserved.load(Ordering::Acquire));
+        let free = !(ctrl.full_bits() | reserved) & ((1 << SLOTS) - 1);
+        (free != 0).then(|| free.trailing_zeros() as usize)
     }
 
     #[inline(always)]
