@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::entry::Entry;
+use crate::prefetch::prefetch;
 use crate::reclaim::{self, Grace, ReclaimMode, Retire};
 use crate::shard::{Ctx, Shard, Taken};
 use crate::slab::{EntrySlab, OwnedReleaser};
 use crate::stats::{Counters, DrainHeld};
 use crate::sync::{epoch, Arc, Ordering};
-use crate::table::{prefetch, Table};
+use crate::table::Table;
 
 /// How many buckets ahead of the cursor `Drain` prefetches entries: about 4 entries per bucket
 /// at the load factor, so 8-16 misses in flight.

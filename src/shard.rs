@@ -80,6 +80,8 @@ impl Ctx<'_> {
 
 /// Where a lock holder found a key: valid until that writer changes the table.
 pub(crate) struct Slot<'g, K, V> {
+    /// The key's hash, which a layout that replaces by moving to another slot needs.
+    hash: u64,
     bucket: usize,
     slot: usize,
     /// The entry found there; it stays readable for 'g even after it is replaced or removed.
@@ -620,6 +622,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     {
         // SAFETY: we hold the lock and `guard` (which outlives 'g), so the table and its entries do.
         unsafe { self.table.find(hash, key) }.map(|f| Slot {
+            hash,
             bucket: f.bucket,
             slot: f.slot,
             entry: f.entry,
@@ -686,7 +689,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
         // since (`insert` and `remove` resize; no caller follows either by an older slot's replace).
-        let old = unsafe { self.table.replace(at.bucket, at.slot, entry) };
+        let old = unsafe { self.table.replace(at.hash, at.bucket, at.slot, entry) };
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);

@@ -77,3 +77,43 @@ pub(crate) fn yield_now() {
 pub(crate) fn yield_now() {
     loom::thread::yield_now();
 }
+
+/// A cell for memory that readers share without atomics once it is published: an inline entry
+/// of the flat layout (`src/inline.rs`). Under loom it is loom's `UnsafeCell`, so a model catches
+/// a write to a slot that a reader could still be reading (a slot reused before its grace period)
+/// as a data race; otherwise a plain `UnsafeCell`.
+#[cfg(not(epochmap_loom))]
+#[cfg_attr(not(test), allow(dead_code))] // until the flat map uses `src/inline.rs` (issue 20)
+pub(crate) struct SlotCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(epochmap_loom)]
+pub(crate) struct SlotCell<T>(loom::cell::UnsafeCell<T>);
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl<T> SlotCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(epochmap_loom))]
+        return SlotCell(std::cell::UnsafeCell::new(value));
+        #[cfg(epochmap_loom)]
+        return SlotCell(loom::cell::UnsafeCell::new(value));
+    }
+
+    /// A pointer to read the contents through; under loom, the read is recorded here.
+    #[inline(always)]
+    pub(crate) fn read_ptr(&self) -> *const T {
+        #[cfg(not(epochmap_loom))]
+        return self.0.get();
+        #[cfg(epochmap_loom)]
+        return self.0.with(|ptr| ptr);
+    }
+
+    /// A pointer to write (or move out of) the contents through; under loom, the write is
+    /// recorded here.
+    #[inline(always)]
+    pub(crate) fn write_ptr(&self) -> *mut T {
+        #[cfg(not(epochmap_loom))]
+        return self.0.get();
+        #[cfg(epochmap_loom)]
+        return self.0.with_mut(|ptr| ptr);
+    }
+}

@@ -7,6 +7,10 @@
 //! holds rather than its size: a retired 1M-bucket table holding one entry costs 16K summary words
 //! and one bucket, not 64 MiB of cache lines.
 //!
+//! What a bucket's slots hold (pointers to entries, or the entries themselves) is the table's
+//! [`Layout`]; probing, control words, overflow counts, placements and the summary are the same
+//! for every layout.
+//!
 //! Entries are never dropped by a table's own `Drop`: whether a table's entries die with it
 //! ("full retire", after `clear`) or live on in a successor ("shell retire", after growth) is the
 //! caller's decision, made explicit by calling [`Table::drain_entries`] or not.
@@ -14,8 +18,10 @@
 use std::borrow::Borrow;
 
 use crate::array::ZeroedArray;
-use crate::bucket::{tag_of, Control, Placement, Slots, SLOTS};
+use crate::bucket::{tag_of, Control, Placement, SLOTS};
 use crate::entry::Entry;
+use crate::layout::{Layout, Stable};
+use crate::prefetch::prefetch;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Load factor numerator/denominator: a table grows once it holds more than 3/4 of its slots.
@@ -52,23 +58,9 @@ pub(crate) struct DrainCounts {
     pub(crate) entries: u64,
 }
 
-/// Hints the CPU to load `ptr`'s cache line; never faults and changes nothing observable. A no-op
-/// off x86_64 and under loom (where it would only add modelled loads to explore).
-#[inline(always)]
-pub(crate) fn prefetch<T>(ptr: *const T) {
-    #[cfg(all(target_arch = "x86_64", not(epochmap_loom)))]
-    // SAFETY: `prefetcht0` is a hint: it never faults, whatever the address, and SSE (which it
-    // needs) is part of the x86_64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(epochmap_loom))))]
-    let _ = ptr;
-}
-
 /// A table keeps each bucket's control word in a dense array (`ctrl`, 8 bytes per bucket) and its
-/// slot pointers in a cache line of another (`slots`). A probe reads the control word first and a
-/// pointer only where a tag matches, so the control words, 1.1 bytes per slot, stay in cache
+/// slots in another (`slots`: one [`Layout::Line`] per bucket, for [`Stable`] a cache line of slot
+/// pointers). A probe reads the control word first and a slot only where a tag matches, so the control words, 1.1 bytes per slot, stay in cache
 /// where 64-byte buckets did not: an operation on an absent key (a miss, the insert of a new key,
 /// the remove of an absent one) costs no table miss at all (see "Buckets and probing" in
 /// `docs/design.md` for the measurements).
@@ -77,9 +69,9 @@ pub(crate) fn prefetch<T>(ptr: *const T) {
 /// nobody while the table is live; it is aligned to a 128-byte line pair of its own so that no
 /// neighbouring allocation that someone writes (a garbage batch, a job) can share its line.
 #[repr(align(128))]
-pub(crate) struct Table<K, V> {
+pub(crate) struct Table<K, V, L: Layout<K, V> = Stable> {
     ctrl: ZeroedArray<AtomicU64>,
-    slots: ZeroedArray<Slots<K, V>>,
+    slots: ZeroedArray<L::Line>,
     summary: ZeroedArray<AtomicU64>,
     mask: usize,
     /// `log2(bucket count)`, kept rather than derived: `count_ones` is a dozen instructions on
@@ -87,7 +79,7 @@ pub(crate) struct Table<K, V> {
     log2: u32,
 }
 
-impl<K, V> Table<K, V> {
+impl<K, V, L: Layout<K, V>> Table<K, V, L> {
     /// An empty table of `buckets` buckets.
     ///
     /// # Panics
@@ -107,8 +99,8 @@ impl<K, V> Table<K, V> {
         Ok(Table {
             // SAFETY: a zero control word is an empty bucket with no overflow.
             ctrl: unsafe { ZeroedArray::new(buckets, || AtomicU64::new(0)) }?,
-            // SAFETY: all-zero slot pointers are null.
-            slots: unsafe { ZeroedArray::new(buckets, Slots::empty) }?,
+            // SAFETY: an all-zero line is empty (`Layout::Line`'s contract).
+            slots: unsafe { ZeroedArray::new(buckets, L::empty_line) }?,
             // SAFETY: zero is a valid `AtomicU64`.
             summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) }?,
             mask: buckets - 1,
@@ -129,7 +121,7 @@ impl<K, V> Table<K, V> {
     /// alignment slack), summary and header, exactly as requested from the allocator.
     pub(crate) fn bytes_for(buckets: usize) -> Option<usize> {
         let ctrl = ZeroedArray::<AtomicU64>::bytes_for(buckets)?;
-        let slots = ZeroedArray::<Slots<K, V>>::bytes_for(buckets)?;
+        let slots = ZeroedArray::<L::Line>::bytes_for(buckets)?;
         let summary = ZeroedArray::<AtomicU64>::bytes_for(buckets.div_ceil(64))?;
         ctrl.checked_add(slots)?
             .checked_add(summary)?
@@ -234,15 +226,13 @@ impl<K, V> Table<K, V> {
             )
         };
         // Acquire pairs with the writer's Release store of this word, which follows its store
-        // of the slot pointer: a tag we see comes with the pointer it describes.
+        // of the slot: a tag we see comes with the entry it describes.
         let ctrl = Control(ctrl.load(Ordering::Acquire));
         for slot in ctrl.matches(tag) {
-            // Acquire pairs with the Release store that published the entry (insert or
-            // replace), so the entry's key and value are initialised before we read them.
-            // SAFETY: `matches` yields slot numbers below `SLOTS`.
-            let ptr = unsafe { slots.ptrs.get_unchecked(slot) }.load(Ordering::Acquire);
+            // SAFETY: we acquired the word and saw `slot`'s tag, under this fn's contract.
+            let ptr = unsafe { L::load(slots, slot) };
             // Unlinking goes through the epoch, and `'g`'s guard was pinned before it.
-            // SAFETY: a non-null slot pointer is a live entry for `'g` (this fn's contract).
+            // SAFETY: a non-null entry is live for `'g` (this fn's contract).
             if let Some(entry) = unsafe { ptr.as_ref() } {
                 if entry.key.borrow() == key {
                     return Probe::Found(Found {
@@ -270,7 +260,7 @@ impl<K, V> Table<K, V> {
     /// published), `entry` is a live entry whose key hashes to `hash` and is not in the table, and
     /// the table is below its load threshold, so a free slot exists.
     #[inline]
-    pub(crate) unsafe fn insert_new(&self, hash: u64, entry: *mut Entry<K, V>) {
+    pub(crate) unsafe fn insert_new(&self, hash: u64, entry: L::New) {
         let log2 = self.log2;
         let placed = move |displacement| Placement::new(hash, log2, displacement);
         // SAFETY: the caller's contract; `home` is `hash`'s home bucket.
@@ -287,16 +277,16 @@ impl<K, V> Table<K, V> {
     /// locked by the caller.
     pub(crate) unsafe fn insert_moved(
         &self,
-        old: &Table<K, V>,
+        old: &Table<K, V, L>,
         index: usize,
         slot: usize,
-        entry: *mut Entry<K, V>,
+        entry: L::New,
         hash_of: impl FnOnce() -> u64,
     ) {
         // Relaxed: the caller owns `old` or holds its lock (see `Slots::placements`).
         let tag = Control(old.ctrl[index].load(Ordering::Relaxed)).tag(slot);
         let (from, to) = (old.log2, self.log2);
-        match old.slots[index].placement(slot).relocate(index, from, to) {
+        match L::placement(&old.slots[index], slot).relocate(index, from, to) {
             Some((home, bits)) => {
                 let placed = move |displacement| Placement::relocated(bits, displacement);
                 // SAFETY: the caller's contract; `home` is the entry's home bucket here.
@@ -321,14 +311,20 @@ impl<K, V> Table<K, V> {
         &self,
         home: usize,
         tag: u8,
-        entry: *mut Entry<K, V>,
+        entry: L::New,
         placed: impl FnOnce(usize) -> Placement,
     ) {
-        // SAFETY: `home <= mask`, the last bucket.
-        let ctrl = Control(unsafe { self.ctrl.get_unchecked(home) }.load(Ordering::Relaxed));
+        // SAFETY: `home <= mask`, the last bucket (both arrays have one element per bucket).
+        let (word, line) = unsafe {
+            (
+                self.ctrl.get_unchecked(home),
+                self.slots.get_unchecked(home),
+            )
+        };
+        let ctrl = Control(word.load(Ordering::Relaxed));
         // Relaxed (above and in `place_past`): only the writer that holds the shard lock stores
         // control words.
-        match ctrl.first_free() {
+        match L::first_free(line, ctrl) {
             // SAFETY: `home` is a bucket and `slot` a free slot of it; the caller's contract.
             Some(slot) => unsafe { self.publish_at(home, slot, ctrl, tag, entry, placed(0)) },
             // SAFETY: the caller's contract.
@@ -347,14 +343,14 @@ impl<K, V> Table<K, V> {
         &self,
         home: usize,
         tag: u8,
-        entry: *mut Entry<K, V>,
+        entry: L::New,
         placed: impl FnOnce(usize) -> Placement,
     ) {
         let mut index = home;
         for displacement in 0..self.ctrl.len() {
             let word = &self.ctrl[index];
             let ctrl = Control(word.load(Ordering::Relaxed));
-            if let Some(slot) = ctrl.first_free() {
+            if let Some(slot) = L::first_free(&self.slots[index], ctrl) {
                 let placement = placed(displacement);
                 // SAFETY: `index` is a bucket and `slot` a free slot of it.
                 unsafe { self.publish_at(index, slot, ctrl, tag, entry, placement) };
@@ -381,7 +377,7 @@ impl<K, V> Table<K, V> {
         slot: usize,
         ctrl: Control,
         tag: u8,
-        entry: *mut Entry<K, V>,
+        entry: L::New,
         placement: Placement,
     ) {
         // SAFETY: `index` is a bucket and `slot < SLOTS` (the caller's contract).
@@ -391,37 +387,93 @@ impl<K, V> Table<K, V> {
                 self.slots.get_unchecked(index),
             )
         };
-        slots.set_placement(slot, placement);
-        // SAFETY: `slot < SLOTS`.
-        let ptr = unsafe { slots.ptrs.get_unchecked(slot) };
-        // Release: the entry's contents are visible to whoever acquires this pointer.
-        ptr.store(entry, Ordering::Release);
-        // Release: a reader that sees the tag (Acquire) also sees the pointer stored above.
+        L::set_placement(slots, slot, placement);
+        // SAFETY: `slot` is free (the caller's contract).
+        unsafe { L::put(slots, slot, entry) };
+        // Release: a reader that sees the tag (Acquire) also sees the slot stored above.
         word.store(ctrl.with_new_tag(slot, tag).0, Ordering::Release);
         if ctrl.known_empty() {
             self.set_summary(index, true);
         }
     }
 
-    /// Publishes `entry` in place of the entry at `bucket`/`slot` and returns the old one.
+    /// Publishes `entry` in place of the entry at `bucket`/`slot` (whose key hashes to `hash`)
+    /// and returns the old one, which the caller retires through the epoch.
     ///
     /// # Safety
-    /// The caller is this table's only writer and `entry` holds a key equal to the one it replaces.
+    /// The caller is this table's only writer, `bucket`/`slot` came from a `find` of a key with
+    /// this `hash` under the same lock, and `entry` holds a key equal to the one it replaces.
+    #[inline]
     pub(crate) unsafe fn replace(
         &self,
+        hash: u64,
         bucket: usize,
         slot: usize,
-        entry: *mut Entry<K, V>,
-    ) -> *mut Entry<K, V> {
-        let slot = &self.slots[bucket].ptrs[slot];
-        // A load and a store, not a `swap`: only the lock holder stores slot pointers, so nothing
-        // can change the slot between the two, and a `swap` would be a locked instruction (a full
-        // barrier on x86) on every replace. Relaxed load: the lock orders the last store before it.
-        let old = slot.load(Ordering::Relaxed);
-        // Release publishes the new entry's contents to readers that acquire the slot; the tag is
-        // unchanged because the key (and so its hash) is the same.
-        slot.store(entry, Ordering::Release);
-        old
+        entry: L::New,
+    ) -> L::Unlinked {
+        // SAFETY: the caller's contract; `bucket` is a bucket of this table.
+        match unsafe { L::replace_in_place(&self.slots[bucket], slot, entry) } {
+            Ok(old) => old,
+            // SAFETY: forwarded.
+            Err(entry) => unsafe { self.replace_elsewhere(hash, bucket, slot, entry) },
+        }
+    }
+
+    /// [`replace`](Self::replace) for a layout that never writes a published slot: publishes
+    /// `entry` in a free slot at or past `bucket` on the key's probe path, then unlinks the old
+    /// one. A lock-free reader finds one of the two, never neither:
+    ///
+    /// * in one bucket, one `Release` store of its control word sets the new tag and clears the
+    ///   old one, so a reader sees the word before or after, with exactly one of them;
+    /// * otherwise `bucket` is full, the overflow counts on the way to the new slot (including
+    ///   `bucket`'s) are raised and the new entry published *before* the old tag is cleared, and
+    ///   a reader walks the path in order: if it reads `bucket` after the clear, the raised count
+    ///   sends it on to the new entry.
+    ///
+    /// # Safety
+    /// As for [`replace`](Self::replace), and a free slot exists on the probe path.
+    #[cold]
+    #[inline(never)]
+    unsafe fn replace_elsewhere(
+        &self,
+        hash: u64,
+        bucket: usize,
+        slot: usize,
+        entry: L::New,
+    ) -> L::Unlinked {
+        let (home, tag, log2) = (self.home(hash), tag_of(hash), self.log2);
+        let past_home = bucket.wrapping_sub(home) & self.mask;
+        let (word, line) = (&self.ctrl[bucket], &self.slots[bucket]);
+        // Relaxed: only the lock holder stores control words.
+        let ctrl = Control(word.load(Ordering::Relaxed));
+        if let Some(free) = L::first_free(line, ctrl) {
+            L::set_placement(line, free, Placement::new(hash, log2, past_home));
+            // SAFETY: `free` is free; the caller holds the lock.
+            unsafe { L::put(line, free, entry) };
+            // Release: the new tag publishes the slot stored above (see `publish_at`).
+            word.store(
+                ctrl.with_new_tag(free, tag).without_tag(slot).0,
+                Ordering::Release,
+            );
+            // SAFETY: `slot` was full until the store above cleared its tag.
+            return unsafe { L::unlink(line, bucket, slot) };
+        }
+        // The new path runs through every bucket the old one did: raise the counts from home up
+        // to `bucket` for it (`remove_at` lowers them for the old entry below), then place it
+        // past `bucket` as an insert does, which raises `bucket`'s own count first.
+        let mut index = home;
+        while index != bucket {
+            let passed = &self.ctrl[index];
+            let c = Control(passed.load(Ordering::Relaxed));
+            // Release, like every store of a control word (see `place_past`).
+            passed.store(c.with_overflow_step(true).0, Ordering::Release);
+            index = (index + 1) & self.mask;
+        }
+        let placed = move |displacement| Placement::new(hash, log2, past_home + displacement);
+        // SAFETY: the caller holds the lock and a free slot exists past `bucket` (its contract).
+        unsafe { self.place_past(bucket, tag, entry, placed) };
+        // SAFETY: `bucket`/`slot` still hold the old entry, found under this lock.
+        unsafe { self.remove_at(hash, bucket, slot) }
     }
 
     /// Unlinks the entry at `bucket`/`slot` (which `hash` hashes to) and returns it. The caller
@@ -430,27 +482,19 @@ impl<K, V> Table<K, V> {
     /// # Safety
     /// The caller is this table's only writer, and `bucket`/`slot` came from a `find` of a key with
     /// this `hash` under the same lock.
-    pub(crate) unsafe fn remove_at(
-        &self,
-        hash: u64,
-        bucket: usize,
-        slot: usize,
-    ) -> *mut Entry<K, V> {
-        // SAFETY: `bucket` and `slot` came from a `find` on this table (the caller's contract).
-        let (word, ptr) = unsafe {
+    pub(crate) unsafe fn remove_at(&self, hash: u64, bucket: usize, slot: usize) -> L::Unlinked {
+        // SAFETY: `bucket` came from a `find` on this table (the caller's contract).
+        let (word, line) = unsafe {
             (
                 self.ctrl.get_unchecked(bucket),
-                self.slots.get_unchecked(bucket).ptrs.get_unchecked(slot),
+                self.slots.get_unchecked(bucket),
             )
         };
         // Relaxed load: the writer is the only one storing. Release store: see `insert_new`.
         let ctrl = Control(word.load(Ordering::Relaxed)).without_tag(slot);
         word.store(ctrl.0, Ordering::Release);
-        // Load then store rather than `swap`, as in `replace`: the lock holder is the only writer.
-        // Relaxed store: a null pointer publishes nothing; a reader that still sees the old
-        // pointer reads a retired but live entry, which is a valid pre-removal view.
-        let entry = ptr.load(Ordering::Relaxed);
-        ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
+        // SAFETY: `slot` was full until the store above (it came from a `find` under this lock).
+        let entry = unsafe { L::unlink(line, bucket, slot) };
         if ctrl.known_empty() {
             self.set_summary(bucket, false);
         }
@@ -514,8 +558,7 @@ impl<K, V> Table<K, V> {
         // Relaxed: the caller is the writer or the owner, ordered after every store by the lock or
         // by the epoch.
         let ctrl = Control(self.ctrl[index].load(Ordering::Relaxed));
-        ctrl.full()
-            .map(move |slot| (slot, slots.ptrs[slot].load(Ordering::Relaxed)))
+        ctrl.full().map(move |slot| (slot, L::peek(slots, slot)))
     }
 
     /// Hands every entry to `f`, skipping buckets the summary or mark bit says are empty without
@@ -537,7 +580,8 @@ impl<K, V> Table<K, V> {
                 return;
             }
             for slot in ctrl.full() {
-                let ptr = slots.ptrs[slot].swap(std::ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: exclusive access (the contract).
+                let ptr = unsafe { L::take(slots, slot) };
                 if !ptr.is_null() {
                     entries += 1;
                     f(ptr);
@@ -573,13 +617,8 @@ impl<K, V> Table<K, V> {
                     if next.known_empty() {
                         self.set_summary(index, false);
                     }
-                    // A load and a store rather than a `swap`: with exclusive access nothing can
-                    // race, and on x86 a swap is a locked `xchg` (measured: a third of `drain`'s
-                    // per-entry time on cached tables).
-                    let ptr = &self.slots[index].ptrs[slot];
-                    let entry = ptr.load(Ordering::Relaxed);
-                    ptr.store(std::ptr::null_mut(), Ordering::Relaxed);
-                    return Some(entry);
+                    // SAFETY: exclusive access (see the function docs); `slot` was full.
+                    return Some(unsafe { L::take(&self.slots[index], slot) });
                 }
                 None => self.set_summary(index, false),
             }
@@ -608,12 +647,11 @@ impl<K, V> Table<K, V> {
         let ctrl = Control(word.load(Ordering::Acquire));
         let mut n = 0;
         for slot in ctrl.full() {
-            // Acquire: as in `find`, the entry's contents are visible once we see its pointer (a
-            // replacement changes the pointer alone, not the control word). A slot whose tag we
-            // saw may already be null again (a removal after our control load): that entry was
+            // As in `find`, the entry's contents are visible once we see it. A slot whose tag we
+            // saw may already be empty again (a removal after our control load): that entry was
             // not present for the whole walk, and skipping it is allowed.
-            // SAFETY: `full` yields slot numbers below `SLOTS`.
-            let ptr = unsafe { slots.ptrs.get_unchecked(slot) }.load(Ordering::Acquire);
+            // SAFETY: we acquired the word and saw `slot`'s tag, under this fn's contract.
+            let ptr = unsafe { L::load(slots, slot) };
             if !ptr.is_null() {
                 // SAFETY: a bucket has `SLOTS` slots, so at most `SLOTS` are full and `n < SLOTS`.
                 unsafe { *out.get_unchecked_mut(n) = ptr };
@@ -621,6 +659,12 @@ impl<K, V> Table<K, V> {
             }
         }
         Some(n)
+    }
+
+    /// Bucket `index`'s line, for tests of a layout's protocol through the table.
+    #[cfg(all(test, not(epochmap_loom)))]
+    pub(crate) fn line(&self, index: usize) -> &L::Line {
+        &self.slots[index]
     }
 
     /// For a lock-free reader: bucket `index`'s control word (tags, mark bit, overflow count).
@@ -636,10 +680,10 @@ impl<K, V> Table<K, V> {
     /// # Safety
     /// As for [`Table::find`].
     pub(crate) unsafe fn load_entry(&self, index: usize, slot: usize) -> Option<&Entry<K, V>> {
-        // Acquire: as in `find`, the entry's contents are visible once we see its pointer.
-        let ptr = self.slots[index].ptrs[slot].load(Ordering::Acquire);
-        // SAFETY: per this function's contract a non-null slot pointer is a live entry for as long
-        // as the caller's guard.
+        // SAFETY: the caller acquired the bucket's control word and saw `slot`'s tag (contract).
+        let ptr = unsafe { L::load(&self.slots[index], slot) };
+        // SAFETY: per this function's contract a non-null entry is live for as long as the
+        // caller's guard.
         unsafe { ptr.as_ref() }
     }
 
@@ -652,13 +696,9 @@ impl<K, V> Table<K, V> {
         let (Some(word), Some(slots)) = (self.ctrl.get(index), self.slots.get(index)) else {
             return;
         };
-        // Relaxed: nothing is read through these pointers; a stale one costs a useless prefetch.
+        // Relaxed: nothing is read through what it finds; a stale word costs a useless prefetch.
         let ctrl = Control(word.load(Ordering::Relaxed));
-        for slot in ctrl.full() {
-            // SAFETY: `full` yields slot numbers below `SLOTS`.
-            let ptr = unsafe { slots.ptrs.get_unchecked(slot) }.load(Ordering::Relaxed);
-            prefetch(ptr);
-        }
+        L::prefetch_entries(slots, ctrl);
     }
 
     /// Hints the CPU to start loading bucket `index`'s slot line (nothing past the last bucket;
@@ -729,6 +769,114 @@ mod tests {
         }
         let counts = table.for_each_occupied(|_| panic!("no bucket is occupied"));
         assert_eq!(counts.skipped, 4);
+    }
+
+    /// `Stable` except that it never replaces in place, as a layout that keeps published slots
+    /// unwritten must not: it exercises `Table::replace_elsewhere`.
+    enum Relinking {}
+
+    impl Layout<u64, u64> for Relinking {
+        type Line = <Stable as Layout<u64, u64>>::Line;
+        type New = *mut Entry<u64, u64>;
+        type Unlinked = *mut Entry<u64, u64>;
+        fn empty_line() -> Self::Line {
+            <Stable as Layout<u64, u64>>::empty_line()
+        }
+        fn placement(line: &Self::Line, slot: usize) -> Placement {
+            Stable::placement(line, slot)
+        }
+        fn set_placement(line: &Self::Line, slot: usize, placement: Placement) {
+            Stable::set_placement(line, slot, placement)
+        }
+        fn first_free(line: &Self::Line, ctrl: Control) -> Option<usize> {
+            Stable::first_free(line, ctrl)
+        }
+        unsafe fn put(line: &Self::Line, slot: usize, new: Self::New) {
+            // SAFETY: the same contract, forwarded.
+            unsafe { Stable::put(line, slot, new) }
+        }
+        unsafe fn replace_in_place(
+            _: &Self::Line,
+            _: usize,
+            new: Self::New,
+        ) -> Result<Self::Unlinked, Self::New> {
+            Err(new)
+        }
+        unsafe fn unlink(line: &Self::Line, bucket: usize, slot: usize) -> Self::Unlinked {
+            // SAFETY: the same contract, forwarded.
+            unsafe { Stable::unlink(line, bucket, slot) }
+        }
+        unsafe fn load(line: &Self::Line, slot: usize) -> *const Entry<u64, u64> {
+            // SAFETY: the same contract, forwarded.
+            unsafe { Stable::load(line, slot) }
+        }
+        fn peek(line: &Self::Line, slot: usize) -> *mut Entry<u64, u64> {
+            Stable::peek(line, slot)
+        }
+        unsafe fn take(line: &Self::Line, slot: usize) -> *mut Entry<u64, u64> {
+            // SAFETY: the same contract, forwarded.
+            unsafe { Stable::take(line, slot) }
+        }
+        fn prefetch_entries(line: &Self::Line, ctrl: Control) {
+            Stable::prefetch_entries(line, ctrl)
+        }
+    }
+
+    #[test]
+    fn a_replace_that_cannot_write_in_place_moves_along_the_probe_path_and_keeps_the_counts() {
+        let table = Table::<u64, u64, Relinking>::new(4);
+        let hash = 0x1234_5678_9abc_def0 & !3; // every key homes in bucket 0
+                                               // 13 keys: bucket 0 full, six in bucket 1 and one slot free there. Replacing a key of the
+                                               // full bucket 0 moves it past (to bucket 1), which frees a slot in bucket 0 for the next
+                                               // key's same-bucket replace: both paths run in every round.
+        let keys: Vec<u64> = (0..13).collect();
+        for &k in &keys {
+            // SAFETY: the test owns the table; keys are distinct and fit.
+            unsafe { table.insert_new(hash, boxed(k)) };
+        }
+        for round in 1..=3u64 {
+            for &k in &keys {
+                // SAFETY: the test owns the table; `at` came from a find under that ownership.
+                unsafe {
+                    let at = table.find(hash, &k).unwrap();
+                    let new = Box::into_raw(Box::new(Entry {
+                        key: k,
+                        value: k * 10 + round,
+                    }));
+                    let old = table.replace(hash, at.bucket, at.slot, new);
+                    assert_eq!((*old).value, k * 10 + round - 1);
+                    drop(Box::from_raw(old));
+                }
+            }
+            for &k in &keys {
+                // SAFETY: the test owns the table.
+                let found = unsafe { table.find(hash, &k) }.expect("a replaced key is found");
+                assert_eq!(found.entry.value, k * 10 + round, "round {round}");
+            }
+            let occupied: usize = (0..4)
+                .map(|b| {
+                    Control(table.ctrl[b].load(Ordering::Relaxed))
+                        .full()
+                        .count()
+                })
+                .sum();
+            assert_eq!(occupied, keys.len(), "one slot per key after round {round}");
+        }
+        for &k in &keys {
+            // SAFETY: as above.
+            unsafe {
+                let at = table.find(hash, &k).unwrap();
+                drop(Box::from_raw(table.remove_at(hash, at.bucket, at.slot)));
+            }
+        }
+        for b in 0..4 {
+            let ctrl = Control(table.ctrl[b].load(Ordering::Relaxed));
+            assert_eq!(
+                ctrl,
+                Control(0),
+                "bucket {b}: no tag and no overflow count left"
+            );
+        }
     }
 
     #[test]
