@@ -457,6 +457,21 @@ mod loom_models {
         k << 40
     }
 
+    /// A table of `buckets` buckets holding keys `1..=keys` at `hash(key)`, each with value
+    /// `10 * key`.
+    fn filled(buckets: usize, keys: u64, hash: fn(u64) -> u64) -> Arc<Table<u64, u64, Inline>> {
+        let table = Arc::new(Table::new(buckets));
+        for k in 1..=keys {
+            let entry = Entry {
+                key: k,
+                value: k * 10,
+            };
+            // SAFETY: no reader yet; distinct keys, which the callers size to fit.
+            unsafe { table.insert_new(hash(k), entry) };
+        }
+        table
+    }
+
     /// A reader looks key 1 up ∥ the writer removes it, retires its slot through the epoch and,
     /// once the slot is released, writes another key into that very slot (the bucket's other six
     /// are full). The reader must read key 1's value or nothing; and the slot's entry lives in
@@ -472,19 +487,7 @@ mod loom_models {
         let seen = std::sync::Arc::clone(&counts);
         loom::model(move || {
             seen[0].fetch_add(1, Relaxed);
-            let table = Arc::new(Table::<u64, u64, Inline>::new(1));
-            for k in 1..=7 {
-                // SAFETY: no reader yet; distinct keys; seven fit in the one bucket.
-                unsafe {
-                    table.insert_new(
-                        hash(k),
-                        Entry {
-                            key: k,
-                            value: k * 10,
-                        },
-                    )
-                };
-            }
+            let table = filled(1, 7, hash);
             let reader = {
                 let table = Arc::clone(&table);
                 loom::thread::spawn(move || {
@@ -555,19 +558,8 @@ mod loom_models {
         let counter = std::sync::Arc::clone(&executions);
         loom::model(move || {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let table = Arc::new(Table::<u64, u64, Inline>::new(2));
-            for k in 1..=keys {
-                // SAFETY: no reader yet; distinct keys, all homing in bucket 0, which they fit.
-                unsafe {
-                    table.insert_new(
-                        hash(k) & !1,
-                        Entry {
-                            key: k,
-                            value: k * 10,
-                        },
-                    )
-                };
-            }
+            // Every key homes in bucket 0 of the two.
+            let table = filled(2, keys, |k| hash(k) & !1);
             let reader = {
                 let table = Arc::clone(&table);
                 loom::thread::spawn(move || {

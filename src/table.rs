@@ -461,14 +461,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         // The new path runs through every bucket the old one did: raise the counts from home up
         // to `bucket` for it (`remove_at` lowers them for the old entry below), then place it
         // past `bucket` as an insert does, which raises `bucket`'s own count first.
-        let mut index = home;
-        while index != bucket {
-            let passed = &self.ctrl[index];
-            let c = Control(passed.load(Ordering::Relaxed));
-            // Release, like every store of a control word (see `place_past`).
-            passed.store(c.with_overflow_step(true).0, Ordering::Release);
-            index = (index + 1) & self.mask;
-        }
+        self.step_counts(home, bucket, true);
         let placed = move |displacement| Placement::new(hash, log2, past_home + displacement);
         // SAFETY: the caller holds the lock and a free slot exists past `bucket` (its contract).
         unsafe { self.place_past(bucket, tag, entry, placed) };
@@ -500,21 +493,22 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         }
         let home = self.home(hash);
         if home != bucket {
-            self.lower_counts(home, bucket);
+            self.step_counts(home, bucket, false);
         }
         entry
     }
 
-    /// Lowers the overflow counts of the buckets from `home` up to (not including) `bucket`: the
-    /// path an entry that homes in `home` took to `bucket` when it was inserted.
+    /// Raises (`up`) or lowers the overflow counts of the buckets from `home` up to (not
+    /// including) `bucket`: the path an entry that homes in `home` takes to `bucket`.
     #[cold]
     #[inline(never)]
-    fn lower_counts(&self, home: usize, bucket: usize) {
+    fn step_counts(&self, home: usize, bucket: usize, up: bool) {
         let mut index = home;
         while index != bucket {
             let passed = &self.ctrl[index];
             let c = Control(passed.load(Ordering::Relaxed));
-            passed.store(c.with_overflow_step(false).0, Ordering::Release);
+            // Release, like every store of a control word (see `place_past`).
+            passed.store(c.with_overflow_step(up).0, Ordering::Release);
             index = (index + 1) & self.mask;
         }
     }
