@@ -355,7 +355,11 @@ struct Job<K, V, const E: bool> {
 
 /// `WRES`: slot lists whose grace period has passed, per shard, tagged with the table generation
 /// they belong to; the flag says the list is non-empty (one Relaxed load per writer lock).
+/// Aligned to a line pair of its own: the eight shards' lists are small neighbouring
+/// allocations, and the Arc counts that each hand-off and job write would otherwise share a line
+/// with other shards' flags.
 #[derive(Default)]
+#[repr(align(128))]
 struct Returned {
     any: AtomicBool,
     lists: Mutex<Vec<(u64, Slots)>>,
