@@ -16,13 +16,15 @@
 //! and a retired table each hold one count of the table's refcount, the last one frees it.
 //!
 //! The `W` knobs ([`NOPIN`], [`WRES`], [`GROW4`]) are write-path variants (`flat-nopin`,
-//! `flat-wres`, `flat-both`, `flat-grow4`). Measured at 2 threads, 5 interleaved rounds (scaling.sh,
-//! exchange and rapid-grow, busy machine): no pin per write is most of what they gain (exchange
-//! 0.36-0.39x dashmap to 0.52-0.55x best-of-5, rapid-grow 0.21-0.27x to 0.42-0.46x); writer-side
-//! reserved bits add 0-0.05x on top and nothing alone; 4x growth of small tables nothing. One
-//! thread: no pin takes 2-8 ns off a remove (still about 1.7-2.4x dashmap's). In `perf`, growth
-//! (the copy, its claims and the new table's page faults) is 20-25% of rapid-grow; the shard lock's
-//! cmpxchg and unlock about 30%, the control word and key lines most of the rest.
+//! `flat-wres`, `flat-both`, `flat-grow4`). Measured at 2 threads on a busy machine (two runs of
+//! scaling.sh, 5 interleaved rounds each, exchange and rapid-grow, medians): no pin per write is
+//! what they gain (exchange 0.38-0.40x dashmap to 0.53-0.57x, rapid-grow 0.20-0.33x to
+//! 0.35-0.60x); writer-side reserved bits gain nothing alone and little on top; 4x growth of small
+//! tables nothing. In a quiet round all variants meet (flat-proto 16-19 M ops/s, 0.8-1.0x dashmap on
+//! exchange, 0.6x on rapid-grow): the pin per write is what costs under load. One thread: no
+//! pin takes 2-4 ns off a remove (still about 1.7-2.5x dashmap's). In `perf`, growth (the copy,
+//! its claims and the new table's page faults) is 20-25% of rapid-grow; the shard lock's cmpxchg
+//! and unlock about 30-40%, the control word and key lines most of the rest.
 
 use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
 use std::hash::{BuildHasher, Hash};
