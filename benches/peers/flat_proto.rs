@@ -14,17 +14,44 @@
 //! no shared write. Writers lock their shard. A removed (or replaced) pair keeps its slot reserved
 //! until a deferred job, run after the grace period, drops it and clears the reserved bit; jobs
 //! and a retired table each hold one count of the table's refcount, the last one frees it.
+//!
+//! The `W` knobs ([`NOPIN`], [`WRES`], [`GROW4`]) are write-path variants (`flat-nopin`,
+//! `flat-wres`, `flat-both`, `flat-grow4`). Measured at 2 threads on a busy machine (two runs of
+//! scaling.sh, 5 interleaved rounds each, exchange and rapid-grow, medians): no pin per write is
+//! what they gain (exchange 0.38-0.40x dashmap to 0.53-0.57x, rapid-grow 0.20-0.33x to
+//! 0.35-0.60x); writer-side reserved bits gain nothing alone and little on top; 4x growth of small
+//! tables nothing. In a quiet round all variants meet (flat-proto 16-19 M ops/s, 0.8-1.0x dashmap on
+//! exchange, 0.6x on rapid-grow): the pin per write is what costs under load. One thread: no
+//! pin takes 2-4 ns off a remove (still about 1.7-2.5x dashmap's). In `perf`, growth (the copy,
+//! its claims and the new table's page faults) is 20-25% of rapid-grow; the shard lock's cmpxchg
+//! and unlock about 30-40%, the control word and key lines most of the rest.
 
 use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_epoch::{self as epoch, Guard};
 use crossbeam_utils::CachePadded;
+
+/// Write-path knobs, the `W` parameter of [`Flat`] (bit flags; 0 is the prototype as measured in
+/// design.md).
+///
+/// `NOPIN`: remove, replace and update return nothing (no `Ref`), so they do not pin per call; a
+/// full batch of retired slots still pins once when it is handed to the epoch.
+pub const NOPIN: u8 = 1;
+/// `WRES`: reserved bits are the writer's alone, set and cleared under the shard lock with plain
+/// load + store. A job, after the grace period, drops its pairs and pushes its slot list onto the
+/// shard's [`Returned`] list; the writer, on its next lock, sees the flag and clears the bits.
+pub const WRES: u8 = 2;
+/// `GROW4`: while a shard's table is small (below [`GROW4_BELOW`] buckets), grow it 4x instead of
+/// 2x.
+pub const GROW4: u8 = 4;
+/// Buckets per shard below which `GROW4` quadruples.
+pub const GROW4_BELOW: usize = 1 << 14;
 
 /// Shards: epochmap's default on 2 cores.
 pub const FLAT_SHARDS: usize = 8;
@@ -333,7 +360,24 @@ impl<K: Eq, V, const EMBED: bool> Table<K, V, EMBED> {
 struct Job<K, V, const E: bool> {
     table: *mut Table<K, V, E>,
     slots: Vec<(u32, u8)>,
+    /// `WRES`: where to hand the slots back, with the shard's table generation at retirement.
+    returned: Option<(Arc<Returned>, u64)>,
 }
+
+/// `WRES`: slot lists whose grace period has passed, per shard, tagged with the table generation
+/// they belong to; the flag says the list is non-empty (one Relaxed load per writer lock).
+/// Aligned to a line pair of its own: the eight shards' lists are small neighbouring
+/// allocations, and the Arc counts that each hand-off and job write would otherwise share a line
+/// with other shards' flags.
+#[derive(Default)]
+#[repr(align(128))]
+struct Returned {
+    any: AtomicBool,
+    lists: Mutex<Vec<(u64, Slots)>>,
+}
+
+/// (bucket, slot) pairs of one batch.
+type Slots = Vec<(u32, u8)>;
 
 // SAFETY: the job owns its pairs and one count of the table.
 unsafe impl<K: Send + Sync, V: Send + Sync, const E: bool> Send for Job<K, V, E> {}
@@ -342,6 +386,19 @@ impl<K, V, const E: bool> Job<K, V, E> {
     /// After the grace period: drop the pairs, free their slots, release the table.
     unsafe fn run(self) {
         let t = &*self.table;
+        if let Some((returned, gen)) = self.returned {
+            for &(b, s) in &self.slots {
+                drop(ptr::read(t.pair(b as usize, s as usize)));
+            }
+            // The mutex orders the drops before the writer's reuse of the slots.
+            let mut lists = returned.lists.lock().unwrap();
+            lists.push((gen, self.slots));
+            returned.any.store(true, Ordering::Relaxed);
+            drop(lists);
+            Table::release(self.table);
+            JOBS.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         for &(b, s) in &self.slots {
             let (b, s) = (b as usize, s as usize);
             drop(ptr::read(t.pair(b, s)));
@@ -360,15 +417,18 @@ struct Writer {
     /// Slots reserved in the current table since it was made.
     retired: usize,
     batch: Vec<(u32, u8)>,
+    /// Tables made so far (`WRES`: returned lists of older tables are dropped).
+    gen: u64,
 }
 
 struct Shard<K, V, const E: bool> {
     table: CachePadded<AtomicPtr<Table<K, V, E>>>,
     writer: CachePadded<Mutex<Writer>>,
+    returned: Arc<Returned>,
 }
 
 /// The prototype map.
-pub struct Flat<K, V, S, const EMBED: bool> {
+pub struct Flat<K, V, S, const EMBED: bool, const W: u8 = 0> {
     shards: Box<[Shard<K, V, EMBED>]>,
     hasher: S,
 }
@@ -376,8 +436,14 @@ pub struct Flat<K, V, S, const EMBED: bool> {
 pub type FlatProto<K, V, S> = Flat<K, V, S, false>;
 pub type FlatEmbed<K, V, S> = Flat<K, V, S, true>;
 
-unsafe impl<K: Send + Sync, V: Send + Sync, S: Send, const E: bool> Send for Flat<K, V, S, E> {}
-unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync, const E: bool> Sync for Flat<K, V, S, E> {}
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Send, const E: bool, const W: u8> Send
+    for Flat<K, V, S, E, W>
+{
+}
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync, const E: bool, const W: u8> Sync
+    for Flat<K, V, S, E, W>
+{
+}
 
 /// The table of a locked shard: it cannot be swapped or freed while the lock is held.
 struct Locked<'a, K, V, const E: bool> {
@@ -392,7 +458,7 @@ impl<K, V, const E: bool> Locked<'_, K, V, E> {
     }
 }
 
-impl<K, V, S, const EMBED: bool> Flat<K, V, S, EMBED>
+impl<K, V, S, const EMBED: bool, const W: u8> Flat<K, V, S, EMBED, W>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -406,7 +472,9 @@ where
                     len: 0,
                     retired: 0,
                     batch: Vec::with_capacity(BATCH),
+                    gen: 0,
                 })),
+                returned: Arc::default(),
             })
             .collect();
         Flat { shards, hasher }
@@ -419,9 +487,48 @@ where
 
     fn lock(&self, hash: u64) -> Locked<'_, K, V, EMBED> {
         let shard = self.shard(hash);
-        Locked {
+        let mut l = Locked {
             w: shard.writer.lock().unwrap(),
             shard,
+        };
+        if W & WRES != 0 && shard.returned.any.load(Ordering::Relaxed) {
+            Self::take_returned(&mut l);
+        }
+        l
+    }
+
+    /// `WRES`: clears the reserved bits of the slots whose jobs have run (current table only).
+    #[cold]
+    fn take_returned(l: &mut Locked<'_, K, V, EMBED>) {
+        l.shard.returned.any.store(false, Ordering::Relaxed);
+        let lists = std::mem::take(&mut *l.shard.returned.lists.lock().unwrap());
+        let t = l.table();
+        let mut n = 0;
+        for (gen, slots) in lists {
+            if gen != l.w.gen {
+                continue;
+            }
+            for (b, s) in slots {
+                let r = t.reserved(b as usize);
+                r.store(r.load(Ordering::Relaxed) & !(1 << s), Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        l.w.retired -= n;
+    }
+
+    /// The per-call pin of a `Ref`-returning write, unless `NOPIN`.
+    #[inline]
+    fn ref_pin() -> Option<Guard> {
+        (W & NOPIN == 0).then(epoch::pin)
+    }
+
+    /// After unlocking: flush what this call handed to the epoch.
+    #[inline]
+    fn flush_after(guard: Option<Guard>) {
+        match guard {
+            Some(g) => g.flush_if_batched(),
+            None => flush_if_resized(),
         }
     }
 
@@ -459,10 +566,10 @@ where
             }
             Some(at) => {
                 // The real insert returns a `Ref` to the old pair: a pin per replace.
-                let guard = epoch::pin();
-                self.replace(&mut l, hash, at, (key, value), &guard);
+                let guard = Self::ref_pin();
+                self.replace(&mut l, hash, at, (key, value), guard.as_ref());
                 drop(l);
-                guard.flush_if_batched();
+                Self::flush_after(guard);
                 false
             }
         }
@@ -478,13 +585,13 @@ where
             return false;
         };
         // The real update returns a `Ref` to the new pair: a pin per update.
-        let guard = epoch::pin();
+        let guard = Self::ref_pin();
         // SAFETY: tagged, and we hold the lock.
         let old = unsafe { &*t.pair(b, s) };
         let new = (old.0.clone(), f(&old.1));
-        self.replace(&mut l, hash, (b, s), new, &guard);
+        self.replace(&mut l, hash, (b, s), new, guard.as_ref());
         drop(l);
-        guard.flush_if_batched();
+        Self::flush_after(guard);
         true
     }
 
@@ -497,7 +604,7 @@ where
             return false;
         };
         // The real remove returns a `Ref` to the removed pair: a pin per remove that finds one.
-        let guard = epoch::pin();
+        let guard = Self::ref_pin();
         let c = t.ctrl(b).load(Ordering::Relaxed);
         t.ctrl(b).store(without_tag(c, s), Ordering::Release);
         // Step down the overflow counts along the removed pair's path.
@@ -509,9 +616,9 @@ where
             p = (p + 1) & t.mask;
         }
         l.w.len -= 1;
-        self.retire_slot(&mut l, b, s, &guard);
+        self.retire_slot(&mut l, b, s, guard.as_ref());
         drop(l);
-        guard.flush_if_batched();
+        Self::flush_after(guard);
         true
     }
 
@@ -524,7 +631,7 @@ where
         hash: u64,
         (ob, os): (usize, usize),
         new: (K, V),
-        guard: &Guard,
+        guard: Option<&Guard>,
     ) {
         let t = l.table();
         let tag = tag_of(hash);
@@ -546,13 +653,28 @@ where
     }
 
     /// Reserves slot `(b, s)` (just untagged) and hands it to the epoch with its batch.
-    fn retire_slot(&self, l: &mut Locked<'_, K, V, EMBED>, b: usize, s: usize, guard: &Guard) {
+    fn retire_slot(
+        &self,
+        l: &mut Locked<'_, K, V, EMBED>,
+        b: usize,
+        s: usize,
+        guard: Option<&Guard>,
+    ) {
         let t = l.table();
-        t.reserved(b).fetch_or(1 << s, Ordering::Relaxed);
+        let r = t.reserved(b);
+        if W & WRES != 0 {
+            r.store(r.load(Ordering::Relaxed) | 1 << s, Ordering::Relaxed);
+        } else {
+            r.fetch_or(1 << s, Ordering::Relaxed);
+        }
         l.w.retired += 1;
         l.w.batch.push((b as u32, s as u8));
         if l.w.batch.len() >= BATCH {
-            Self::hand_off(l, guard);
+            match guard {
+                Some(g) => Self::hand_off(l, g),
+                // No per-call pin: the batch pins once.
+                None => Self::hand_off(l, &epoch::pin()),
+            }
         }
     }
 
@@ -568,6 +690,7 @@ where
         let job = Job {
             table,
             slots: std::mem::replace(&mut l.w.batch, Vec::with_capacity(BATCH)),
+            returned: (W & WRES != 0).then(|| (Arc::clone(&l.shard.returned), l.w.gen)),
         };
         // SAFETY: the slots were untagged before this defer, so no reader pinned after it can
         // reach them; the job owns their pairs.
@@ -584,12 +707,21 @@ where
         if l.w.len + l.w.retired < max {
             return;
         }
-        let reserved = l.w.retired - t.counts.released.load(Ordering::Acquire);
+        // `WRES`: `retired` is exact (the writer subtracts what comes back).
+        let reserved = if W & WRES != 0 {
+            l.w.retired
+        } else {
+            l.w.retired - t.counts.released.load(Ordering::Acquire)
+        };
         if l.w.len + reserved < max {
             return;
         }
         let buckets = if l.w.len + 1 > max / 2 {
-            t.buckets() * 2
+            if W & GROW4 != 0 && t.buckets() < GROW4_BELOW {
+                t.buckets() * 4
+            } else {
+                t.buckets() * 2
+            }
         } else {
             t.buckets()
         };
@@ -632,6 +764,7 @@ where
         }
         l.shard.table.store(new_ptr, Ordering::Release);
         l.w.retired = 0;
+        l.w.gen += 1;
         let retired = SendPtr(old_ptr);
         // SAFETY: unlinked above; after the grace period nobody reads the old table's pairs.
         unsafe {
@@ -706,7 +839,7 @@ impl FlushIfBatched for Guard {
     }
 }
 
-impl<K, V, S, const E: bool> Drop for Flat<K, V, S, E> {
+impl<K, V, S, const E: bool, const W: u8> Drop for Flat<K, V, S, E, W> {
     fn drop(&mut self) {
         if std::env::var_os("FLAT_DEBUG").is_some() {
             eprintln!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 mod common;
 mod flat_proto;
 use common::{arg, hasher, key, Hasher, Rng};
-use flat_proto::Flat;
+use flat_proto::{Flat, GROW4, NOPIN, WRES};
 
 type FlatP = Flat<u64, u64, Hasher, false>;
 type FlatE = Flat<u64, u64, Hasher, true>;
@@ -23,7 +23,7 @@ trait St {
     fn remove(&mut self, k: u64);
 }
 
-impl<const E: bool> St for Flat<u64, u64, Hasher, E> {
+impl<const E: bool, const W: u8> St for Flat<u64, u64, Hasher, E, W> {
     fn get(&self, k: u64) -> u64 {
         Flat::get(self, &k).unwrap_or(0)
     }
@@ -135,6 +135,14 @@ fn make(name: &str, n: u64) -> Box<dyn St> {
     let mut m: Box<dyn St> = match name {
         "flat-proto" => Box::new(FlatP::with_hasher(hasher())),
         "flat-embed" => Box::new(FlatE::with_hasher(hasher())),
+        "flat-nopin" => Box::new(Flat::<u64, u64, Hasher, false, NOPIN>::with_hasher(hasher())),
+        "flat-wres" => Box::new(Flat::<u64, u64, Hasher, false, WRES>::with_hasher(hasher())),
+        "flat-both" => {
+            Box::new(Flat::<u64, u64, Hasher, false, { NOPIN | WRES }>::with_hasher(hasher()))
+        }
+        "flat-grow4" => Box::new(
+            Flat::<u64, u64, Hasher, false, { NOPIN | WRES | GROW4 }>::with_hasher(hasher()),
+        ),
         "epochmap" => Box::new(epochmap::EpochMap::with_hasher(hasher())),
         "dashmap" => Box::new(dashmap::DashMap::with_hasher(hasher())),
         "hashbrown" => Box::new(hashbrown::HashMap::with_hasher(hasher())),
@@ -155,9 +163,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Two writers on disjoint keys (insert, replace, update, remove, verifying their own keys) and a
 /// reader checking that a stable set of keys, replaced over and over, is never seen absent.
-fn check<const E: bool>() {
+fn check<const E: bool, const W: u8>() {
     // Small tables (4 buckets per shard) near their load limit: misses must end.
-    let small = Flat::<u64, u64, Hasher, E>::with_hasher(hasher());
+    let small = Flat::<u64, u64, Hasher, E, W>::with_hasher(hasher());
     for i in 0..400 {
         small.insert(key(i), i);
         for j in 0..=i {
@@ -167,7 +175,7 @@ fn check<const E: bool>() {
             assert_eq!(small.get(&key(1 << 50 | j)), None);
         }
     }
-    let m = Flat::<u64, u64, Hasher, E>::with_hasher(hasher());
+    let m = Flat::<u64, u64, Hasher, E, W>::with_hasher(hasher());
     const STABLE: u64 = 10_000;
     for i in 0..STABLE {
         m.insert(key(1 << 40 | i), 0);
@@ -234,7 +242,7 @@ fn check<const E: bool>() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         println!(
-            "check (embed={E}): ok, reader did {} gets",
+            "check (embed={E}, knobs={W}): ok, reader did {} gets",
             reader.join().unwrap()
         );
     });
@@ -244,8 +252,12 @@ fn check<const E: bool>() {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--check") {
-        check::<false>();
-        check::<true>();
+        check::<false, 0>();
+        check::<true, 0>();
+        check::<false, NOPIN>();
+        check::<false, WRES>();
+        check::<false, { NOPIN | WRES }>();
+        check::<false, { NOPIN | WRES | GROW4 }>();
         return;
     }
     if let Some(n) = arg(&args, "--prefetch") {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use epochmap::{EpochMap, ReclaimMode};
 
 use super::common::{hasher, key, pick, Hasher, Rng, Zipf};
-use super::flat_proto::Flat;
+use super::flat_proto::{Flat, GROW4, NOPIN, WRES};
 
 /// Operations one pinned handle covers (epochmap `pin()`, papaya `pin()`).
 pub const BATCH: usize = 64;
@@ -310,7 +310,7 @@ impl MixMap for RwStd {
 }
 
 /// The inline-entry prototype (`flat_proto.rs`), one call per operation.
-impl<const E: bool> MixMap for Flat<u64, u64, Hasher, E> {
+impl<const E: bool, const W: u8> MixMap for Flat<u64, u64, Hasher, E, W> {
     fn run(&self, ops: &[(Op, u64)]) -> u64 {
         let mut sum = 0u64;
         for &(op, k) in ops {
@@ -589,5 +589,19 @@ pub fn each_prototype(v: &mut impl MapVisitor) {
     });
     v.visit("flat-embed", || {
         Flat::<u64, u64, Hasher, true>::with_hasher(hasher())
+    });
+    // Write-path variants (knobs in `flat_proto.rs`): no pin per write, writer-side reserved
+    // bits, both, and both with 4x growth of small tables.
+    v.visit("flat-nopin", || {
+        Flat::<u64, u64, Hasher, false, NOPIN>::with_hasher(hasher())
+    });
+    v.visit("flat-wres", || {
+        Flat::<u64, u64, Hasher, false, WRES>::with_hasher(hasher())
+    });
+    v.visit("flat-both", || {
+        Flat::<u64, u64, Hasher, false, { NOPIN | WRES }>::with_hasher(hasher())
+    });
+    v.visit("flat-grow4", || {
+        Flat::<u64, u64, Hasher, false, { NOPIN | WRES | GROW4 }>::with_hasher(hasher())
     });
 }
