@@ -56,8 +56,9 @@ unsafe impl<K: Send, V: Send> Send for Pairs<K, V> {}
 // SAFETY: shared access reads an entry only while it is live or retired, and the only write to an
 // entry (`put`, or the move out in `release`/`take`) happens while no reader can reach it: a free
 // slot, a retired slot after its grace period, or a table owned exclusively. So sharing a `Pairs`
-// shares `&K` and `&V` across threads, which needs `K: Sync, V: Sync` and nothing more.
-unsafe impl<K: Sync, V: Sync> Sync for Pairs<K, V> {}
+// shares `&K` and `&V` across threads (`Sync`), and lets whichever thread releases a retired slot
+// take its entry (`Send`), as `Arc<T>` needs both of `T`.
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Pairs<K, V> {}
 
 impl<K, V> Pairs<K, V> {
     #[inline(always)]

@@ -60,8 +60,8 @@ pub(crate) struct DrainCounts {
 
 /// A table keeps each bucket's control word in a dense array (`ctrl`, 8 bytes per bucket) and its
 /// slots in another (`slots`: one [`Layout::Line`] per bucket, for [`Stable`] a cache line of slot
-/// pointers). A probe reads the control word first and a slot only where a tag matches, so the control words, 1.1 bytes per slot, stay in cache
-/// where 64-byte buckets did not: an operation on an absent key (a miss, the insert of a new key,
+/// pointers). A probe reads the control word first and a slot only where a tag matches, so the
+/// control words, 1.1 bytes per slot, stay in cache where 64-byte buckets did not: an operation on an absent key (a miss, the insert of a new key,
 /// the remove of an absent one) costs no table miss at all (see "Buckets and probing" in
 /// `docs/design.md` for the measurements).
 ///
@@ -283,7 +283,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         entry: L::New,
         hash_of: impl FnOnce() -> u64,
     ) {
-        // Relaxed: the caller owns `old` or holds its lock (see `Slots::placements`).
+        // Relaxed: the caller owns `old` or holds its lock (placements are writer-only).
         let tag = Control(old.ctrl[index].load(Ordering::Relaxed)).tag(slot);
         let (from, to) = (old.log2, self.log2);
         match L::placement(&old.slots[index], slot).relocate(index, from, to) {
