@@ -535,10 +535,18 @@ where
     /// Lock-free read: pin, probe, copy the value out.
     #[inline]
     pub fn get(&self, key: &K) -> Option<V> {
+        let guard = epoch::pin();
+        self.get_pinned(&guard, key)
+    }
+
+    /// [`get`](Self::get) under a guard the caller pinned for a batch of reads (the real map's
+    /// `pin()`), so a lookup costs no pin of its own.
+    #[inline]
+    pub fn get_pinned(&self, _guard: &Guard, key: &K) -> Option<V> {
         let hash = self.hasher.hash_one(key);
         let shard = self.shard(hash);
-        let _guard = epoch::pin();
-        // SAFETY: a table is freed only after a grace period that started after it was unlinked.
+        // SAFETY: `_guard` is pinned; a table is freed only after a grace period that started
+        // after it was unlinked.
         let t = unsafe { &*shard.table.load(Ordering::Acquire) };
         let (b, s) = t.find(hash, key)?;
         // SAFETY: as in `find`.

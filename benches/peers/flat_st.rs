@@ -21,6 +21,10 @@ trait St {
     fn get(&self, k: u64) -> u64;
     fn insert(&mut self, k: u64);
     fn remove(&mut self, k: u64);
+    /// The gets of one timed batch; a map with a batch handle (`pin()`) takes it once here.
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        keys.iter().fold(0, |sum, &k| sum.wrapping_add(self.get(k)))
+    }
 }
 
 impl<const E: bool, const W: u8> St for Flat<u64, u64, Hasher, E, W> {
@@ -83,6 +87,46 @@ impl St for BrownPin {
     }
 }
 
+/// The flat prototype read through one guard per batch of gets, as the real map's `pin()`.
+struct FlatPinned(FlatP);
+impl St for FlatPinned {
+    fn get(&self, k: u64) -> u64 {
+        self.0.get(&k).unwrap_or(0)
+    }
+    fn insert(&mut self, k: u64) {
+        self.0.insert(k, k);
+    }
+    fn remove(&mut self, k: u64) {
+        self.0.remove(&k);
+    }
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        let guard = crossbeam_epoch::pin();
+        keys.iter().fold(0, |sum, &k| {
+            sum.wrapping_add(self.0.get_pinned(&guard, &k).unwrap_or(0))
+        })
+    }
+}
+
+/// epochmap read through `pin()` once per batch of gets.
+struct EpochPinned(epochmap::EpochMap<u64, u64, Hasher>);
+impl St for EpochPinned {
+    fn get(&self, k: u64) -> u64 {
+        self.0.get(&k).map_or(0, |v| *v)
+    }
+    fn insert(&mut self, k: u64) {
+        self.0.insert(k, k);
+    }
+    fn remove(&mut self, k: u64) {
+        self.0.remove(&k);
+    }
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        let pinned = self.0.pin();
+        keys.iter().fold(0, |sum, &k| {
+            sum.wrapping_add(pinned.get(&k).map_or(0, |v| *v))
+        })
+    }
+}
+
 const OPS: [&str; 4] = ["insert", "remove", "get-miss", "get-hit"];
 
 /// ns per op of `op` on `m` (holding `key(0..n)`), over about `budget`.
@@ -119,9 +163,7 @@ fn measure(m: &mut dyn St, op: &str, n: u64, rng: &mut Rng, budget: Duration) ->
                 let (base, span) = if op == "get-hit" { (0, n) } else { (n * 8, n) };
                 let keys: Vec<u64> = (0..1024).map(|_| key(base + rng.below(span))).collect();
                 let t = Instant::now();
-                for &k in &keys {
-                    sum = sum.wrapping_add(m.get(k));
-                }
+                sum = sum.wrapping_add(m.get_batch(&keys));
                 took += t.elapsed();
                 ops += keys.len() as u64;
             }
@@ -143,7 +185,9 @@ fn make(name: &str, n: u64) -> Box<dyn St> {
         "flat-grow4" => Box::new(
             Flat::<u64, u64, Hasher, false, { NOPIN | WRES | GROW4 }>::with_hasher(hasher()),
         ),
+        "flat-pinned" => Box::new(FlatPinned(FlatP::with_hasher(hasher()))),
         "epochmap" => Box::new(epochmap::EpochMap::with_hasher(hasher())),
+        "epochmap-pinned" => Box::new(EpochPinned(epochmap::EpochMap::with_hasher(hasher()))),
         "dashmap" => Box::new(dashmap::DashMap::with_hasher(hasher())),
         "hashbrown" => Box::new(hashbrown::HashMap::with_hasher(hasher())),
         "hashbrown+pin" => Box::new(BrownPin(hashbrown::HashMap::with_hasher(hasher()))),
