@@ -92,9 +92,8 @@ impl<K, V> RetiredSlot<K, V> {
         // SAFETY: the table is allocated (the contract), so the line is.
         let line = unsafe { self.line.as_ref() };
         let slot = usize::from(self.slot);
-        // SAFETY: the slot is retired, so its entry is initialised, and nobody reads it any more
-        // (the grace period has passed); nobody writes it either, because writers skip a slot
-        // whose reserved bit is set, which we clear only below.
+        // Writers skip a slot whose reserved bit is set, which is cleared only below.
+        // SAFETY: retired (initialised), past its grace period (no reader), reserved (no writer).
         let entry = unsafe { line.entry(slot).write_ptr().read().assume_init() };
         // Release: a writer that sees the bit clear (`first_free`'s Acquire load) sees the move
         // above done before it writes the slot.
