@@ -61,9 +61,9 @@ pub(crate) struct DrainCounts {
 /// A table keeps each bucket's control word in a dense array (`ctrl`, 8 bytes per bucket) and its
 /// slots in another (`slots`: one [`Layout::Line`] per bucket, for [`Stable`] a cache line of slot
 /// pointers). A probe reads the control word first and a slot only where a tag matches, so the
-/// control words, 1.1 bytes per slot, stay in cache where 64-byte buckets did not: an operation on an absent key (a miss, the insert of a new key,
-/// the remove of an absent one) costs no table miss at all (see "Buckets and probing" in
-/// `docs/design.md` for the measurements).
+/// control words, 1.1 bytes per slot, stay in cache where 64-byte buckets did not: an operation
+/// on an absent key (a miss, the insert of a new key, the remove of an absent one) costs no table
+/// miss at all (see "Buckets and probing" in `docs/design.md` for the measurements).
 ///
 /// The header is read by every probe of its shard (the array pointers and the mask) and written by
 /// nobody while the table is live; it is aligned to a 128-byte line pair of its own so that no
@@ -819,10 +819,10 @@ mod tests {
     #[test]
     fn a_replace_that_cannot_write_in_place_moves_along_the_probe_path_and_keeps_the_counts() {
         let table = Table::<u64, u64, Relinking>::new(4);
-        let hash = 0x1234_5678_9abc_def0 & !3; // every key homes in bucket 0
-                                               // 13 keys: bucket 0 full, six in bucket 1 and one slot free there. Replacing a key of the
-                                               // full bucket 0 moves it past (to bucket 1), which frees a slot in bucket 0 for the next
-                                               // key's same-bucket replace: both paths run in every round.
+        // Every key homes in bucket 0. 13 keys: bucket 0 full, six in bucket 1 and one slot free
+        // there. Replacing a key of the full bucket 0 moves it past (to bucket 1), which frees a
+        // slot in bucket 0 for the next key's same-bucket replace: both paths run in every round.
+        let hash = 0x1234_5678_9abc_def0 & !3;
         let keys: Vec<u64> = (0..13).collect();
         for &k in &keys {
             // SAFETY: the test owns the table; keys are distinct and fit.
