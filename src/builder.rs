@@ -4,9 +4,13 @@
 
 use std::collections::hash_map::RandomState;
 
+use std::marker::PhantomData;
+
 use crate::config::{default_shards, BuildError, DEFAULT_BACKPRESSURE, MAX_SHARDS};
+use crate::inline::Inline;
+use crate::layout::{Layout, Stable};
 use crate::reclaim::{Backpressure, ReclaimMode};
-use crate::EpochMap;
+use crate::{EpochMap, FlatEpochMap, Map};
 
 impl EpochMap<(), (), RandomState> {
     /// A [`Builder`] for shard count, capacity, hasher and reclamation settings.
@@ -16,6 +20,21 @@ impl EpochMap<(), (), RandomState> {
     /// assert_eq!(map.shard_count(), 8);
     /// ```
     pub fn builder() -> Builder<RandomState> {
+        Builder::new()
+    }
+}
+
+impl FlatEpochMap<(), (), RandomState> {
+    /// A [`Builder`] for shard count, capacity, hasher and reclamation settings of a
+    /// [`FlatEpochMap`].
+    ///
+    /// ```
+    /// use epochmap::FlatEpochMap;
+    ///
+    /// let map: FlatEpochMap<u64, u64> = FlatEpochMap::builder().shards(8).build();
+    /// assert_eq!(map.shard_count(), 8);
+    /// ```
+    pub fn builder() -> Builder<RandomState, Inline> {
         Builder::new()
     }
 }
@@ -33,16 +52,34 @@ impl EpochMap<(), (), RandomState> {
 /// assert_eq!(map.shard_count(), 16);
 /// assert!(map.capacity() >= 10_000);
 /// ```
-#[derive(Clone, Debug)]
-pub struct Builder<S = RandomState> {
+///
+/// `L` is the layout of the map it builds ([`layouts`](crate::layouts)): `Stable` from
+/// [`EpochMap::builder`], `Inline` from [`FlatEpochMap::builder`].
+#[derive(Debug)]
+pub struct Builder<S = RandomState, L = Stable> {
     shards: Option<usize>,
     capacity: usize,
     hasher: S,
     reclaim_mode: ReclaimMode,
     backpressure: Backpressure,
+    layout: PhantomData<fn() -> L>,
 }
 
-impl Builder<RandomState> {
+// By hand: a derive would demand `L: Clone` of a marker type that has no values.
+impl<S: Clone, L> Clone for Builder<S, L> {
+    fn clone(&self) -> Self {
+        Builder {
+            shards: self.shards,
+            capacity: self.capacity,
+            hasher: self.hasher.clone(),
+            reclaim_mode: self.reclaim_mode,
+            backpressure: self.backpressure,
+            layout: PhantomData,
+        }
+    }
+}
+
+impl<L> Builder<RandomState, L> {
     pub(crate) fn new() -> Self {
         Builder {
             shards: None,
@@ -50,11 +87,12 @@ impl Builder<RandomState> {
             hasher: RandomState::new(),
             reclaim_mode: ReclaimMode::default(),
             backpressure: DEFAULT_BACKPRESSURE,
+            layout: PhantomData,
         }
     }
 }
 
-impl<S> Builder<S> {
+impl<S, L> Builder<S, L> {
     /// Number of shards, rounded up to a power of two. Default: four per core, at least 4.
     ///
     /// More shards mean less contention between writers and more fixed memory per map.
@@ -93,13 +131,14 @@ impl<S> Builder<S> {
     /// map.insert(1, 2);
     /// assert_eq!(map.get_cloned(&1), Some(2));
     /// ```
-    pub fn hasher<S2>(self, hasher: S2) -> Builder<S2> {
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<S2, L> {
         Builder {
             shards: self.shards,
             capacity: self.capacity,
             hasher,
             reclaim_mode: self.reclaim_mode,
             backpressure: self.backpressure,
+            layout: PhantomData,
         }
     }
 
@@ -168,14 +207,17 @@ impl<S> Builder<S> {
     /// let err = EpochMap::builder().capacity(usize::MAX).try_build::<u64, u64>().unwrap_err();
     /// assert!(matches!(err, BuildError::CapacityOverflow { .. }));
     /// ```
-    pub fn try_build<K, V>(self) -> Result<EpochMap<K, V, S>, BuildError> {
+    pub fn try_build<K, V>(self) -> Result<Map<K, V, S, L>, BuildError>
+    where
+        L: Layout<K, V>,
+    {
         let shards = match self.shards {
             None => default_shards(),
             Some(0) => return Err(BuildError::ZeroShards),
             Some(n) if n > MAX_SHARDS => return Err(BuildError::TooManyShards { requested: n }),
             Some(n) => n.next_power_of_two(),
         };
-        EpochMap::from_config(
+        Map::from_config(
             shards,
             self.capacity,
             self.hasher,
@@ -194,7 +236,10 @@ impl<S> Builder<S> {
     /// let map: epochmap::EpochMap<u8, u8> = epochmap::EpochMap::builder().shards(1).build();
     /// assert_eq!(map.shard_count(), 1);
     /// ```
-    pub fn build<K, V>(self) -> EpochMap<K, V, S> {
+    pub fn build<K, V>(self) -> Map<K, V, S, L>
+    where
+        L: Layout<K, V>,
+    {
         match self.try_build() {
             Ok(map) => map,
             Err(err) => panic!("epochmap: invalid configuration: {err}"),

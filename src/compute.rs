@@ -22,9 +22,10 @@ use std::hash::{BuildHasher, Hash};
 
 use crate::entry::Entry;
 use crate::key::{Borrowed, KeyArg, Owned};
+use crate::layout::Layout;
 use crate::refs::Ref;
 use crate::sync::epoch;
-use crate::EpochMap;
+use crate::Map;
 
 /// What a [`EpochMap::compute`] closure decides to do with its key.
 ///
@@ -182,7 +183,7 @@ enum Done<K, V> {
     Unchanged(Option<*const Entry<K, V>>),
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -286,7 +287,10 @@ where
                         None => {
                             Done::Inserted(writer.insert(hash, owned, value, &|k| self.hash(k)))
                         }
-                        Some(at) => Done::Updated(at.entry, writer.replace(at, owned, value)),
+                        Some(at) => Done::Updated(
+                            at.entry,
+                            writer.replace(at, owned, value, &|k| self.hash(k)),
+                        ),
                     }
                 }
                 (Some(at), Some(Operation::Remove)) => {

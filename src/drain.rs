@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::entry::Entry;
+use crate::layout::{Layout, Stable};
 use crate::prefetch::prefetch;
 use crate::reclaim::{self, Grace, ReclaimMode, Retire};
 use crate::shard::{Ctx, Shard, Taken};
@@ -42,7 +42,11 @@ const PREFETCH_BUCKETS: usize = 3;
 /// table), from the bucket after `*prefetched` on. The walk reads the table in order (the hardware
 /// prefetcher follows it), but each entry is a random slot of the slab: without this every entry is
 /// a cache miss paid in turn; with it, several are in flight at once (see docs/design.md).
-fn prefetch_ahead<K, V>(table: &Table<K, V>, cursor: usize, prefetched: &mut usize) {
+fn prefetch_ahead<K, V, L: Layout<K, V>>(
+    table: &Table<K, V, L>,
+    cursor: usize,
+    prefetched: &mut usize,
+) {
     let last = (cursor + PREFETCH_BUCKETS).min(table.bucket_count() - 1);
     while *prefetched < last {
         *prefetched += 1;
@@ -53,8 +57,8 @@ fn prefetch_ahead<K, V>(table: &Table<K, V>, cursor: usize, prefetched: &mut usi
 }
 
 /// A taken table while the drain holds it.
-struct Held<K, V> {
-    table: *mut Table<K, V>,
+struct Held<K, V, L: Layout<K, V>> {
+    table: *mut Table<K, V, L>,
     /// Entries not yet moved out.
     entries: usize,
     bytes: usize,
@@ -65,9 +69,9 @@ struct Held<K, V> {
 /// How a dropped `Drain` retires what is left: `reclaim::retire_table` for this `K` and `V`. Kept
 /// as a function pointer so that `Drain` itself needs no `Send + 'static` bounds (a `Drop` impl
 /// cannot add bounds the type does not have); `drain` creates it where the bounds hold.
-type RetireFn<K, V> = unsafe fn(
+type RetireFn<K, V, L> = unsafe fn(
     &epoch::Guard,
-    *mut Table<K, V>,
+    *mut Table<K, V, L>,
     Retire,
     usize,
     ReclaimMode,
@@ -117,8 +121,8 @@ type RetireFn<K, V> = unsafe fn(
 /// assert_eq!(taken[2], (2, "2".to_string()));
 /// assert_eq!(map.len(), 1);
 /// ```
-pub struct Drain<K, V> {
-    tables: Vec<Held<K, V>>,
+pub struct Drain<K, V, L: Layout<K, V> = Stable> {
+    tables: Vec<Held<K, V, L>>,
     /// The table entries are taken from; tables before it are freed.
     current: usize,
     /// Where the current table's walk resumes (`Table::take_next`).
@@ -137,17 +141,17 @@ pub struct Drain<K, V> {
     held_bytes: Arc<DrainHeld>,
     counters: Arc<Counters>,
     mode: ReclaimMode,
-    retire: RetireFn<K, V>,
+    retire: RetireFn<K, V, L>,
 }
 
 // SAFETY: a `Drain` owns its tables and entries (they were swapped out of their shards, and no
 // writer can reach them) and holds no epoch guard; the grace-period wait works from any thread.
 // Moving it to another thread moves the `K`s and `V`s, which needs exactly `K: Send, V: Send`.
-unsafe impl<K: Send, V: Send> Send for Drain<K, V> {}
+unsafe impl<K: Send, V: Send, L: Layout<K, V>> Send for Drain<K, V, L> {}
 
 // SAFETY: `&Drain` reaches only the counts and the grace flag (atomics), never an entry; requiring
 // `K: Sync, V: Sync` anyway keeps this sound for any future `&self` accessor of the entries.
-unsafe impl<K: Sync, V: Sync> Sync for Drain<K, V> {}
+unsafe impl<K: Sync, V: Sync, L: Layout<K, V>> Sync for Drain<K, V, L> {}
 
 /// The error of [`Drain::try_next`] and [`Drain::next_timeout`]: the next entry cannot be moved
 /// out yet, because a reader that was pinned when the drain swapped the tables is still pinned.
@@ -173,11 +177,11 @@ impl fmt::Display for WouldBlock {
 
 impl std::error::Error for WouldBlock {}
 
-impl<K: Send + 'static, V: Send + 'static> Drain<K, V> {
+impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Drain<K, V, L> {
     /// What [`EpochMap::drain`](crate::EpochMap::drain) does, given the map's shards and the
     /// context of its writes: swap every shard's table out and hold the tables until their grace
     /// period has passed (steps 1 and 2 of the protocol above).
-    pub(crate) fn take_from(shards: &[CachePadded<Shard<K, V>>], ctx: &Ctx<'_>) -> Self {
+    pub(crate) fn take_from(shards: &[CachePadded<Shard<K, V, L>>], ctx: &Ctx<'_>) -> Self {
         // A drain from code running under one of this map's locks is a re-entrant write. Checked
         // here, before anything else: the per-lock check would find it too (at the first shard),
         // but only after this drain's byte counters were registered, and they would never be
@@ -186,7 +190,7 @@ impl<K: Send + 'static, V: Send + 'static> Drain<K, V> {
         let held_bytes = ctx.counters.register_drain();
         let (tables, grace) = {
             let guard = epoch::pin();
-            let tables: Vec<Taken<K, V>> = shards
+            let tables: Vec<Taken<K, V, L>> = shards
                 .iter()
                 .filter_map(|shard| shard.take_table(ctx, &guard, &held_bytes))
                 .collect();
@@ -225,12 +229,12 @@ impl<K: Send + 'static, V: Send + 'static> Drain<K, V> {
             held_bytes,
             counters: Arc::clone(ctx.counters),
             mode: ctx.mode,
-            retire: reclaim::retire_table::<K, V>,
+            retire: reclaim::retire_table::<K, V, L>,
         }
     }
 }
 
-impl<K, V> Drain<K, V> {
+impl<K, V, L: Layout<K, V>> Drain<K, V, L> {
     /// Whether the next entry can be moved out without waiting: the grace period of the drained
     /// tables has passed (or nothing is left). It only looks; [`try_next`](Drain::try_next) also
     /// advances the epoch.
@@ -330,9 +334,9 @@ impl<K, V> Drain<K, V> {
                 self.remaining -= 1;
                 // SAFETY: `take_next` unlinked the entry from a table we own exclusively, so we
                 // own the entry; it lives in this table's shard's slab.
-                let entry = unsafe { held.releaser.take(ptr) };
+                let entry = unsafe { L::move_out(ptr, &mut held.releaser) };
                 let emptied = held.entries == 0;
-                self.hold(Entry::<K, V>::BYTES);
+                self.hold(L::ENTRY_BYTES_OUTSIDE);
                 if emptied {
                     self.free_current();
                 }
@@ -344,7 +348,7 @@ impl<K, V> Drain<K, V> {
                 "a drained table held fewer entries than counted"
             );
             self.remaining -= held.entries;
-            let lost = held.entries * Entry::<K, V>::BYTES;
+            let lost = held.entries * L::ENTRY_BYTES_OUTSIDE;
             held.entries = 0;
             self.hold(lost);
             self.free_current();
@@ -364,9 +368,21 @@ impl<K, V> Drain<K, V> {
     fn free_current(&mut self) {
         let held = &mut self.tables[self.current];
         held.releaser.finish();
-        // SAFETY: the drain owns the table exclusively (see `take`), it was allocated as a
-        // crossbeam `Owned`, and it is freed once: `current` moves past it right after.
-        drop(unsafe { epoch::Shared::from(held.table as *const Table<K, V>).into_owned() });
+        if L::INLINE {
+            // Batches of retired slots retired before the drain may still hold the table (their
+            // jobs run on any thread, later): whichever of us lets go last frees it, counted as
+            // a retired table until then.
+            // SAFETY: the drain owns the table (see `take`) and holds it once; `current` moves
+            // past it right after.
+            unsafe {
+                reclaim::count_as_retired(&*held.table, &self.counters);
+                reclaim::unhold_table(held.table, &self.counters);
+            }
+        } else {
+            // SAFETY: the drain owns the table exclusively (see `take`), it was allocated as a
+            // crossbeam `Owned`, and it is freed once: `current` moves past it right after.
+            drop(unsafe { epoch::Shared::from(held.table as *const Table<K, V, L>).into_owned() });
+        }
         let bytes = held.bytes;
         self.table_bytes -= bytes;
         // Relaxed: as in `hold`.
@@ -380,7 +396,7 @@ impl<K, V> Drain<K, V> {
     }
 }
 
-impl<K, V> Iterator for Drain<K, V> {
+impl<K, V, L: Layout<K, V>> Iterator for Drain<K, V, L> {
     type Item = (K, V);
 
     /// The next entry, waiting for the grace period first if it has not passed yet (see
@@ -420,10 +436,10 @@ impl<K, V> Iterator for Drain<K, V> {
     }
 }
 
-impl<K, V> ExactSizeIterator for Drain<K, V> {}
-impl<K, V> FusedIterator for Drain<K, V> {}
+impl<K, V, L: Layout<K, V>> ExactSizeIterator for Drain<K, V, L> {}
+impl<K, V, L: Layout<K, V>> FusedIterator for Drain<K, V, L> {}
 
-impl<K, V> Drop for Drain<K, V> {
+impl<K, V, L: Layout<K, V>> Drop for Drain<K, V, L> {
     /// Hands the tables not yet emptied, with their entries, to the reclaimer as a full retire
     /// (as `clear` would have): after a grace period the entries are dropped off this thread in
     /// `Background` mode, with `Drop` panics counted in `memory_stats().drop_panics`. O(tables).
@@ -458,7 +474,7 @@ impl<K, V> Drop for Drain<K, V> {
     }
 }
 
-impl<K, V> fmt::Debug for Drain<K, V> {
+impl<K, V, L: Layout<K, V>> fmt::Debug for Drain<K, V, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Drain")
             .field("remaining", &self.remaining)

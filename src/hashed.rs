@@ -27,11 +27,12 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 
 use crate::entry::Entry;
+use crate::layout::Layout;
 use crate::refs::Ref;
 use crate::sync::epoch;
-use crate::EpochMap;
+use crate::Map;
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq,
     S: BuildHasher,
@@ -88,7 +89,7 @@ where
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -119,7 +120,7 @@ where
                     Some(at) => {
                         // Same key, same slot: the tag and probe counts are untouched, so the
                         // caller's hash is only trusted for finding it.
-                        writer.replace(at, key, value);
+                        writer.replace_trusting(at, key, value, &|k| self.hash(k));
                         Ok(at.entry)
                     }
                     // Removed since the lock-free look-up: insert it as a new key below.
@@ -152,7 +153,7 @@ where
         let mut writer = self.shard(hash).writer(&ctx, guard);
         match writer.find(hash, &key) {
             Some(at) => {
-                writer.replace(at, key, value);
+                writer.replace(at, key, value, &|k| self.hash(k));
                 Some(at.entry)
             }
             None => {

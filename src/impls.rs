@@ -5,23 +5,24 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::iter::FusedIterator;
 
-use crate::EpochMap;
+use crate::layout::{Layout, Stable};
+use crate::Map;
 
 /// An empty map with the default shard count and `S::default()` as its hasher, for any hasher
 /// builder that has a default (as std's `HashMap` allows).
-impl<K, V, S: BuildHasher + Default> Default for EpochMap<K, V, S> {
+impl<K, V, S: BuildHasher + Default, L: Layout<K, V>> Default for Map<K, V, S, L> {
     fn default() -> Self {
         Self::with_hasher(S::default())
     }
 }
 
-impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for EpochMap<K, V, S> {
+impl<K: fmt::Debug, V: fmt::Debug, S, L: Layout<K, V>> fmt::Debug for Map<K, V, S, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.pin().iter()).finish()
     }
 }
 
-impl<K, V, S> Clone for EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Clone for Map<K, V, S, L>
 where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + 'static,
@@ -30,7 +31,7 @@ where
     /// A map with the same settings and a snapshot of the entries (weakly consistent under
     /// concurrent writes, like iteration).
     fn clone(&self) -> Self {
-        let clone = EpochMap::from_config(
+        let clone = Map::from_config(
             self.shard_count(),
             self.len(),
             self.hasher().clone(),
@@ -48,7 +49,7 @@ where
     }
 }
 
-impl<K, V, S> PartialEq for EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> PartialEq for Map<K, V, S, L>
 where
     K: Hash + Eq,
     V: PartialEq,
@@ -65,9 +66,9 @@ where
     }
 }
 
-impl<K: Hash + Eq, V: Eq, S: BuildHasher> Eq for EpochMap<K, V, S> {}
+impl<K: Hash + Eq, V: Eq, S: BuildHasher, L: Layout<K, V>> Eq for Map<K, V, S, L> {}
 
-impl<K, V, S> FromIterator<(K, V)> for EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> FromIterator<(K, V)> for Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -75,13 +76,13 @@ where
 {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let iter = iter.into_iter();
-        let mut map = EpochMap::with_capacity_and_hasher(iter.size_hint().0, S::default());
+        let mut map = Map::with_capacity_and_hasher(iter.size_hint().0, S::default());
         map.extend(iter);
         map
     }
 }
 
-impl<K, V, S> Extend<(K, V)> for EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Extend<(K, V)> for Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -93,7 +94,7 @@ where
 }
 
 /// Extending through a shared reference: the map is concurrent, so `&EpochMap` can be extended.
-impl<K, V, S> Extend<(K, V)> for &EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Extend<(K, V)> for &Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -114,7 +115,7 @@ where
 
 /// Extending with borrowed pairs of `Copy` keys and values, as std's `HashMap` allows (e.g. from
 /// another map's `iter()` of `(&K, &V)`).
-impl<'a, K, V, S> Extend<(&'a K, &'a V)> for EpochMap<K, V, S>
+impl<'a, K, V, S, L: Layout<K, V>> Extend<(&'a K, &'a V)> for Map<K, V, S, L>
 where
     K: Hash + Eq + Copy + Send + 'static,
     V: Copy + Send + 'static,
@@ -125,11 +126,11 @@ where
     }
 }
 
-impl<K, V, S> IntoIterator for EpochMap<K, V, S> {
+impl<K, V, S, L: Layout<K, V>> IntoIterator for Map<K, V, S, L> {
     type Item = (K, V);
-    type IntoIter = IntoIter<K, V, S>;
+    type IntoIter = IntoIter<K, V, S, L>;
 
-    fn into_iter(self) -> IntoIter<K, V, S> {
+    fn into_iter(self) -> IntoIter<K, V, S, L> {
         IntoIter {
             map: self,
             shard: 0,
@@ -138,9 +139,9 @@ impl<K, V, S> IntoIterator for EpochMap<K, V, S> {
     }
 }
 
-impl<'a, K, V, S> IntoIterator for &'a EpochMap<K, V, S> {
+impl<'a, K, V, S, L: Layout<K, V>> IntoIterator for &'a Map<K, V, S, L> {
     type Item = crate::Ref<'a, K, V>;
-    type IntoIter = crate::Iter<'a, K, V>;
+    type IntoIter = crate::Iter<'a, K, V, L>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
@@ -148,13 +149,13 @@ impl<'a, K, V, S> IntoIterator for &'a EpochMap<K, V, S> {
 }
 
 /// Owning iterator over `(K, V)`, from `IntoIterator for EpochMap`.
-pub struct IntoIter<K, V, S> {
-    map: EpochMap<K, V, S>,
+pub struct IntoIter<K, V, S, L: Layout<K, V> = Stable> {
+    map: Map<K, V, S, L>,
     shard: usize,
     cursor: usize,
 }
 
-impl<K, V, S> Iterator for IntoIter<K, V, S> {
+impl<K, V, S, L: Layout<K, V>> Iterator for IntoIter<K, V, S, L> {
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
@@ -174,10 +175,10 @@ impl<K, V, S> Iterator for IntoIter<K, V, S> {
     }
 }
 
-impl<K, V, S> ExactSizeIterator for IntoIter<K, V, S> {}
-impl<K, V, S> FusedIterator for IntoIter<K, V, S> {}
+impl<K, V, S, L: Layout<K, V>> ExactSizeIterator for IntoIter<K, V, S, L> {}
+impl<K, V, S, L: Layout<K, V>> FusedIterator for IntoIter<K, V, S, L> {}
 
-impl<K, V, S> fmt::Debug for IntoIter<K, V, S> {
+impl<K, V, S, L: Layout<K, V>> fmt::Debug for IntoIter<K, V, S, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntoIter")
             .field("remaining", &self.map.len())

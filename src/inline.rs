@@ -32,10 +32,23 @@ use crate::bucket::{Control, Placement, SLOTS};
 use crate::entry::Entry;
 use crate::layout::Layout;
 use crate::prefetch::prefetch;
+use crate::slab::{DropPanics, EntrySlab, OwnedReleaser, Releaser, SlabCache};
 use crate::sync::{AtomicU8, Ordering, SlotCell};
 
-/// The flat layout: entries inline in the table. See the module docs.
-pub(crate) enum Inline {}
+/// [`FlatEpochMap`](crate::FlatEpochMap)'s layout: each entry is stored in its table, and copied
+/// (by `Clone`) when the table is rebuilt, so `&V` is a snapshot that does not follow the map.
+///
+/// A marker type, naming the layout in [`Map`](crate::Map)'s last parameter (and in the
+/// iterators'); it has no values.
+///
+/// ```
+/// use epochmap::{layouts::Inline, FlatEpochMap, Map};
+///
+/// let map: Map<u32, u32, std::collections::hash_map::RandomState, Inline> = FlatEpochMap::new();
+/// map.insert(1, 1);
+/// ```
+#[derive(Debug)]
+pub enum Inline {}
 
 /// One bucket's entries, their placements and which of its slots are retired.
 #[repr(C, align(64))]
@@ -102,10 +115,59 @@ impl<K, V> RetiredSlot<K, V> {
     }
 }
 
-impl<K, V> Layout<K, V> for Inline {
+/// `Clone` because relocation clones (see [`Layout::relocate`]): a reader may still hold `&V` of
+/// the old copy, which a bitwise move would leave dangling inside `V` (a `Mutex<Vec<u8>>` pushed
+/// to through the old copy would reallocate a buffer the new copy points to).
+impl<K: Clone, V: Clone> Layout<K, V> for Inline {
     type Line = Pairs<K, V>;
     type New = Entry<K, V>;
     type Unlinked = RetiredSlot<K, V>;
+
+    const INLINE: bool = true;
+    const ENTRY_BYTES_OUTSIDE: usize = 0;
+
+    #[inline(always)]
+    fn new_entry(_: &EntrySlab<K, V>, _: &mut SlabCache, entry: Entry<K, V>) -> Entry<K, V> {
+        entry
+    }
+
+    #[inline]
+    unsafe fn relocate(line: &Pairs<K, V>, slot: usize) -> Entry<K, V> {
+        // SAFETY: the slot is full (the contract): its entry is initialised, and only the lock
+        // holder, which we are, could unlink it.
+        let entry = unsafe { &*Self::peek(line, slot) };
+        Entry {
+            key: entry.key.clone(),
+            value: entry.value.clone(),
+        }
+    }
+
+    #[inline]
+    unsafe fn free_unlinked(slot: RetiredSlot<K, V>, _: &mut Releaser<'_, K, V>) -> DropPanics {
+        // SAFETY: past its grace period, its table allocated, released once (the contract).
+        let mut entry = std::mem::ManuallyDrop::new(unsafe { slot.release() });
+        // SAFETY: we own the moved-out entry, and `ManuallyDrop` keeps it from a second drop.
+        unsafe { DropPanics::drop_entry(std::ptr::from_mut(&mut *entry)) }
+    }
+
+    #[inline]
+    unsafe fn free_taken(ptr: *mut Entry<K, V>, _: &mut Releaser<'_, K, V>) -> DropPanics {
+        // SAFETY: the caller owns the entry in its (owned) table's slot; the slot's tag is clear,
+        // so nothing reads or drops it again.
+        unsafe { DropPanics::drop_entry(ptr) }
+    }
+
+    #[inline]
+    unsafe fn move_out(ptr: *mut Entry<K, V>, _: &mut OwnedReleaser<K, V>) -> Entry<K, V> {
+        // SAFETY: as in `free_taken`: read once, never again.
+        unsafe { ptr.read() }
+    }
+
+    #[inline]
+    unsafe fn move_out_of(ptr: *mut Entry<K, V>, _: &EntrySlab<K, V>) -> Entry<K, V> {
+        // SAFETY: as in `free_taken`: read once, never again.
+        unsafe { ptr.read() }
+    }
 
     fn empty_line() -> Pairs<K, V> {
         Pairs {
@@ -259,7 +321,8 @@ mod tests {
         // SAFETY: the test owns the table.
         let at = unsafe { table.find(hash(1), &1) }.unwrap();
         // SAFETY: `at` came from a find under the same ownership; the key is the same.
-        let retired = unsafe { table.replace(hash(1), at.bucket, at.slot, entry(1, &new_value)) };
+        let (retired, _) =
+            unsafe { table.replace(hash(1), at.bucket, at.slot, entry(1, &new_value)) };
         // SAFETY: the test owns the table.
         let now = unsafe { table.find(hash(1), &1) }.unwrap();
         assert!(Arc::ptr_eq(&now.entry.value, &new_value));
@@ -379,7 +442,7 @@ mod tests {
                             value: value(k, version),
                         };
                         live[k as usize] = Some(version);
-                        Some(table.replace(hash(k), at.bucket, at.slot, new))
+                        Some(table.replace(hash(k), at.bucket, at.slot, new).0)
                     }
                 }
             };
@@ -574,12 +637,14 @@ mod loom_models {
             // SAFETY: the only writer; `at` came from a find just now; same key.
             let retired = unsafe {
                 let at = table.find(hash(1) & !1, &1).unwrap();
-                table.replace(
-                    hash(1) & !1,
-                    at.bucket,
-                    at.slot,
-                    Entry { key: 1, value: 11 },
-                )
+                table
+                    .replace(
+                        hash(1) & !1,
+                        at.bucket,
+                        at.slot,
+                        Entry { key: 1, value: 11 },
+                    )
+                    .0
             };
             let owner = Arc::clone(&table);
             guard.defer(move || {

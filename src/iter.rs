@@ -16,6 +16,7 @@ use std::iter::FusedIterator;
 
 use crate::bucket::SLOTS;
 use crate::entry::Entry;
+use crate::layout::{Layout, Stable};
 use crate::refs::{KeyRef, Ref};
 use crate::shard::Shard;
 use crate::sync::epoch::{self, Guard};
@@ -41,11 +42,11 @@ const PREFETCH_MIN_BUCKETS: usize = 1 << 18;
 /// buffer and yields from there, so the common `next` is a buffer read and the bucket's slot line is
 /// touched once. On large maps, entering a bucket also starts loading the next bucket's entries
 /// and a slot line further on.
-pub(crate) struct RawIter<'m, K, V> {
-    shards: &'m [Padded<Shard<K, V>>],
+pub(crate) struct RawIter<'m, K, V, L: Layout<K, V> = Stable> {
+    shards: &'m [Padded<Shard<K, V, L>>],
     next_shard: usize,
     /// The table being walked, or null between shards.
-    table: *const Table<K, V>,
+    table: *const Table<K, V, L>,
     /// The next bucket of `table` to read.
     bucket: usize,
     /// Whether the walk of `table` prefetches.
@@ -56,8 +57,8 @@ pub(crate) struct RawIter<'m, K, V> {
     len: usize,
 }
 
-impl<'m, K, V> RawIter<'m, K, V> {
-    pub(crate) fn new(shards: &'m [Padded<Shard<K, V>>]) -> Self {
+impl<'m, K, V, L: Layout<K, V>> RawIter<'m, K, V, L> {
+    pub(crate) fn new(shards: &'m [Padded<Shard<K, V, L>>]) -> Self {
         RawIter {
             shards,
             next_shard: 0,
@@ -142,13 +143,13 @@ impl<'m, K, V> RawIter<'m, K, V> {
 /// It holds one epoch guard for the whole walk (each yielded `Ref` adds a cheap nested one), so a
 /// long iteration delays memory reclamation until it is dropped. See the module docs for what it
 /// sees of concurrent writes.
-pub struct Iter<'a, K, V> {
-    raw: RawIter<'a, K, V>,
+pub struct Iter<'a, K, V, L: Layout<K, V> = Stable> {
+    raw: RawIter<'a, K, V, L>,
     guard: Guard,
 }
 
-impl<'a, K, V> Iter<'a, K, V> {
-    pub(crate) fn new(shards: &'a [Padded<Shard<K, V>>]) -> Self {
+impl<'a, K, V, L: Layout<K, V>> Iter<'a, K, V, L> {
+    pub(crate) fn new(shards: &'a [Padded<Shard<K, V, L>>]) -> Self {
         Iter {
             raw: RawIter::new(shards),
             guard: epoch::pin(),
@@ -156,7 +157,7 @@ impl<'a, K, V> Iter<'a, K, V> {
     }
 }
 
-impl<'a, K, V> Iterator for Iter<'a, K, V> {
+impl<'a, K, V, L: Layout<K, V>> Iterator for Iter<'a, K, V, L> {
     type Item = Ref<'a, K, V>;
 
     #[inline]
@@ -169,9 +170,9 @@ impl<'a, K, V> Iterator for Iter<'a, K, V> {
     }
 }
 
-impl<K, V> FusedIterator for Iter<'_, K, V> {}
+impl<K, V, L: Layout<K, V>> FusedIterator for Iter<'_, K, V, L> {}
 
-impl<K, V> std::fmt::Debug for Iter<'_, K, V> {
+impl<K, V, L: Layout<K, V>> std::fmt::Debug for Iter<'_, K, V, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Iter").finish_non_exhaustive()
     }
@@ -179,9 +180,9 @@ impl<K, V> std::fmt::Debug for Iter<'_, K, V> {
 
 /// Iterator over a map's keys, from [`EpochMap::keys`](crate::EpochMap::keys).
 #[derive(Debug)]
-pub struct Keys<'a, K, V>(pub(crate) Iter<'a, K, V>);
+pub struct Keys<'a, K, V, L: Layout<K, V> = Stable>(pub(crate) Iter<'a, K, V, L>);
 
-impl<'a, K, V> Iterator for Keys<'a, K, V> {
+impl<'a, K, V, L: Layout<K, V>> Iterator for Keys<'a, K, V, L> {
     type Item = KeyRef<'a, K, V>;
 
     fn next(&mut self) -> Option<KeyRef<'a, K, V>> {
@@ -189,13 +190,13 @@ impl<'a, K, V> Iterator for Keys<'a, K, V> {
     }
 }
 
-impl<K, V> FusedIterator for Keys<'_, K, V> {}
+impl<K, V, L: Layout<K, V>> FusedIterator for Keys<'_, K, V, L> {}
 
 /// Iterator over a map's values (as [`Ref`]s), from [`EpochMap::values`](crate::EpochMap::values).
 #[derive(Debug)]
-pub struct Values<'a, K, V>(pub(crate) Iter<'a, K, V>);
+pub struct Values<'a, K, V, L: Layout<K, V> = Stable>(pub(crate) Iter<'a, K, V, L>);
 
-impl<'a, K, V> Iterator for Values<'a, K, V> {
+impl<'a, K, V, L: Layout<K, V>> Iterator for Values<'a, K, V, L> {
     type Item = Ref<'a, K, V>;
 
     fn next(&mut self) -> Option<Ref<'a, K, V>> {
@@ -203,16 +204,16 @@ impl<'a, K, V> Iterator for Values<'a, K, V> {
     }
 }
 
-impl<K, V> FusedIterator for Values<'_, K, V> {}
+impl<K, V, L: Layout<K, V>> FusedIterator for Values<'_, K, V, L> {}
 
 /// Iterator over `(&K, &V)` under a [`Pinned`](crate::Pinned) guard, from
 /// [`Pinned::iter`](crate::Pinned::iter).
-pub struct PinnedIter<'p, K, V> {
-    pub(crate) raw: RawIter<'p, K, V>,
+pub struct PinnedIter<'p, K, V, L: Layout<K, V> = Stable> {
+    pub(crate) raw: RawIter<'p, K, V, L>,
     pub(crate) guard: &'p Guard,
 }
 
-impl<'p, K, V> Iterator for PinnedIter<'p, K, V> {
+impl<'p, K, V, L: Layout<K, V>> Iterator for PinnedIter<'p, K, V, L> {
     type Item = (&'p K, &'p V);
 
     #[inline]
@@ -223,9 +224,9 @@ impl<'p, K, V> Iterator for PinnedIter<'p, K, V> {
     }
 }
 
-impl<K, V> FusedIterator for PinnedIter<'_, K, V> {}
+impl<K, V, L: Layout<K, V>> FusedIterator for PinnedIter<'_, K, V, L> {}
 
-impl<K, V> std::fmt::Debug for PinnedIter<'_, K, V> {
+impl<K, V, L: Layout<K, V>> std::fmt::Debug for PinnedIter<'_, K, V, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PinnedIter").finish_non_exhaustive()
     }

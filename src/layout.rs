@@ -16,6 +16,7 @@
 
 use crate::bucket::{Control, Placement, Slots};
 use crate::entry::Entry;
+use crate::slab::{DropPanics, EntrySlab, OwnedReleaser, Releaser, SlabCache};
 use crate::sync::Ordering;
 
 /// What a bucket's slots hold and how. See the module docs.
@@ -31,6 +32,56 @@ pub(crate) trait Layout<K, V>: Sized + 'static {
     type New;
     /// What unlinking a slot leaves for the caller to retire through the epoch.
     type Unlinked;
+
+    /// Whether entries live in the table's own lines. Then an unlinked entry keeps its slot (and
+    /// so its table's memory and capacity) until it is freed after its grace period, so a batch
+    /// of them holds its table alive (`Table::hold`) and counts against the table's load
+    /// threshold; and rebuilding a table copies its entries, so the old table's copies die with
+    /// it (a full retire) instead of moving.
+    const INLINE: bool;
+    /// Bytes an entry occupies outside its table (a slab slot for `Stable`; none inline).
+    const ENTRY_BYTES_OUTSIDE: usize;
+
+    /// What a write stores for a new entry: `entry` itself, or a slab slot holding it.
+    fn new_entry(slab: &EntrySlab<K, V>, cache: &mut SlabCache, entry: Entry<K, V>) -> Self::New;
+
+    /// The full slot `slot`'s entry, to publish in the table being built to replace this one
+    /// (growth, shrink). `Stable` hands over the pointer; `Inline` clones the entry (the old copy
+    /// stays readable until the grace period ends), so this may run user code and panic.
+    ///
+    /// # Safety
+    /// Lock holder only; `slot` is full.
+    unsafe fn relocate(line: &Self::Line, slot: usize) -> Self::New;
+
+    /// Frees an unlinked entry after its grace period, containing its `Drop` panics.
+    ///
+    /// # Safety
+    /// The grace period of its unlink has passed, it is freed once, and `releaser` is of the
+    /// shard's slab; for `Inline`, its table is still allocated (the batch holds it).
+    unsafe fn free_unlinked(
+        unlinked: Self::Unlinked,
+        releaser: &mut Releaser<'_, K, V>,
+    ) -> DropPanics;
+
+    /// Frees an entry an owner took out of a table ([`take`](Self::take)), containing its `Drop`
+    /// panics.
+    ///
+    /// # Safety
+    /// The caller owns the entry at `ptr` (taken once, from a table it owns); `releaser` is of the
+    /// shard's slab.
+    unsafe fn free_taken(ptr: *mut Entry<K, V>, releaser: &mut Releaser<'_, K, V>) -> DropPanics;
+
+    /// Moves an entry an owner took out of a table ([`take`](Self::take)) out of its storage.
+    ///
+    /// # Safety
+    /// As for [`free_taken`](Self::free_taken).
+    unsafe fn move_out(ptr: *mut Entry<K, V>, releaser: &mut OwnedReleaser<K, V>) -> Entry<K, V>;
+
+    /// [`move_out`](Self::move_out) for one entry, without a releaser.
+    ///
+    /// # Safety
+    /// As for [`free_taken`](Self::free_taken), with `slab` the shard's slab.
+    unsafe fn move_out_of(ptr: *mut Entry<K, V>, slab: &EntrySlab<K, V>) -> Entry<K, V>;
 
     /// An empty line, for the loom build (whose atomics cannot be zeroed in bulk).
     fn empty_line() -> Self::Line;
@@ -94,13 +145,67 @@ pub(crate) trait Layout<K, V>: Sized + 'static {
     fn prefetch_entries(line: &Self::Line, ctrl: Control);
 }
 
-/// `EpochMap`'s layout: slots point to entries in the shard's slab, which never move.
-pub(crate) enum Stable {}
+/// [`EpochMap`](crate::EpochMap)'s layout: each slot points to an entry that never moves while
+/// it is in the map, so `&V` keeps its address across growth, shrink and other writes.
+///
+/// A marker type, naming the layout in [`Map`](crate::Map)'s last parameter (and in the
+/// iterators'); it has no values.
+///
+/// ```
+/// use epochmap::{layouts::Stable, EpochMap, Map};
+///
+/// let map: Map<u32, u32, std::collections::hash_map::RandomState, Stable> = EpochMap::new();
+/// map.insert(1, 1);
+/// ```
+#[derive(Debug)]
+pub enum Stable {}
 
 impl<K, V> Layout<K, V> for Stable {
     type Line = Slots<K, V>;
     type New = *mut Entry<K, V>;
     type Unlinked = *mut Entry<K, V>;
+
+    const INLINE: bool = false;
+    const ENTRY_BYTES_OUTSIDE: usize = Entry::<K, V>::BYTES;
+
+    #[inline]
+    fn new_entry(slab: &EntrySlab<K, V>, cache: &mut SlabCache, entry: Entry<K, V>) -> Self::New {
+        slab.alloc(cache, entry)
+    }
+
+    #[inline]
+    unsafe fn relocate(line: &Slots<K, V>, slot: usize) -> *mut Entry<K, V> {
+        // The entry itself moves to the new table: its address, and so every `&V`, stays.
+        Self::peek(line, slot)
+    }
+
+    #[inline]
+    unsafe fn free_unlinked(
+        unlinked: *mut Entry<K, V>,
+        releaser: &mut Releaser<'_, K, V>,
+    ) -> DropPanics {
+        // SAFETY: an unlinked entry is a slot of the shard's slab, owned by the caller after its
+        // grace period (the contract).
+        unsafe { releaser.free(unlinked) }
+    }
+
+    #[inline]
+    unsafe fn free_taken(ptr: *mut Entry<K, V>, releaser: &mut Releaser<'_, K, V>) -> DropPanics {
+        // SAFETY: a taken entry is a slot of the shard's slab owned by the caller (the contract).
+        unsafe { releaser.free(ptr) }
+    }
+
+    #[inline]
+    unsafe fn move_out(ptr: *mut Entry<K, V>, releaser: &mut OwnedReleaser<K, V>) -> Entry<K, V> {
+        // SAFETY: as in `free_taken`.
+        unsafe { releaser.take(ptr) }
+    }
+
+    #[inline]
+    unsafe fn move_out_of(ptr: *mut Entry<K, V>, slab: &EntrySlab<K, V>) -> Entry<K, V> {
+        // SAFETY: as in `free_taken`.
+        unsafe { slab.take(ptr) }
+    }
 
     fn empty_line() -> Slots<K, V> {
         Slots::empty()

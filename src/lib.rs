@@ -280,6 +280,10 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
+// `Map` and its iterators are generic over a layout bounded by the crate-private `Layout` trait:
+// the two layouts are public marker types, the trait is sealed by being private, so no user
+// layout can exist and no user can call its methods.
+#![allow(private_bounds)]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -328,6 +332,16 @@ mod table;
 #[cfg(feature = "rayon")]
 pub use crate::rayon::{IntoParIter, ParIter, ParKeys, ParValues};
 pub use builder::Builder;
+
+/// How a map stores its entries: the one thing [`EpochMap`] and [`FlatEpochMap`] differ in.
+///
+/// Both are [`Map`]; the layout is its last type parameter. [`Stable`](layouts::Stable) keeps
+/// each entry where it was inserted (values never move); [`Inline`](layouts::Inline) stores
+/// entries in the table (reads touch one line fewer; values are copied on growth).
+pub mod layouts {
+    pub use crate::inline::Inline;
+    pub use crate::layout::Stable;
+}
 pub use compute::{Compute, OccupiedError, Operation};
 pub use config::{
     BuildError, DEFAULT_BACKPRESSURE_BYTES, DEFAULT_BACKPRESSURE_ENTRIES, MAX_SHARDS,
@@ -335,7 +349,7 @@ pub use config::{
 pub use drain::{Drain, WouldBlock};
 pub use impls::IntoIter;
 pub use iter::{Iter, Keys, PinnedIter, Values};
-pub use map::EpochMap;
+pub use map::{EpochMap, FlatEpochMap, Map};
 pub use pinned::Pinned;
 pub use reclaim::ReclaimMode;
 pub use refs::{KeyRef, Ref};

@@ -33,10 +33,11 @@ use std::hash::{BuildHasher, Hash};
 use crate::entry::Entry;
 use crate::flight::{Flight, FlightWait};
 use crate::key::{Borrowed, KeyArg, Owned};
+use crate::layout::{Layout, Stable};
 use crate::reentrancy::thread_token;
 use crate::refs::Ref;
 use crate::sync::{epoch, Arc};
-use crate::EpochMap;
+use crate::Map;
 
 /// What a caller of `get_or_load` does next, decided under the shard lock.
 enum Step<K, V> {
@@ -50,19 +51,19 @@ enum Step<K, V> {
 
 /// A leader's duty to finish its load: [`complete`](Leading::complete) it, or, if the loader
 /// fails, panics or the async caller is dropped, unregister it in `Drop` so the waiters move on.
-struct Leading<'m, K, V, S>
+struct Leading<'m, K, V, S, L: Layout<K, V> = Stable>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
     S: BuildHasher,
 {
-    map: &'m EpochMap<K, V, S>,
+    map: &'m Map<K, V, S, L>,
     hash: u64,
     /// `None` once the load is completed or abandoned.
     flight: Option<Arc<Flight>>,
 }
 
-impl<'m, K, V, S> Leading<'m, K, V, S>
+impl<'m, K, V, S, L: Layout<K, V>> Leading<'m, K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -102,7 +103,7 @@ where
     }
 }
 
-impl<K, V, S> Drop for Leading<'_, K, V, S>
+impl<K, V, S, L: Layout<K, V>> Drop for Leading<'_, K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -127,7 +128,7 @@ where
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -442,6 +443,7 @@ where
 #[cfg(all(test, not(epochmap_loom)))]
 mod tests {
     use super::*;
+    use crate::EpochMap;
 
     #[test]
     fn a_failed_load_leaves_nothing_registered() {

@@ -10,7 +10,9 @@ use crossbeam_utils::CachePadded;
 use crate::config::{default_shards, BuildError, DEFAULT_BACKPRESSURE};
 use crate::drain::Drain;
 use crate::entry::Entry;
+use crate::inline::Inline;
 use crate::iter::{Iter, Keys, RawIter, Values};
+use crate::layout::{Layout, Stable};
 use crate::reclaim::{self, Backpressure, ReclaimMode};
 use crate::refs::Ref;
 use crate::reserve::{per_shard_share, TryReserveError};
@@ -18,6 +20,32 @@ use crate::shard::{Ctx, Shard};
 use crate::stats::{self, sum, Counters, MemoryStats};
 use crate::sync::{epoch, Arc};
 use crate::table::Table;
+
+/// The one implementation behind [`EpochMap`] and [`FlatEpochMap`]: a concurrent hash map with
+/// lock-free reads, O(1) `clear` and memory that comes back, generic over how its tables store
+/// their entries (the [`layouts`](crate::layouts)).
+///
+/// Use it through the two aliases, which fix the layout; every method documented here is
+/// theirs, and the two differ only where [`FlatEpochMap`] says so.
+///
+/// ```
+/// use epochmap::{EpochMap, FlatEpochMap};
+///
+/// let stable: EpochMap<u64, String> = EpochMap::new();
+/// let flat: FlatEpochMap<u64, String> = FlatEpochMap::new();
+/// stable.insert(1, "one".to_string());
+/// flat.insert(1, "one".to_string());
+/// assert_eq!(*stable.get(&1).unwrap(), *flat.get(&1).unwrap());
+/// ```
+pub struct Map<K, V, S = RandomState, L: Layout<K, V> = Stable> {
+    pub(crate) shards: Box<[CachePadded<Shard<K, V, L>>]>,
+    /// `(hash >> 48) & shard_mask` is the shard index: the shard count (at most 2^16) minus one.
+    shard_mask: usize,
+    hasher: S,
+    counters: Arc<Counters>,
+    pub(crate) mode: ReclaimMode,
+    pub(crate) backpressure: Backpressure,
+}
 
 /// A concurrent hash map with lock-free reads, O(1) `clear`, and memory that comes back.
 ///
@@ -51,26 +79,62 @@ use crate::table::Table;
 /// assert_eq!(map.len(), 4000);
 /// assert_eq!(*map.get(&2500).unwrap(), 500);
 /// ```
-pub struct EpochMap<K, V, S = RandomState> {
-    pub(crate) shards: Box<[CachePadded<Shard<K, V>>]>,
-    /// `(hash >> 48) & shard_mask` is the shard index: the shard count (at most 2^16) minus one.
-    shard_mask: usize,
-    hasher: S,
-    counters: Arc<Counters>,
-    pub(crate) mode: ReclaimMode,
-    pub(crate) backpressure: Backpressure,
-}
+pub type EpochMap<K, V, S = RandomState> = Map<K, V, S, Stable>;
+
+/// A concurrent hash map like [`EpochMap`] with each entry stored inline in its table: a read
+/// touches one cache line fewer, and a write allocates nothing. Every promise of `EpochMap`
+/// holds except one: **a value's address**.
+///
+/// **Values are snapshots.** An entry is copied, by `Clone`, whenever its table is rebuilt
+/// (growth, shrink, [`reserve`](Map::reserve), [`shrink_to_fit`](Map::shrink_to_fit), and an
+/// insert or replace that finds the table full of entries removed but still in their grace
+/// period). A [`Ref`] or `&V` keeps reading the copy it found, which stays valid until it is
+/// dropped; the map goes on with the new copy. So an update made through `&V` (an atomic or a
+/// cell inside `V`) can be lost when the value moves. For values that must stay put, use
+/// [`EpochMap`], or store `Arc<V>` here (cloning an `Arc` shares the value).
+///
+/// **Where `Clone` runs:** on the writing thread, under the lock of the shard being rebuilt,
+/// like the map's `Hash` during growth. If a `Clone` panics, the rebuild is abandoned and the
+/// map is as it was; the copies already made are dropped later by the reclaimer, never under
+/// the lock. Copies the map no longer uses are dropped after their grace period, like removed
+/// values.
+///
+/// A removed or replaced entry keeps its slot until every reader that could see it has
+/// unpinned; those slots count against the table's capacity until then.
+///
+/// ```
+/// use epochmap::FlatEpochMap;
+/// use std::sync::Arc;
+///
+/// let map = Arc::new(FlatEpochMap::new());
+/// let writers: Vec<_> = (0..4u64)
+///     .map(|t| {
+///         let map = Arc::clone(&map);
+///         std::thread::spawn(move || {
+///             for i in 0..1000 {
+///                 map.insert(t * 1000 + i, i.to_string());
+///             }
+///         })
+///     })
+///     .collect();
+/// for w in writers {
+///     w.join().unwrap();
+/// }
+/// assert_eq!(map.len(), 4000);
+/// assert_eq!(*map.get(&2500).unwrap(), "500");
+/// ```
+pub type FlatEpochMap<K, V, S = RandomState> = Map<K, V, S, Inline>;
 
 // SAFETY: the map owns its entries (K, V) and its hasher; moving it to another thread moves them,
 // which needs exactly `K: Send, V: Send, S: Send`.
-unsafe impl<K: Send, V: Send, S: Send> Send for EpochMap<K, V, S> {}
+unsafe impl<K: Send, V: Send, S: Send, L: Layout<K, V>> Send for Map<K, V, S, L> {}
 
-// SAFETY: through `&EpochMap`, other threads read `&K`/`&V` (needs `Sync`), insert keys and values
+// SAFETY: through `&Map`, other threads read `&K`/`&V` (needs `Sync`), insert keys and values
 // that are later dropped on whichever thread reclaims them (needs `Send`), and use the hasher
 // concurrently (needs `S: Sync`). The shards' internal mutability is atomics and a mutex.
-unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for EpochMap<K, V, S> {}
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync, L: Layout<K, V>> Sync for Map<K, V, S, L> {}
 
-impl<K, V> EpochMap<K, V, RandomState> {
+impl<K, V, L: Layout<K, V>> Map<K, V, RandomState, L> {
     /// An empty map with the default shard count and hasher. Allocates one minimal table per shard.
     ///
     /// ```
@@ -96,7 +160,7 @@ impl<K, V> EpochMap<K, V, RandomState> {
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S> {
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L> {
     /// An empty map using `hasher`.
     ///
     /// ```
@@ -144,9 +208,9 @@ impl<K, V, S> EpochMap<K, V, S> {
             requested: capacity,
         };
         let buckets = per_shard_share(capacity, shards)
-            .and_then(Table::<K, V>::buckets_for)
+            .and_then(Table::<K, V, L>::buckets_for)
             .ok_or(overflow.clone())?;
-        let total = Table::<K, V>::bytes_for(buckets)
+        let total = Table::<K, V, L>::bytes_for(buckets)
             .and_then(|b| b.checked_mul(shards))
             .ok_or(overflow.clone())?;
         if total > isize::MAX as usize {
@@ -167,7 +231,7 @@ impl<K, V, S> EpochMap<K, V, S> {
             }
         }
         let shards: Box<[_]> = built.into_boxed_slice();
-        Ok(EpochMap {
+        Ok(Map {
             shard_mask: shards.len() - 1,
             shards,
             hasher,
@@ -251,7 +315,7 @@ impl<K, V, S> EpochMap<K, V, S> {
         let len = self.len();
         let batched = sum(self.shards.iter().map(|s| s.garbage_len()));
         let table_bytes = Counters::bytes_of(&c.table_bytes);
-        let entry_bytes = len.saturating_mul(Entry::<K, V>::BYTES);
+        let entry_bytes = len.saturating_mul(L::ENTRY_BYTES_OUTSIDE);
         let slab_bytes = sum(self.shards.iter().map(|s| stats::bytes(s.slab_bytes())));
         let pending_bytes = Counters::bytes_of(&c.backlog.pending_bytes)
             .saturating_add(batched.saturating_mul(Entry::<K, V>::BYTES));
@@ -261,7 +325,10 @@ impl<K, V, S> EpochMap<K, V, S> {
         // Pooled entries (live, retired, held by a `Drain` or freed) are inside the slab's chunks;
         // unpooled ones are an allocation each, live, pending or held by a `Drain`.
         // `saturating_sub`: a part read a moment after its whole may exceed it.
-        let entries_held = if crate::slab::EntrySlab::<K, V>::POOLED {
+        // Inline entries, live or retired, are inside the tables' bytes.
+        let entries_held = if L::INLINE {
+            0
+        } else if crate::slab::EntrySlab::<K, V>::POOLED {
             slab_bytes
         } else {
             sum([
@@ -306,7 +373,7 @@ impl<K, V, S> EpochMap<K, V, S> {
                 .map_or(0, |(inner, _)| inner.pad_to_align().size())
         }
         self.shards.len()
-            * (std::mem::size_of::<CachePadded<Shard<K, V>>>()
+            * (std::mem::size_of::<CachePadded<Shard<K, V, L>>>()
                 + arc_bytes::<crate::slab::EntrySlab<K, V>>())
             + arc_bytes::<Counters>()
     }
@@ -321,7 +388,7 @@ impl<K, V, S> EpochMap<K, V, S> {
     /// pairs.sort();
     /// assert_eq!(pairs[3], (3, 6));
     /// ```
-    pub fn iter(&self) -> Iter<'_, K, V> {
+    pub fn iter(&self) -> Iter<'_, K, V, L> {
         Iter::new(&self.shards)
     }
 
@@ -333,7 +400,7 @@ impl<K, V, S> EpochMap<K, V, S> {
     /// keys.sort();
     /// assert_eq!(keys, [0, 1, 2]);
     /// ```
-    pub fn keys(&self) -> Keys<'_, K, V> {
+    pub fn keys(&self) -> Keys<'_, K, V, L> {
         Keys(self.iter())
     }
 
@@ -343,11 +410,11 @@ impl<K, V, S> EpochMap<K, V, S> {
     /// let map: epochmap::EpochMap<u32, u32> = (0..3).map(|i| (i, 10)).collect();
     /// assert_eq!(map.values().map(|v| *v).sum::<u32>(), 30);
     /// ```
-    pub fn values(&self) -> Values<'_, K, V> {
+    pub fn values(&self) -> Values<'_, K, V, L> {
         Values(self.iter())
     }
 
-    pub(crate) fn raw_iter(&self) -> RawIter<'_, K, V> {
+    pub(crate) fn raw_iter(&self) -> RawIter<'_, K, V, L> {
         RawIter::new(&self.shards)
     }
 
@@ -362,7 +429,7 @@ impl<K, V, S> EpochMap<K, V, S> {
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq,
     S: BuildHasher,
@@ -373,7 +440,7 @@ where
     }
 
     #[inline]
-    pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V> {
+    pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V, L> {
         // The top 16 bits pick the shard: the bucket index uses low bits and the tag bits 40..=46,
         // so no bit does double duty. A fixed shift and a mask keep this to two instructions.
         let index = (hash >> 48) as usize & self.shard_mask;
@@ -464,7 +531,7 @@ where
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,
@@ -643,7 +710,7 @@ where
             let at = writer.find(hash, key)?;
             value = f(&at.entry.value);
             let key = at.entry.key.clone();
-            writer.replace(at, key, value)
+            writer.replace(at, key, value, &|k| self.hash(k))
         };
         // SAFETY: published under `guard`.
         Some(unsafe { Ref::new(guard, &*new) })
@@ -850,7 +917,7 @@ where
     }
 }
 
-impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
+impl<K: Send + 'static, V: Send + 'static, S, L: Layout<K, V>> Map<K, V, S, L> {
     /// Takes every entry out of the map and returns them as an owning iterator, in O(shards) time
     /// for the caller and without making writers or readers wait.
     ///
@@ -885,12 +952,12 @@ impl<K: Send + 'static, V: Send + 'static, S> EpochMap<K, V, S> {
     /// assert_eq!(exported, [("/", 2)]);
     /// assert!(hits.is_empty());
     /// ```
-    pub fn drain(&self) -> Drain<K, V> {
+    pub fn drain(&self) -> Drain<K, V, L> {
         Drain::take_from(&self.shards, &self.ctx())
     }
 }
 
-impl<K, V, S> Drop for EpochMap<K, V, S> {
+impl<K, V, S, L: Layout<K, V>> Drop for Map<K, V, S, L> {
     /// Drops every entry still in the map (O(entries), on the dropping thread; call
     /// [`clear`](EpochMap::clear) first to hand that work to the reclaimer). Retired memory still
     /// waiting for its grace period is freed later by the epoch as usual. If a key's or value's

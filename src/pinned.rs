@@ -5,8 +5,9 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
 use crate::iter::PinnedIter;
+use crate::layout::{Layout, Stable};
 use crate::sync::epoch::{self, Guard};
-use crate::EpochMap;
+use crate::Map;
 
 /// One epoch guard for many operations on a map: the fast path for batches.
 ///
@@ -23,12 +24,12 @@ use crate::EpochMap;
 /// let sum: u64 = (0..100).filter_map(|i| pinned.get(&i)).sum();
 /// assert_eq!(sum, (0..100).map(|i| i * i).sum());
 /// ```
-pub struct Pinned<'a, K, V, S> {
-    pub(crate) map: &'a EpochMap<K, V, S>,
+pub struct Pinned<'a, K, V, S, L: Layout<K, V> = Stable> {
+    pub(crate) map: &'a Map<K, V, S, L>,
     pub(crate) guard: Guard,
 }
 
-impl<K, V, S> EpochMap<K, V, S> {
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L> {
     /// Pins one epoch guard for a batch of operations; see [`Pinned`].
     ///
     /// ```
@@ -37,7 +38,7 @@ impl<K, V, S> EpochMap<K, V, S> {
     /// pinned.insert(1, "a");
     /// assert_eq!(pinned.get(&1), Some(&"a"));
     /// ```
-    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+    pub fn pin(&self) -> Pinned<'_, K, V, S, L> {
         Pinned {
             map: self,
             guard: epoch::pin(),
@@ -45,7 +46,7 @@ impl<K, V, S> EpochMap<K, V, S> {
     }
 }
 
-impl<K, V, S> fmt::Debug for Pinned<'_, K, V, S> {
+impl<K, V, S, L: Layout<K, V>> fmt::Debug for Pinned<'_, K, V, S, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pinned")
             .field("len", &self.map.len())
@@ -53,7 +54,7 @@ impl<K, V, S> fmt::Debug for Pinned<'_, K, V, S> {
     }
 }
 
-impl<K, V, S> Pinned<'_, K, V, S> {
+impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L> {
     /// Number of entries (see [`EpochMap::len`]).
     ///
     /// ```
@@ -82,7 +83,7 @@ impl<K, V, S> Pinned<'_, K, V, S> {
     /// let total: u32 = pinned.iter().map(|(_, v)| u32::from(*v)).sum();
     /// assert_eq!(total, 30);
     /// ```
-    pub fn iter(&self) -> PinnedIter<'_, K, V> {
+    pub fn iter(&self) -> PinnedIter<'_, K, V, L> {
         PinnedIter {
             raw: self.map.raw_iter(),
             guard: &self.guard,
@@ -110,7 +111,7 @@ impl<K, V, S> Pinned<'_, K, V, S> {
     }
 }
 
-impl<K, V, S> Pinned<'_, K, V, S>
+impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L>
 where
     K: Hash + Eq,
     S: BuildHasher,
@@ -162,7 +163,7 @@ where
     }
 }
 
-impl<K, V, S> Pinned<'_, K, V, S>
+impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L>
 where
     K: Hash + Eq + Send + 'static,
     V: Send + 'static,

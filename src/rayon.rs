@@ -28,22 +28,23 @@ use ::rayon::iter::{
 use crossbeam_utils::CachePadded;
 
 use crate::iter::RawIter;
+use crate::layout::{Layout, Stable};
 use crate::reentrancy::{Held, ParRetainCall};
 use crate::shard::{Ctx, Shard};
 use crate::sync::epoch::{self, Guard};
-use crate::EpochMap;
+use crate::Map;
 
 /// Walks one shard under a guard pinned on the thread that drives it, projecting each entry to an
 /// owned item. Created and consumed inside one rayon task (`flat_map_iter` does not send it), so
 /// the guard never leaves its thread.
-struct ShardWalk<'a, K, V, T> {
-    raw: RawIter<'a, K, V>,
+struct ShardWalk<'a, K, V, L: Layout<K, V> = Stable, T> {
+    raw: RawIter<'a, K, V, L>,
     guard: Guard,
     project: fn(&K, &V) -> T,
 }
 
-impl<'a, K, V, T> ShardWalk<'a, K, V, T> {
-    fn new(shard: &'a CachePadded<Shard<K, V>>, project: fn(&K, &V) -> T) -> Self {
+impl<'a, K, V, T, L: Layout<K, V>> ShardWalk<'a, K, V, L, T> {
+    fn new(shard: &'a CachePadded<Shard<K, V, L>>, project: fn(&K, &V) -> T) -> Self {
         ShardWalk {
             raw: RawIter::new(std::slice::from_ref(shard)),
             guard: epoch::pin(),
@@ -52,7 +53,7 @@ impl<'a, K, V, T> ShardWalk<'a, K, V, T> {
     }
 }
 
-impl<K, V, T> Iterator for ShardWalk<'_, K, V, T> {
+impl<K, V, T, L: Layout<K, V>> Iterator for ShardWalk<'_, K, V, L, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
@@ -65,7 +66,7 @@ impl<K, V, T> Iterator for ShardWalk<'_, K, V, T> {
 
 /// Drives one parallel walk over a map's shards.
 fn drive_shards<K, V, T, C>(
-    shards: &[CachePadded<Shard<K, V>>],
+    shards: &[CachePadded<Shard<K, V, L>>],
     project: fn(&K, &V) -> T,
     consumer: C,
 ) -> C::Result
@@ -94,8 +95,8 @@ where
 /// let iter: ParIter<'_, u32, u32> = map.par_iter();
 /// assert_eq!(iter.filter(|(k, v)| k == v).count(), 100);
 /// ```
-pub struct ParIter<'a, K, V> {
-    shards: &'a [CachePadded<Shard<K, V>>],
+pub struct ParIter<'a, K, V, L: Layout<K, V> = Stable> {
+    shards: &'a [CachePadded<Shard<K, V, L>>],
 }
 
 /// Parallel iterator over clones of a map's keys, from [`EpochMap::par_keys`].
@@ -107,8 +108,8 @@ pub struct ParIter<'a, K, V> {
 /// let map: EpochMap<u32, ()> = (0..100).map(|i| (i, ())).collect();
 /// assert_eq!(map.par_keys().sum::<u32>(), 4950);
 /// ```
-pub struct ParKeys<'a, K, V> {
-    shards: &'a [CachePadded<Shard<K, V>>],
+pub struct ParKeys<'a, K, V, L: Layout<K, V> = Stable> {
+    shards: &'a [CachePadded<Shard<K, V, L>>],
 }
 
 /// Parallel iterator over clones of a map's values, from [`EpochMap::par_values`].
@@ -120,8 +121,8 @@ pub struct ParKeys<'a, K, V> {
 /// let map: EpochMap<u32, String> = (0..3).map(|i| (i, "ab".repeat(i as usize))).collect();
 /// assert_eq!(map.par_values().map(|v| v.len()).sum::<usize>(), 6);
 /// ```
-pub struct ParValues<'a, K, V> {
-    shards: &'a [CachePadded<Shard<K, V>>],
+pub struct ParValues<'a, K, V, L: Layout<K, V> = Stable> {
+    shards: &'a [CachePadded<Shard<K, V, L>>],
 }
 
 macro_rules! debug_shard_walk {
@@ -138,7 +139,7 @@ macro_rules! debug_shard_walk {
 
 debug_shard_walk!(ParIter, ParKeys, ParValues);
 
-impl<K, V> ParallelIterator for ParIter<'_, K, V>
+impl<K, V, L: Layout<K, V>> ParallelIterator for ParIter<'_, K, V, L>
 where
     K: Clone + Send + Sync,
     V: Clone + Send + Sync,
@@ -150,7 +151,7 @@ where
     }
 }
 
-impl<K, V> ParallelIterator for ParKeys<'_, K, V>
+impl<K, V, L: Layout<K, V>> ParallelIterator for ParKeys<'_, K, V, L>
 where
     K: Clone + Send + Sync,
     V: Send + Sync,
@@ -162,7 +163,7 @@ where
     }
 }
 
-impl<K, V> ParallelIterator for ParValues<'_, K, V>
+impl<K, V, L: Layout<K, V>> ParallelIterator for ParValues<'_, K, V, L>
 where
     K: Send + Sync,
     V: Clone + Send + Sync,
@@ -174,7 +175,7 @@ where
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Send + Sync,
     V: Send + Sync,
@@ -194,7 +195,7 @@ where
     /// assert_eq!(sum, map.iter().map(|r| *r).sum());
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-    pub fn par_iter(&self) -> ParIter<'_, K, V> {
+    pub fn par_iter(&self) -> ParIter<'_, K, V, L> {
         ParIter {
             shards: &self.shards,
         }
@@ -212,7 +213,7 @@ where
     /// assert_eq!(keys, (0..1000).collect::<Vec<_>>());
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-    pub fn par_keys(&self) -> ParKeys<'_, K, V> {
+    pub fn par_keys(&self) -> ParKeys<'_, K, V, L> {
         ParKeys {
             shards: &self.shards,
         }
@@ -228,14 +229,14 @@ where
     /// assert_eq!(map.par_values().max(), Some(6));
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-    pub fn par_values(&self) -> ParValues<'_, K, V> {
+    pub fn par_values(&self) -> ParValues<'_, K, V, L> {
         ParValues {
             shards: &self.shards,
         }
     }
 }
 
-impl<K, V, S> EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
@@ -304,11 +305,11 @@ where
 /// assert_eq!(lens, (0..10).collect::<Vec<_>>());
 /// ```
 #[derive(Debug)]
-pub struct IntoParIter<K, V, S> {
-    map: EpochMap<K, V, S>,
+pub struct IntoParIter<K, V, S, L: Layout<K, V> = Stable> {
+    map: Map<K, V, S, L>,
 }
 
-impl<K: Send, V: Send, S: Send> ParallelIterator for IntoParIter<K, V, S> {
+impl<K: Send, V: Send, S: Send, L: Layout<K, V>> ParallelIterator for IntoParIter<K, V, S, L> {
     type Item = (K, V);
 
     fn drive_unindexed<C: UnindexedConsumer<(K, V)>>(self, consumer: C) -> C::Result {
@@ -336,11 +337,11 @@ impl<K: Send, V: Send, S: Send> ParallelIterator for IntoParIter<K, V, S> {
 /// assert_eq!(total, 10 + 90 * 2);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-impl<K: Send, V: Send, S: Send> IntoParallelIterator for EpochMap<K, V, S> {
+impl<K: Send, V: Send, S: Send, L: Layout<K, V>> IntoParallelIterator for Map<K, V, S, L> {
     type Item = (K, V);
-    type Iter = IntoParIter<K, V, S>;
+    type Iter = IntoParIter<K, V, S, L>;
 
-    fn into_par_iter(self) -> IntoParIter<K, V, S> {
+    fn into_par_iter(self) -> IntoParIter<K, V, S, L> {
         IntoParIter { map: self }
     }
 }
@@ -356,7 +357,7 @@ impl<K: Send, V: Send, S: Send> IntoParallelIterator for EpochMap<K, V, S> {
 /// assert_eq!(map.len(), 10_000);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-impl<K, V, S> ParallelExtend<(K, V)> for &EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> ParallelExtend<(K, V)> for &Map<K, V, S, L>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
@@ -366,7 +367,7 @@ where
     where
         I: IntoParallelIterator<Item = (K, V)>,
     {
-        let map: &EpochMap<K, V, S> = self;
+        let map: &Map<K, V, S, L> = self;
         // The inserts lock on other threads, which cannot see that this one holds a lock.
         Held::assert_not_holding(map.ctx().map_id);
         // One guard per rayon job, created on the worker that runs the job (`for_each_init` does
@@ -396,7 +397,7 @@ where
 /// assert_eq!(*map.get(&999).unwrap(), 1000);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-impl<K, V, S> ParallelExtend<(K, V)> for EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> ParallelExtend<(K, V)> for Map<K, V, S, L>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
@@ -421,7 +422,7 @@ where
 /// assert_eq!(*map.get(&100).unwrap(), 10_000);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-impl<K, V, S> FromParallelIterator<(K, V)> for EpochMap<K, V, S>
+impl<K, V, S, L: Layout<K, V>> FromParallelIterator<(K, V)> for Map<K, V, S, L>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,

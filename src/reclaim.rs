@@ -25,8 +25,9 @@
 use std::marker::PhantomData;
 
 use crate::entry::Entry;
+use crate::layout::Layout;
 use crate::owed::{self, Job};
-use crate::slab::{EntrySlab, Releaser};
+use crate::slab::EntrySlab;
 use crate::stats::Counters;
 use crate::sync::{epoch, Arc, AtomicBool, Ordering};
 use crate::table::Table;
@@ -152,25 +153,10 @@ impl Freed {
     }
 }
 
-/// Frees one retired entry into its slab, containing a panic from its `Drop`.
-///
-/// # Safety
-/// As for [`Releaser::free`]: `ptr` is a slot of the releaser's slab, owned by the caller, whose
-/// grace period has passed.
-unsafe fn free_entry<K, V>(
-    releaser: &mut Releaser<'_, K, V>,
-    ptr: *mut Entry<K, V>,
-    freed: &mut Freed,
-) {
-    // SAFETY: forwarded from this function's contract.
-    let panics = unsafe { releaser.free(ptr) };
-    freed.panics += panics.count;
-    freed.entries += 1;
-}
-
-/// Removed or replaced entries on their way to being freed.
-struct EntryJob<K, V> {
-    batch: Vec<SendPtr<Entry<K, V>, Entry<K, V>>>,
+/// Removed or replaced entries on their way to being freed: slab slots for `Stable`, retired
+/// slots of one table for `Inline`.
+struct EntryJob<K, V, L: Layout<K, V>> {
+    batch: Vec<L::Unlinked>,
     /// `batch.len()`, for `Counters::pending_entries` (the batch is consumed before the count
     /// goes down).
     entries: usize,
@@ -178,27 +164,44 @@ struct EntryJob<K, V> {
     counters: Arc<Counters>,
     /// The slab the entries live in, kept alive by the job even if the map is gone.
     slab: Arc<EntrySlab<K, V>>,
+    /// For an inline layout, the table the retired slots are in, which the job holds
+    /// (`Table::hold`) until it has freed them; null otherwise.
+    table: *mut Table<K, V, L>,
 }
 
-impl<K, V> EntryJob<K, V> {
+// SAFETY: the job owns the unlinked entries (and, inline, a hold on their table); running it on
+// another thread moves them there and drops them, which needs exactly `K: Send` and `V: Send`.
+unsafe impl<K: Send, V: Send, L: Layout<K, V>> Send for EntryJob<K, V, L> {}
+
+impl<K, V, L: Layout<K, V>> EntryJob<K, V, L> {
     fn run(self) {
         let mut releaser = self.slab.releaser();
         let mut freed = Freed::default();
-        for entry in self.batch {
+        for unlinked in self.batch {
             // SAFETY: the grace period has passed (jobs are created by deferred functions), the
-            // batch owns each entry exactly once, and the entries came from the shard's slab.
-            unsafe { free_entry(&mut releaser, entry.0, &mut freed) };
+            // batch owns each entry exactly once, the entries came from the shard's slab, and an
+            // inline batch holds its table.
+            let panics = unsafe { L::free_unlinked(unlinked, &mut releaser) };
+            freed.panics += panics.count;
+            freed.entries += 1;
         }
         // Returns the slots before the pending bytes go down, so a caller that waits for them
         // sees the slab's memory back too.
         drop(releaser);
         freed.fold_into(&self.counters);
+        if !self.table.is_null() {
+            // SAFETY: the job's hold keeps the table allocated until the call below.
+            unsafe { &*self.table }.note_released(self.entries);
+            // SAFETY: the job holds the table once and lets go once, here; the table was
+            // allocated as a crossbeam `Owned` and retired or drained before its last holder goes.
+            unsafe { unhold_table(self.table, &self.counters) };
+        }
         Counters::sub(&self.counters.backlog.pending_entries, self.entries);
         self.counters.sub_pending(self.bytes);
     }
 }
 
-impl<K: Send, V: Send> Job for EntryJob<K, V> {
+impl<K: Send, V: Send, L: Layout<K, V>> Job for EntryJob<K, V, L> {
     fn run_boxed(self: Box<Self>) {
         (*self).run();
     }
@@ -211,11 +214,13 @@ impl<K: Send, V: Send> Job for EntryJob<K, V> {
 /// it (see the `background` module).
 ///
 /// # Safety
-/// Every pointer in `batch` was unlinked from its table before `guard` called this (so every reader
-/// that could still see it is pinned now, and the grace period covers it), and is owned by the batch.
-pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
+/// Every entry in `batch` was unlinked from `table` (the shard's current table, whose lock the
+/// caller holds) before `guard` called this (so every reader that could still see it is pinned
+/// now, and the grace period covers it), and is owned by the batch.
+pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static, L: Layout<K, V>>(
     guard: &epoch::Guard,
-    batch: Vec<*mut Entry<K, V>>,
+    batch: Vec<L::Unlinked>,
+    table: &Table<K, V, L>,
     mode: ReclaimMode,
     counters: &Arc<Counters>,
     slab: &Arc<EntrySlab<K, V>>,
@@ -223,17 +228,25 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
     if batch.is_empty() {
         return;
     }
+    let table = if L::INLINE {
+        // The slots are in the table's memory: hold it until the job has freed them.
+        table.hold();
+        std::ptr::from_ref(table).cast_mut()
+    } else {
+        std::ptr::null_mut()
+    };
     // Boxed here, once: the closure below then captures two words, which crossbeam stores inline
     // in its bag (a larger closure it boxes itself), and the reclaimer's queue takes the same box.
     // Relaxed: a statistic and the backpressure heuristic (see `Backpressure`); the job's
     // decrement can only run after the deferral below, so it never precedes this increment.
     Counters::add(&counters.backlog.pending_entries, batch.len());
-    let job = Box::new(EntryJob {
+    let job = Box::new(EntryJob::<K, V, L> {
         entries: batch.len(),
         bytes: batch.len() * Entry::<K, V>::BYTES,
-        batch: batch.into_iter().map(SendPtr::new).collect(),
+        batch,
         counters: Arc::clone(counters),
         slab: Arc::clone(slab),
+        table,
     });
     let free = move || match mode {
         ReclaimMode::Background => background::enqueue(job, false),
@@ -247,17 +260,20 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static>(
 /// Whether a retired table's entries die with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Retire {
-    /// Growth or shrink: the successor owns the entries; free the arrays only.
+    /// Growth or shrink of `Stable`: the successor owns the entries; free the arrays only.
     Shell,
-    /// Clear: drop every entry, then free the arrays.
+    /// Clear, and growth or shrink of `Inline` (whose successor holds copies): drop every entry
+    /// the table holds, then free the arrays.
     Full,
 }
 
 /// A retired table on its way to being freed.
-struct TableJob<K, V> {
-    table: Box<Table<K, V>>,
+struct TableJob<K, V, L: Layout<K, V>> {
+    table: *mut Table<K, V, L>,
     kind: Retire,
-    bytes: usize,
+    /// Pending bytes of the entries a full retire drops (the table's own are taken off by
+    /// whoever frees it, `unhold_table`).
+    entry_bytes: usize,
     counters: Arc<Counters>,
     /// The slab a full retire's entries live in.
     slab: Arc<EntrySlab<K, V>>,
@@ -265,14 +281,14 @@ struct TableJob<K, V> {
 
 // SAFETY: the job owns the table and (for a full retire) its entries; moving them to the thread
 // that frees them needs `K: Send` and `V: Send`, which the bounds require.
-unsafe impl<K: Send, V: Send> Send for TableJob<K, V> {}
+unsafe impl<K: Send, V: Send, L: Layout<K, V>> Send for TableJob<K, V, L> {}
 
-impl<K, V> TableJob<K, V> {
+impl<K, V, L: Layout<K, V>> TableJob<K, V, L> {
     fn run(self) {
         let TableJob {
             table,
             kind,
-            bytes,
+            entry_bytes,
             counters,
             slab,
         } = self;
@@ -280,32 +296,68 @@ impl<K, V> TableJob<K, V> {
             let mut releaser = slab.releaser();
             let mut freed = Freed::default();
             let free = |entry| {
-                // SAFETY: entries of this shard live in its slab; each is handed over once.
-                unsafe { free_entry(&mut releaser, entry, &mut freed) }
+                // SAFETY: each entry is handed over once, by a table the job owns; a `Stable`
+                // entry lives in this shard's slab.
+                let panics = unsafe { L::free_taken(entry, &mut releaser) };
+                freed.panics += panics.count;
+                freed.entries += 1;
             };
-            // SAFETY: the job owns the table (grace period passed, no writer can reach it).
-            let counts = unsafe { table.drain_entries(free) };
+            // SAFETY: the job owns the table (grace period passed, no writer can reach it). The
+            // retired slots of an inline table are not its to free: their batches do that.
+            let counts = unsafe { (*table).drain_entries(free) };
             drop(releaser);
             freed.fold_into(&counters);
             Counters::bump(&counters.reclaimed.buckets_scanned, counts.scanned);
             Counters::bump(&counters.reclaimed.buckets_skipped, counts.skipped);
+            counters.sub_pending(entry_bytes);
         }
-        let table_bytes = table.bytes();
-        drop(table);
-        // Relaxed, both: statistics. They come before the `Release` below, which publishes them
-        // with the frees: a caller whose `wait_for_reclamation` reads the last decrement sees
-        // every count of what it waited for (loom: `a_wait_that_returns_true_sees_the_counts_...`;
-        // the count once came after it, and a fuzzed run saw 9 tables retired, 8 reclaimed).
-        Counters::sub(&counters.backlog.retired_table_bytes, table_bytes);
-        Counters::bump(&counters.reclaimed.tables_reclaimed, 1);
-        counters.sub_pending(bytes);
+        // SAFETY: the job is the table's owner and lets go once, here.
+        unsafe { unhold_table(table, &counters) };
     }
 }
 
-impl<K: Send, V: Send> Job for TableJob<K, V> {
+impl<K: Send, V: Send, L: Layout<K, V>> Job for TableJob<K, V, L> {
     fn run_boxed(self: Box<Self>) {
         (*self).run();
     }
+}
+
+/// Lets go of one hold on a table that has left its shard (see `Table::hold`); the last holder
+/// frees it and takes its bytes off the backlog, where it was counted when it left.
+///
+/// # Safety
+/// The caller holds `table` once and does not touch it again; it was allocated as a crossbeam
+/// `Owned` and is counted in `retired_table_bytes` and `pending_bytes` (`retire_table`, or
+/// `count_as_retired` for a drained or dropped table).
+pub(crate) unsafe fn unhold_table<K, V, L: Layout<K, V>>(
+    table: *mut Table<K, V, L>,
+    counters: &Counters,
+) {
+    // SAFETY: our hold keeps it allocated.
+    if !unsafe { &*table }.unhold() {
+        return;
+    }
+    // SAFETY: the last holder, after every other's release (`unhold`'s AcqRel): we own it.
+    let table = unsafe { epoch::Shared::from(table as *const Table<K, V, L>).into_owned() };
+    let table_bytes = table.bytes();
+    drop(table);
+    // Relaxed, both: statistics. They come before the `Release` below, which publishes them
+    // with the frees: a caller whose `wait_for_reclamation` reads the last decrement sees
+    // every count of what it waited for (loom: `a_wait_that_returns_true_sees_the_counts_...`;
+    // the count once came after it, and a fuzzed run saw 9 tables retired, 8 reclaimed).
+    Counters::sub(&counters.backlog.retired_table_bytes, table_bytes);
+    Counters::bump(&counters.reclaimed.tables_reclaimed, 1);
+    counters.sub_pending(table_bytes);
+}
+
+/// Counts a table that left its shard other than by `retire_table` (drained, or its map
+/// dropped) as retired, for [`unhold_table`]: an inline table may outlive its owner, held by
+/// batches of retired slots, and whichever of them frees it takes these counts off again.
+pub(crate) fn count_as_retired<K, V, L: Layout<K, V>>(table: &Table<K, V, L>, counters: &Counters) {
+    let bytes = table.bytes();
+    Counters::add(&counters.backlog.pending_bytes, bytes);
+    Counters::add(&counters.backlog.retired_table_bytes, bytes);
+    Counters::bump(&counters.tables_retired, 1);
 }
 
 /// Retires `table`, which the caller has just unlinked from its shard. The caller flushes the
@@ -317,9 +369,9 @@ impl<K: Send, V: Send> Job for TableJob<K, V> {
 /// `table` was allocated as a crossbeam `Owned`, was unlinked (swapped out of its shard under the
 /// shard lock) before `guard` called this, and is retired exactly once. For [`Retire::Full`] no other
 /// table holds its entries; for [`Retire::Shell`] the successor does.
-pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
+pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static, L: Layout<K, V>>(
     guard: &epoch::Guard,
-    table: *mut Table<K, V>,
+    table: *mut Table<K, V, L>,
     kind: Retire,
     entries: usize,
     mode: ReclaimMode,
@@ -328,25 +380,24 @@ pub(crate) unsafe fn retire_table<K: Send + 'static, V: Send + 'static>(
 ) {
     // SAFETY: the caller just unlinked it; it is alive until the grace period ends.
     let table_bytes = unsafe { &*table }.bytes();
-    let bytes = match kind {
-        Retire::Shell => table_bytes,
-        Retire::Full => table_bytes + entries * Entry::<K, V>::BYTES,
+    let entry_bytes = match kind {
+        Retire::Shell => 0,
+        Retire::Full => entries * L::ENTRY_BYTES_OUTSIDE,
     };
-    Counters::add(&counters.backlog.pending_bytes, bytes);
+    Counters::add(&counters.backlog.pending_bytes, table_bytes + entry_bytes);
     Counters::add(&counters.backlog.retired_table_bytes, table_bytes);
     Counters::bump(&counters.tables_retired, 1);
-    let ptr: SendPtr<Table<K, V>, Entry<K, V>> = SendPtr::new(table);
+    let ptr: SendPtr<Table<K, V, L>, Entry<K, V>> = SendPtr::new(table);
     let counters = Arc::clone(counters);
     let slab = Arc::clone(slab);
     let reclaim = move || {
         let ptr = ptr;
-        // SAFETY: this runs after the grace period of an unlinked table that was allocated as a
-        // crossbeam `Owned` (i.e. a `Box`) and is retired once, so we are its only owner.
-        let table = unsafe { epoch::Shared::from(ptr.0 as *const Table<K, V>).into_owned() };
+        // This runs after the grace period of an unlinked table retired once, so the job is its
+        // owner.
         let job = TableJob {
-            table: table.into_box(),
+            table: ptr.0,
             kind,
-            bytes,
+            entry_bytes,
             counters,
             slab,
         };

@@ -34,6 +34,7 @@ use std::collections::HashSet;
 
 use crate::bucket::SLOTS;
 use crate::entry::Entry;
+use crate::layout::Layout;
 use crate::pinned::Pinned;
 use crate::table::Table;
 
@@ -97,7 +98,10 @@ impl Taken {
 ///
 /// # Safety
 /// `table` was loaded under a guard that outlives `'g`.
-unsafe fn draw<'g, K, V>(table: &'g Table<K, V>, rng: &mut SplitMix) -> Option<&'g Entry<K, V>> {
+unsafe fn draw<'g, K, V, L: Layout<K, V>>(
+    table: &'g Table<K, V, L>,
+    rng: &mut SplitMix,
+) -> Option<&'g Entry<K, V>> {
     let buckets = table.bucket_count();
     for _ in 0..ATTEMPTS {
         let bucket = rng.below(buckets);
@@ -128,7 +132,7 @@ unsafe fn draw<'g, K, V>(table: &'g Table<K, V>, rng: &mut SplitMix) -> Option<&
 }
 
 /// The full slots of `bucket` (below the bucket count) as a bit set, bit `i` for slot `i`.
-fn full_slots<K, V>(table: &Table<K, V>, bucket: usize) -> u8 {
+fn full_slots<K, V, L: Layout<K, V>>(table: &Table<K, V, L>, bucket: usize) -> u8 {
     table
         .load_ctrl(bucket)
         .full()
@@ -143,7 +147,7 @@ fn nth_set_bit(mut bits: u8, n: usize) -> usize {
     bits.trailing_zeros() as usize
 }
 
-impl<K, V, S> Pinned<'_, K, V, S> {
+impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L> {
     /// Up to `n` distinct entries chosen at random, close to uniformly over all entries whatever
     /// the shard sizes: the basis of sampled LRU/LFU eviction. Lock-free, like [`get`](Self::get):
     /// it reads under this `Pinned`'s guard, takes no lock and writes no shared memory.

@@ -36,6 +36,7 @@ use std::hash::{BuildHasher, Hash};
 
 use crate::bucket::Control;
 use crate::entry::Entry;
+use crate::layout::Layout;
 use crate::pinned::Pinned;
 use crate::table::Table;
 
@@ -120,7 +121,7 @@ impl From<u64> for ScanCursor {
     }
 }
 
-impl<K, V, S> Pinned<'_, K, V, S>
+impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L>
 where
     K: Hash + Eq,
     S: BuildHasher,
@@ -246,7 +247,7 @@ where
     /// `table` was loaded under `self.guard`.
     unsafe fn visit<'g>(
         &'g self,
-        table: &'g Table<K, V>,
+        table: &'g Table<K, V, L>,
         home: usize,
         out: &mut Vec<(&'g K, &'g V)>,
     ) {
@@ -279,7 +280,7 @@ where
     /// As for [`visit`](Self::visit).
     unsafe fn collect<'g>(
         &'g self,
-        table: &'g Table<K, V>,
+        table: &'g Table<K, V, L>,
         index: usize,
         ctrl: Control,
         home: usize,

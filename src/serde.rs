@@ -9,7 +9,8 @@ use std::marker::PhantomData;
 use ::serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use ::serde::ser::{Serialize, Serializer};
 
-use crate::EpochMap;
+use crate::layout::{Layout, Stable};
+use crate::Map;
 
 /// Serializes the entries as a map.
 ///
@@ -27,7 +28,7 @@ use crate::EpochMap;
 /// assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"answer":42}"#);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-impl<K: Serialize + Hash + Eq, V: Serialize, S> Serialize for EpochMap<K, V, S> {
+impl<K: Serialize + Hash + Eq, V: Serialize, S, L: Layout<K, V>> Serialize for Map<K, V, S, L> {
     fn serialize<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
         let pinned = self.pin();
         serializer.collect_map(unique_keys(pinned.iter()))
@@ -62,7 +63,7 @@ fn unique_keys<'a, K: Hash + Eq, V>(
 /// assert_eq!(*map.get("b").unwrap(), 2);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-impl<'de, K, V, S> Deserialize<'de> for EpochMap<K, V, S>
+impl<'de, K, V, S, L: Layout<K, V>> Deserialize<'de> for Map<K, V, S, L>
 where
     K: Deserialize<'de> + Hash + Eq + Send + 'static,
     V: Deserialize<'de> + Send + 'static,
@@ -74,7 +75,7 @@ where
 }
 
 /// Builds an `EpochMap<K, V, S>`; `fn() -> _` keeps the visitor `Send`/`Sync` whatever K, V, S are.
-type Makes<K, V, S> = fn() -> EpochMap<K, V, S>;
+type Makes<K, V, S> = fn() -> Map<K, V, S, L>;
 
 struct MapVisitor<K, V, S>(PhantomData<Makes<K, V, S>>);
 
@@ -84,7 +85,7 @@ where
     V: Deserialize<'de> + Send + 'static,
     S: BuildHasher + Default,
 {
-    type Value = EpochMap<K, V, S>;
+    type Value = Map<K, V, S, L>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map")

@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::entry::Entry;
 use crate::flight::Pending;
+use crate::layout::{Layout, Stable};
 use crate::reclaim::{self, Backpressure, ReclaimMode, Retire, ENTRY_BATCH};
 use crate::reentrancy::Held;
 use crate::reserve::TryReserveError;
@@ -40,9 +41,9 @@ const SHRINK_MIN_BUCKETS: usize = 8;
 const SHRINK_MIN_BUCKETS: usize = 1;
 
 /// A table a shard handed to `drain`, with its entries (see `Shard::take_table`).
-pub(crate) struct Taken<K, V> {
+pub(crate) struct Taken<K, V, L: Layout<K, V> = Stable> {
     /// Swapped out of its shard; allocated as a crossbeam `Owned`.
-    pub(crate) table: *mut Table<K, V>,
+    pub(crate) table: *mut Table<K, V, L>,
     /// Entries it holds (the shard's `len` at the swap).
     pub(crate) entries: usize,
     /// Its bytes, as `Table::bytes` counts them.
@@ -111,20 +112,20 @@ impl<K, V> Copy for Slot<'_, K, V> {}
 /// another shard lock (this write came from code running under it), the jobs are owed until it
 /// releases that one too (`reclaim::run_or_owe`). Then, over the map's backpressure bounds, the
 /// writer helps free what is pending (`reclaim::relieve`).
-pub(crate) struct ShardWriter<'s, 'g, K, V> {
-    shard: &'s Shard<K, V>,
+pub(crate) struct ShardWriter<'s, 'g, K, V, L: Layout<K, V> = Stable> {
+    shard: &'s Shard<K, V, L>,
     ctx: &'s Ctx<'s>,
     guard: &'g epoch::Guard,
-    table: &'g Table<K, V>,
+    table: &'g Table<K, V, L>,
     /// Released in `Drop`, before the flush (or earlier by `unlock_drop_and_resume`).
-    locked: ManuallyDrop<Locked<'s, K, V>>,
+    locked: ManuallyDrop<Locked<'s, K, V, L>>,
     /// `locked` was already released: a panic is unwinding through this handle.
     released: bool,
     /// Set when this write handed garbage to the epoch, which must be flushed after unlocking.
     flush: bool,
 }
 
-impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
+impl<K, V, L: Layout<K, V>> Drop for ShardWriter<'_, '_, K, V, L> {
     #[inline]
     fn drop(&mut self) {
         if !self.released {
@@ -138,9 +139,13 @@ impl<K, V> Drop for ShardWriter<'_, '_, K, V> {
 }
 
 /// State only the lock holder touches.
-struct Writer<K, V> {
+struct Writer<K, V, L: Layout<K, V>> {
     /// Unlinked entries waiting to be handed to the epoch as one batch.
-    garbage: Vec<*mut Entry<K, V>>,
+    garbage: Vec<L::Unlinked>,
+    /// For an inline layout, the slots of the current table unlinked since it was published:
+    /// with the table's count of those released, the slots still reserved (see
+    /// [`ShardWriter::reserved`]).
+    unlinked: usize,
     /// Slots for new entries, taken from the shard's slab a few at a time.
     cache: SlabCache,
     /// Loads in flight for keys of this shard (`src/load.rs`): registered and completed under
@@ -150,7 +155,7 @@ struct Writer<K, V> {
 
 // SAFETY: the garbage pointers are owned entries, moved between threads only together with the lock
 // that guards them; `Shard` is only shared when `K` and `V` are `Send` (see `EpochMap`'s impls).
-unsafe impl<K: Send, V: Send> Send for Writer<K, V> {}
+unsafe impl<K: Send, V: Send, L: Layout<K, V>> Send for Writer<K, V, L> {}
 
 /// One shard. Laid out so that what readers load is never on a line that writers write (issue 19):
 /// `table`, the one field a reader touches, shares its line only with fields written once, at
@@ -161,32 +166,75 @@ unsafe impl<K: Send, V: Send> Send for Writer<K, V> {}
 /// `layout_keeps_the_table_pointer_off_the_writers_lines` pins this down. `repr(C)` keeps the
 /// order: the reader's line first, the writers' after it.
 #[repr(C)]
-pub(crate) struct Shard<K, V> {
-    table: epoch::Atomic<Table<K, V>>,
+pub(crate) struct Shard<K, V, L: Layout<K, V> = Stable> {
+    table: epoch::Atomic<Table<K, V, L>>,
     /// The fewest buckets an automatic shrink leaves: the size the shard was built with, or
     /// [`SHRINK_MIN_BUCKETS`] if that is more.
     floor: usize,
     /// Where this shard's entries live; shared with the reclamation jobs that free them.
     slab: Arc<EntrySlab<K, V>>,
     /// What writers write.
-    hot: CachePadded<WriterSide<K, V>>,
+    hot: CachePadded<WriterSide<K, V, L>>,
 }
 
 /// The part of a shard that writes change, apart from the table pointer readers load.
-struct WriterSide<K, V> {
-    writer: Mutex<Writer<K, V>>,
+struct WriterSide<K, V, L: Layout<K, V>> {
+    writer: Mutex<Writer<K, V, L>>,
     len: AtomicUsize,
     buckets: AtomicUsize,
     garbage_len: AtomicUsize,
 }
 
+/// A table a lock holder is building to replace the current one (growth, shrink, `fit`). If the
+/// build unwinds (a `Clone` or the hasher panicked), an inline table holds clones that must be
+/// dropped, but not here under the lock (no user `Drop` runs under it): it is retired through
+/// the epoch like a cleared table. A `Stable` table holds pointers to entries the current table
+/// still owns, so only its arrays are freed.
+struct Unpublished<'a, 'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> {
+    table: Option<epoch::Owned<Table<K, V, L>>>,
+    shard: &'a Shard<K, V, L>,
+    ctx: &'a Ctx<'a>,
+    guard: &'g epoch::Guard,
+}
+
+impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Unpublished<'_, '_, K, V, L> {
+    /// The finished table, to publish.
+    fn into_inner(mut self) -> epoch::Owned<Table<K, V, L>> {
+        self.table.take().expect("taken once")
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Drop for Unpublished<'_, '_, K, V, L> {
+    fn drop(&mut self) {
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        if L::INLINE {
+            let table = table.into_shared(self.guard).as_raw() as *mut Table<K, V, L>;
+            // SAFETY: never published, so no reader or writer can reach it, and the clones it
+            // holds are in no other table: a full retire, handed over once.
+            unsafe {
+                reclaim::retire_table(
+                    self.guard,
+                    table,
+                    Retire::Full,
+                    0,
+                    self.ctx.mode,
+                    self.ctx.counters,
+                    &self.shard.slab,
+                )
+            };
+        }
+    }
+}
+
 /// The shard lock, registered with the re-entrancy detector.
-struct Locked<'s, K, V> {
-    writer: MutexGuard<'s, Writer<K, V>>,
+struct Locked<'s, K, V, L: Layout<K, V>> {
+    writer: MutexGuard<'s, Writer<K, V, L>>,
     _held: Held,
 }
 
-impl<K, V> Shard<K, V> {
+impl<K, V, L: Layout<K, V>> Shard<K, V, L> {
     /// A shard with an empty table of `buckets` buckets, or `None` if the allocator refused it.
     pub(crate) fn try_new(buckets: usize, counters: &Counters) -> Option<Self> {
         let table = Table::try_new(buckets).ok()?;
@@ -198,6 +246,7 @@ impl<K, V> Shard<K, V> {
             hot: CachePadded::new(WriterSide {
                 writer: Mutex::new(Writer {
                     garbage: Vec::new(),
+                    unlinked: 0,
                     cache: SlabCache::new(),
                     pending: Pending::new(),
                 }),
@@ -230,7 +279,7 @@ impl<K, V> Shard<K, V> {
 
     /// The current table, for a lock-free reader.
     #[inline]
-    pub(crate) fn current<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V> {
+    pub(crate) fn current<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V, L> {
         // Acquire pairs with the Release store that published this table (construction, growth or
         // clear): its buckets and everything they point to are initialised before we probe.
         let table = self.table.load(Ordering::Acquire, guard);
@@ -257,7 +306,7 @@ impl<K, V> Shard<K, V> {
     }
 
     #[inline]
-    fn lock(&self, ctx: &Ctx<'_>) -> Locked<'_, K, V> {
+    fn lock(&self, ctx: &Ctx<'_>) -> Locked<'_, K, V, L> {
         let held = Held::enter(ctx.map_id, self as *const Self as usize, ctx.call);
         Locked {
             writer: lock(&self.hot.writer),
@@ -267,7 +316,7 @@ impl<K, V> Shard<K, V> {
 
     /// The table a lock holder writes to.
     #[inline]
-    fn current_locked<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V> {
+    fn current_locked<'g>(&self, guard: &'g epoch::Guard) -> &'g Table<K, V, L> {
         // Relaxed: the pointer is only stored under the lock the caller holds, so the lock orders
         // the last store before this load.
         let table = self.table.load(Ordering::Relaxed, guard);
@@ -276,14 +325,14 @@ impl<K, V> Shard<K, V> {
     }
 }
 
-impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
+impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
     /// Takes the shard's writer lock for one write, under `guard`.
     #[inline]
     pub(crate) fn writer<'s, 'g>(
         &'s self,
         ctx: &'s Ctx<'s>,
         guard: &'g epoch::Guard,
-    ) -> ShardWriter<'s, 'g, K, V> {
+    ) -> ShardWriter<'s, 'g, K, V, L> {
         let locked = ManuallyDrop::new(self.lock(ctx));
         ShardWriter {
             table: self.current_locked(guard),
@@ -306,9 +355,12 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         &self,
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
-        locked: &mut Locked<'_, K, V>,
-        entry: *mut Entry<K, V>,
+        locked: &mut Locked<'_, K, V, L>,
+        entry: L::Unlinked,
     ) -> bool {
+        if L::INLINE {
+            locked.writer.unlinked += 1;
+        }
         let garbage = &mut locked.writer.garbage;
         garbage.push(entry);
         if garbage.len() >= ENTRY_BATCH {
@@ -321,15 +373,21 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 
     /// Hands the pending batch to the epoch; the caller flushes the guard.
-    fn retire_garbage(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, locked: &mut Locked<'_, K, V>) {
+    fn retire_garbage(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &epoch::Guard,
+        locked: &mut Locked<'_, K, V, L>,
+    ) {
         // Pre-sized: the next batch fills to `ENTRY_BATCH` without regrowing.
         let batch = std::mem::replace(&mut locked.writer.garbage, Vec::with_capacity(ENTRY_BATCH));
         let bytes = batch.len() * Entry::<K, V>::BYTES;
         Counters::add(&ctx.counters.backlog.pending_bytes, bytes);
         self.hot.garbage_len.store(0, Ordering::Relaxed);
-        // SAFETY: every entry in the batch was unlinked under the lock before this call, and the
-        // batch is their only owner.
-        unsafe { reclaim::retire_entries(guard, batch, ctx.mode, ctx.counters, &self.slab) };
+        let table = self.current_locked(guard);
+        // SAFETY: every entry in the batch was unlinked from the current table under the lock we
+        // hold, before this call, and the batch is their only owner.
+        unsafe { reclaim::retire_entries(guard, batch, table, ctx.mode, ctx.counters, &self.slab) };
     }
 
     /// Hands this shard's partial batch of removed entries to the epoch now; the caller flushes
@@ -342,29 +400,43 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 
     /// Builds a table of `buckets` buckets holding the current entries, publishes it and retires the
-    /// old array as a shell. Caller holds the lock, and flushes the guard after releasing it.
+    /// old one. Caller holds the lock, and flushes the guard after releasing it.
     fn resize<'g>(
         &self,
         ctx: &Ctx<'_>,
         guard: &'g epoch::Guard,
-        old: &'g Table<K, V>,
+        locked: &mut Locked<'_, K, V, L>,
+        old: &'g Table<K, V, L>,
         buckets: usize,
         hasher: &dyn Fn(&K) -> u64,
-    ) -> &'g Table<K, V> {
-        self.rehash_into(ctx, guard, old, Table::new(buckets), hasher)
+    ) -> &'g Table<K, V, L> {
+        self.rehash_into(ctx, guard, locked, old, Table::new(buckets), hasher)
     }
 
     /// The body of [`Shard::resize`], for a table the caller has already allocated (`fit` uses
     /// `Table::try_new`, so that a failed allocation is an error rather than an abort).
+    ///
+    /// `Stable` moves each entry's pointer and retires the old array as a shell. `Inline` clones
+    /// each entry (`Layout::relocate`): readers may still read the old copies, which are dropped
+    /// with the old table after the grace period (a full retire). If a `Clone` (or `hasher`)
+    /// panics, nothing has changed: the unpublished table goes, and the clones it holds are
+    /// dropped by the reclaimer, never under this lock.
     fn rehash_into<'g>(
         &self,
         ctx: &Ctx<'_>,
         guard: &'g epoch::Guard,
-        old: &'g Table<K, V>,
-        fresh: Table<K, V>,
+        locked: &mut Locked<'_, K, V, L>,
+        old: &'g Table<K, V, L>,
+        fresh: Table<K, V, L>,
         hasher: &dyn Fn(&K) -> u64,
-    ) -> &'g Table<K, V> {
-        let fresh = epoch::Owned::new(fresh);
+    ) -> &'g Table<K, V, L> {
+        let fresh = Unpublished {
+            table: Some(epoch::Owned::new(fresh)),
+            shard: self,
+            ctx,
+            guard,
+        };
+        let table = fresh.table.as_ref().expect("set above");
         old.for_each_occupied(|index| {
             for (slot, entry) in old.entries_in(index) {
                 // Called only when the entry's placement cannot say where it goes (see
@@ -372,15 +444,25 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
                 // entries still belong to `old`.
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
                 let hash = || hasher(unsafe { &(*entry).key });
+                // SAFETY: `slot` is full (`entries_in`) and we hold the lock.
+                let moved = unsafe { L::relocate(old.line(index), slot) };
                 // `fresh` is unpublished (we are its only writer), keys are distinct, the fresh
                 // table was sized to hold every entry below the load threshold, `old` is locked.
                 // SAFETY: so `insert_moved`'s contract holds.
-                unsafe { fresh.insert_moved(old, index, slot, entry, hash) };
+                unsafe { table.insert_moved(old, index, slot, moved, hash) };
             }
         });
-        // SAFETY: the lock is held, `fresh` holds every entry of the current table, so the old
-        // array is retired as a shell.
-        unsafe { self.publish(ctx, guard, fresh, Retire::Shell, 0) }
+        let fresh = fresh.into_inner();
+        let len = self.hot.len.load(Ordering::Relaxed);
+        let kind = if L::INLINE {
+            Retire::Full
+        } else {
+            Retire::Shell
+        };
+        // SAFETY: the lock is held; `fresh` holds every entry of the current table, moved
+        // (`Stable`: the old array is a shell) or copied (`Inline`: the old copies, `len` of
+        // them, die with it).
+        unsafe { self.publish(ctx, guard, locked, fresh, kind, len) }
     }
 
     /// Publishes `fresh` as the shard's table and retires the one it replaces as `kind`, keeping
@@ -388,16 +470,18 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     ///
     /// # Safety
     /// The caller holds the shard lock. For [`Retire::Shell`], `fresh` holds every entry of the
-    /// current table; for [`Retire::Full`], it holds none of them and `entries` is how many the
-    /// current table holds.
+    /// current table; for [`Retire::Full`], it holds none of them (or, inline, copies) and
+    /// `entries` is how many the current table holds.
     unsafe fn publish<'g>(
         &self,
         ctx: &Ctx<'_>,
         guard: &'g epoch::Guard,
-        fresh: epoch::Owned<Table<K, V>>,
+        locked: &mut Locked<'_, K, V, L>,
+        fresh: epoch::Owned<Table<K, V, L>>,
         kind: Retire,
         entries: usize,
-    ) -> &'g Table<K, V> {
+    ) -> &'g Table<K, V, L> {
+        self.leave_current(ctx, guard, locked);
         let buckets = fresh.bucket_count();
         let new_bytes = fresh.bytes();
         let fresh = fresh.into_shared(guard);
@@ -413,7 +497,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         unsafe {
             reclaim::retire_table(
                 guard,
-                old.as_raw() as *mut Table<K, V>,
+                old.as_raw() as *mut Table<K, V, L>,
                 kind,
                 entries,
                 ctx.mode,
@@ -425,11 +509,23 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         unsafe { fresh.deref() }
     }
 
+    /// Before the current table is swapped out: an inline layout's batch of retired slots points
+    /// into it, so it is retired now, holding the table; and the new table starts with no slot
+    /// reserved. (`Stable`'s batch holds slab slots, which outlive any table: it fills on.)
+    fn leave_current(&self, ctx: &Ctx<'_>, guard: &epoch::Guard, locked: &mut Locked<'_, K, V, L>) {
+        if L::INLINE {
+            if !locked.writer.garbage.is_empty() {
+                self.retire_garbage(ctx, guard, locked);
+            }
+            locked.writer.unlinked = 0;
+        }
+    }
+
     /// Whether a table holding `len` entries is sparse enough for an automatic shrink (see
     /// [`SHRINK_BELOW`]); the check every removal makes, so it is a few arithmetic instructions
     /// on the table's bucket count.
     #[inline]
-    fn too_sparse(&self, table: &Table<K, V>, len: usize) -> bool {
+    fn too_sparse(&self, table: &Table<K, V, L>, len: usize) -> bool {
         len < table.max_len() / SHRINK_BELOW && table.bucket_count() > self.floor
     }
 
@@ -445,19 +541,20 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         &self,
         ctx: &Ctx<'_>,
         guard: &'g epoch::Guard,
-        table: &'g Table<K, V>,
+        locked: &mut Locked<'_, K, V, L>,
+        table: &'g Table<K, V, L>,
         len: usize,
         hasher: &dyn Fn(&K) -> u64,
-    ) -> Option<&'g Table<K, V>> {
+    ) -> Option<&'g Table<K, V, L>> {
         let buckets = len
             .checked_mul(SHRINK_TO)
-            .and_then(Table::<K, V>::buckets_for)?
+            .and_then(Table::<K, V, L>::buckets_for)?
             .max(self.floor);
         if buckets >= table.bucket_count() {
             return None;
         }
         let fresh = Table::try_new(buckets).ok()?;
-        Some(self.rehash_into(ctx, guard, table, fresh, hasher))
+        Some(self.rehash_into(ctx, guard, locked, table, fresh, hasher))
     }
 
     /// Resizes the table to fit `len.max(at_least)` entries if that means growing (`grow`) or
@@ -472,18 +569,18 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         grow: bool,
         shrink: bool,
     ) -> Result<(), TryReserveError> {
-        let locked = self.lock(ctx);
+        let mut locked = self.lock(ctx);
         let table = self.current_locked(guard);
         let len = self.hot.len.load(Ordering::Relaxed);
         let buckets = len
             .checked_add(at_least.saturating_sub(len))
-            .and_then(Table::<K, V>::buckets_for)
+            .and_then(Table::<K, V, L>::buckets_for)
             .ok_or(TryReserveError::CapacityOverflow)?;
         let current = table.bucket_count();
         if (grow && buckets > current) || (shrink && buckets < current) {
             let fresh =
                 Table::try_new(buckets).map_err(|layout| TryReserveError::AllocError { layout })?;
-            self.rehash_into(ctx, guard, table, fresh, hasher);
+            self.rehash_into(ctx, guard, &mut locked, table, fresh, hasher);
             drop(locked);
             ctx.flush_and_relieve(guard);
         }
@@ -503,7 +600,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         let fresh = epoch::Owned::new(Table::new(buckets));
         // SAFETY: the lock is held and the fresh table is empty; no other live table holds the
         // old one's `len` entries (growth moves entries, it never shares them between tables).
-        unsafe { self.publish(ctx, guard, fresh, Retire::Full, len) };
+        unsafe { self.publish(ctx, guard, &mut locked, fresh, Retire::Full, len) };
         self.hot.len.store(0, Ordering::Relaxed);
         if !locked.writer.garbage.is_empty() {
             self.retire_garbage(ctx, guard, &mut locked);
@@ -528,7 +625,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         ctx: &Ctx<'_>,
         guard: &epoch::Guard,
         held: &crate::stats::DrainHeld,
-    ) -> Option<Taken<K, V>> {
+    ) -> Option<Taken<K, V, L>> {
         let mut locked = self.lock(ctx);
         let old = self.current_locked(guard);
         let len = self.hot.len.load(Ordering::Relaxed);
@@ -536,12 +633,13 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             if old.bucket_count() > 1 {
                 let fresh = epoch::Owned::new(Table::new(1));
                 // SAFETY: the lock is held, the fresh table is empty and so is the old one.
-                unsafe { self.publish(ctx, guard, fresh, Retire::Full, 0) };
+                unsafe { self.publish(ctx, guard, &mut locked, fresh, Retire::Full, 0) };
             }
             None
         } else {
             let fresh = epoch::Owned::new(Table::new(1));
             let new_bytes = fresh.bytes();
+            self.leave_current(ctx, guard, &mut locked);
             let fresh = fresh.into_shared(guard);
             // Release, as in `publish`: readers that acquire the new pointer see the empty table.
             let old = self.table.swap(fresh, Ordering::Release, guard);
@@ -552,11 +650,11 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
             Counters::sub(&ctx.counters.table_bytes, old_bytes);
             // Relaxed: statistics (the drain's own counters, see `Counters::drains`).
             held.total
-                .fetch_add(old_bytes + len * Entry::<K, V>::BYTES, Ordering::Relaxed);
+                .fetch_add(old_bytes + len * L::ENTRY_BYTES_OUTSIDE, Ordering::Relaxed);
             held.tables.fetch_add(old_bytes, Ordering::Relaxed);
             self.hot.len.store(0, Ordering::Relaxed);
             Some(Taken {
-                table: old.as_raw() as *mut Table<K, V>,
+                table: old.as_raw() as *mut Table<K, V, L>,
                 entries: len,
                 bytes: old_bytes,
                 slab: Arc::clone(&self.slab),
@@ -601,7 +699,9 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
         // After the walk, not during it: the walk reads `table`, which a shrink retires.
         let len = self.hot.len.load(Ordering::Relaxed);
         if self.too_sparse(table, len) {
-            flush |= self.shrink_to_len(ctx, guard, table, len, hasher).is_some();
+            flush |= self
+                .shrink_to_len(ctx, guard, &mut locked, table, len, hasher)
+                .is_some();
         }
         // After unlocking (see `ShardWriter`). If `keep` or `hasher` panicked, the batch waits in
         // this thread's bag for its next flush or collection instead.
@@ -612,7 +712,7 @@ impl<K: Send + 'static, V: Send + 'static> Shard<K, V> {
     }
 }
 
-impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
+impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 'g, K, V, L> {
     /// Looks `key` up in the current table.
     #[inline]
     pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<Slot<'g, K, V>>
@@ -640,34 +740,94 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Entry<K, V> {
         let len = self.shard.hot.len.load(Ordering::Relaxed);
-        if len >= self.table.max_len() {
-            // Growth runs `hasher` on other keys. If it panics nothing has changed yet, but `key`
-            // and `value` are ours: unwinding would drop them here, under the lock, and a `Drop`
-            // that writes to this map would then panic during a panic (an abort). So the panic is
-            // caught, the lock released, and only then are they dropped and the panic resumed.
-            let grown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let buckets = Table::<K, V>::buckets_for(len + 1)
-                    .expect("epochmap: capacity overflow")
-                    .max(self.table.bucket_count() * 2);
-                self.shard
-                    .resize(self.ctx, self.guard, self.table, buckets, hasher)
-            }));
-            match grown {
-                Ok(table) => {
-                    self.table = table;
-                    self.flush = true;
-                }
-                Err(payload) => self.unlock_drop_and_resume((key, value), payload),
-            }
-        }
+        let (key, value) = if self.needs_room(len) {
+            self.make_room(len, hasher, (key, value))
+        } else {
+            (key, value)
+        };
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
-        // insert); the table is below its load threshold after the growth check.
-        unsafe { self.table.insert_new(hash, entry) };
+        // insert); the table is below its load threshold after `make_room`, reserved slots
+        // included.
+        let entry = unsafe { self.table.insert_new(hash, entry) };
         self.shard.hot.len.store(len + 1, Ordering::Relaxed);
         // SAFETY: published under the lock; it can only be retired through the epoch after
         // `guard` (which outlives 'g) was pinned.
         unsafe { &*entry }
+    }
+
+    /// Slots of the current table that an inline layout still keeps retired (unlinked, not yet
+    /// released after their grace period): a writer cannot use them, so they count against the
+    /// load threshold with the live entries. Always 0 for `Stable`.
+    #[inline]
+    fn reserved(&self) -> usize {
+        if !L::INLINE {
+            return 0;
+        }
+        // Saturating: `released` only counts slots this count includes, but a wrap here would be
+        // a huge table for nothing.
+        self.locked
+            .writer
+            .unlinked
+            .saturating_sub(self.table.released())
+    }
+
+    /// Whether one more entry (an insert, or an inline replace, which publishes the new entry
+    /// before it retires the old) would pass the current table's load threshold, with `len` live
+    /// entries and the reserved slots. The check every insert makes: a comparison, plus (inline,
+    /// and only near the threshold) a load of the table's count of released slots.
+    #[inline]
+    fn needs_room(&self, len: usize) -> bool {
+        let max = self.table.max_len();
+        let unlinked = if L::INLINE {
+            self.locked.writer.unlinked
+        } else {
+            0
+        };
+        len + unlinked >= max && len + self.reserved() >= max
+    }
+
+    /// Rebuilds the table so that one more entry fits, for a write that owns `owned` (the user's
+    /// key and value, handed back). The table doubles once the live entries fill half of its
+    /// threshold; below that only reserved slots fill it, and a table of the same size, which
+    /// starts with none reserved, is enough (at most once per half-threshold of removals, so
+    /// O(1) amortised per write).
+    ///
+    /// The rebuild runs `hasher`, and for `Inline` `Clone`, on other entries. If either panics
+    /// nothing has changed, but `owned` is ours: unwinding would drop it here, under the lock,
+    /// and a `Drop` that writes to this map would then panic during a panic (an abort). So the
+    /// panic is caught, the lock released, and only then is `owned` dropped and the panic
+    /// resumed.
+    #[cold]
+    #[inline(never)]
+    fn make_room<T>(&mut self, len: usize, hasher: &dyn Fn(&K) -> u64, owned: T) -> T {
+        let grown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let current = self.table.bucket_count();
+            let floor = if len >= self.table.max_len() / 2 {
+                current * 2
+            } else {
+                current
+            };
+            let buckets = Table::<K, V, L>::buckets_for(len + 1)
+                .expect("epochmap: capacity overflow")
+                .max(floor);
+            self.shard.resize(
+                self.ctx,
+                self.guard,
+                &mut self.locked,
+                self.table,
+                buckets,
+                hasher,
+            )
+        }));
+        match grown {
+            Ok(table) => {
+                self.table = table;
+                self.flush = true;
+                owned
+            }
+            Err(payload) => self.unlock_drop_and_resume(owned, payload),
+        }
     }
 
     /// For a panic caught under the lock while this write owns user values: releases the lock,
@@ -684,12 +844,44 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     }
 
     /// Publishes a new entry in place of the one at `at`. `key` must equal the key found there.
+    ///
+    /// An inline layout publishes the new entry in a free slot before it retires the old one, so
+    /// at the load threshold it first rebuilds the table (as an insert would, `hasher` and `Clone`
+    /// running on other entries) and finds the key again there (running `Eq`).
     #[inline]
-    pub(crate) fn replace(&mut self, at: Slot<'_, K, V>, key: K, value: V) -> &'g Entry<K, V> {
+    pub(crate) fn replace(
+        &mut self,
+        at: Slot<'_, K, V>,
+        key: K,
+        value: V,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Entry<K, V>
+    where
+        K: Eq,
+    {
+        let (mut bucket, mut slot) = (at.bucket, at.slot);
+        let (key, value) = if L::INLINE
+            && self.needs_room(self.shard.hot.len.load(Ordering::Relaxed))
+        {
+            let len = self.shard.hot.len.load(Ordering::Relaxed);
+            let (key, value) = self.make_room(len, hasher, (key, value));
+            let found =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.find(at.hash, &key)));
+            match found {
+                Ok(Some(now)) => (bucket, slot) = (now.bucket, now.slot),
+                Ok(None) => unreachable!("a rebuild keeps every key"),
+                Err(payload) => self.unlock_drop_and_resume((key, value), payload),
+            }
+            (key, value)
+        } else {
+            (key, value)
+        };
         let entry = self.new_entry(key, value);
-        // SAFETY: lock held; `at` came from `find` on this table under this lock and nothing moved
-        // since (`insert` and `remove` resize; no caller follows either by an older slot's replace).
-        let old = unsafe { self.table.replace(at.hash, at.bucket, at.slot, entry) };
+        // SAFETY: lock held; (bucket, slot) came from `find` on this table under this lock and
+        // nothing moved since (`insert` and `remove` resize; no caller follows either by an older
+        // slot's replace; a rebuild above is followed by a new `find`); an inline layout has a
+        // free slot for the new entry (`needs_room`).
+        let (old, entry) = unsafe { self.table.replace(at.hash, bucket, slot, entry) };
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
@@ -697,12 +889,38 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         unsafe { &*entry }
     }
 
-    /// An unpublished entry in a slot of the shard's slab.
+    /// [`replace`](Self::replace) for a slot found with a hash the caller supplied, which may be
+    /// wrong. `Stable` replaces in the slot, where the hash plays no part. `Inline` may publish
+    /// the new entry in another slot, which must be on the key's own probe path with its own
+    /// placement, so it takes the hash from `real` (run under the lock, as in
+    /// [`remove_trusting`](Self::remove_trusting)).
+    pub(crate) fn replace_trusting(
+        &mut self,
+        at: Slot<'_, K, V>,
+        key: K,
+        value: V,
+        real: &dyn Fn(&K) -> u64,
+    ) -> &'g Entry<K, V>
+    where
+        K: Eq,
+    {
+        if !L::INLINE {
+            return self.replace(at, key, value, real);
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| real(&key))) {
+            Ok(hash) => self.replace(Slot { hash, ..at }, key, value, real),
+            Err(payload) => self.unlock_drop_and_resume((key, value), payload),
+        }
+    }
+
+    /// An unpublished entry: in a slot of the shard's slab (`Stable`), or the entry itself.
     #[inline]
-    fn new_entry(&mut self, key: K, value: V) -> *mut Entry<K, V> {
-        self.shard
-            .slab
-            .alloc(&mut self.locked.writer.cache, Entry { key, value })
+    fn new_entry(&mut self, key: K, value: V) -> L::New {
+        L::new_entry(
+            &self.shard.slab,
+            &mut self.locked.writer.cache,
+            Entry { key, value },
+        )
     }
 
     /// The loads in flight for this shard's keys.
@@ -760,8 +978,14 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
         // panic from `hasher` drops nothing of the user's here. It is still caught and resumed
         // after unlocking, as in `insert`, so that no caller's unwinding runs under the lock.
         let shrunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.shard
-                .shrink_to_len(self.ctx, self.guard, self.table, len, hasher)
+            self.shard.shrink_to_len(
+                self.ctx,
+                self.guard,
+                &mut self.locked,
+                self.table,
+                len,
+                hasher,
+            )
         }));
         match shrunk {
             Ok(Some(table)) => {
@@ -774,7 +998,7 @@ impl<'g, K: Send + 'static, V: Send + 'static> ShardWriter<'_, 'g, K, V> {
     }
 }
 
-impl<K, V> Shard<K, V> {
+impl<K, V, L: Layout<K, V>> Shard<K, V, L> {
     /// Takes the next entry at or after bucket `*cursor` out of the shard, for an owner draining it.
     pub(crate) fn take_next(&mut self, cursor: &mut usize) -> Option<(K, V)> {
         // SAFETY: `&mut self` means no reader or writer can reach this shard.
@@ -786,8 +1010,8 @@ impl<K, V> Shard<K, V> {
         let entry = table.take_next(cursor)?;
         self.hot.len.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: `take_next` unlinked the entry and we own the shard, so we own the entry; it
-        // came from this shard's slab.
-        let entry = unsafe { self.slab.take(entry) };
+        // came from this shard's slab, or lives in its table.
+        let entry = unsafe { L::move_out_of(entry, &self.slab) };
         Some((entry.key, entry.value))
     }
 
@@ -799,15 +1023,17 @@ impl<K, V> Shard<K, V> {
     ) -> Option<Box<dyn std::any::Any + Send>> {
         let mut first_panic = None;
         let mut releaser = self.slab.releaser();
-        let mut free = |entry: *mut Entry<K, V>| {
-            // Exclusive access: the map is being dropped, so no `Ref` or guard of it exists.
-            // SAFETY: each entry is reachable from one place we free it from, and is in our slab.
-            if let Some(payload) = unsafe { releaser.free(entry) }.first {
+        let mut note = |panics: crate::slab::DropPanics| {
+            if let Some(payload) = panics.first {
                 first_panic.get_or_insert(payload);
             }
         };
-        for entry in std::mem::take(&mut lock(&self.hot.writer).garbage) {
-            free(entry);
+        // Exclusive access: the map is being dropped, so no `Ref` or guard of it exists, and
+        // every retired batch's grace period has passed. The batch's entries (inline: slots of
+        // the current table, still allocated) are freed before the table.
+        for unlinked in std::mem::take(&mut lock(&self.hot.writer).garbage) {
+            // SAFETY: so each is freed once, here, from a live table or this shard's slab.
+            note(unsafe { L::free_unlinked(unlinked, &mut releaser) });
         }
         // SAFETY: `&mut self`: nobody else can load the table, so no guard is needed.
         let unguarded = unsafe { epoch::unprotected() };
@@ -815,11 +1041,17 @@ impl<K, V> Shard<K, V> {
             .table
             .swap(epoch::Shared::null(), Ordering::Relaxed, unguarded);
         if !table.is_null() {
+            let raw = table.as_raw() as *mut Table<K, V, L>;
             // SAFETY: we just unlinked the table and hold the only access to it.
-            let table = unsafe { table.into_owned() };
+            let table = unsafe { &*raw };
             Counters::sub(&counters.table_bytes, table.bytes());
-            // SAFETY: exclusive ownership; `free` takes each entry once.
-            unsafe { table.drain_entries(&mut free) };
+            // SAFETY: exclusive ownership; each entry is taken once.
+            unsafe { table.drain_entries(|entry| note(L::free_taken(entry, &mut releaser))) };
+            // Batches of retired slots retired earlier may still hold an inline table (their
+            // jobs run on any thread, later): whichever of us lets go last frees it.
+            reclaim::count_as_retired(table, counters);
+            // SAFETY: the shard's hold, let go once; counted as retired just above.
+            unsafe { reclaim::unhold_table(raw, counters) };
         }
         drop(releaser);
         self.slab.return_cache(&mut lock(&self.hot.writer).cache);
@@ -846,7 +1078,8 @@ mod layout_tests {
         let line = align_of::<CachePadded<u8>>();
         let table = offset_of!(S, table);
         let hot = offset_of!(S, hot);
-        let hot_end = hot + size_of::<CachePadded<WriterSide<u64, String>>>();
+        let hot_end =
+            hot + size_of::<CachePadded<WriterSide<u64, String, crate::layout::Stable>>>();
         assert_eq!(hot % line, 0, "the writer side starts a line");
         let table_line = table / line;
         assert!(

@@ -537,14 +537,8 @@ impl<K, V> Releaser<'_, K, V> {
     /// `ptr` came from `alloc` on this releaser's slab, is owned by the caller (reachable from no
     /// table and no reader), and is not used again.
     pub(crate) unsafe fn free(&mut self, ptr: *mut Entry<K, V>) -> DropPanics {
-        let mut panics = DropPanics::default();
-        // `Entry` has no `Drop` of its own, so dropping its fields one by one is all that
-        // dropping the entry does.
-        // SAFETY: the caller owns the live entry at `ptr`; its key is dropped once, here.
-        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).key)) });
-        // SAFETY: as for the key; a panic from the key's `Drop` was caught above and left the
-        // value untouched.
-        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).value)) });
+        // SAFETY: the caller owns the live entry at `ptr` and does not use it again.
+        let panics = unsafe { DropPanics::drop_entry(ptr) };
         // SAFETY: the entry is gone either way; the caller gave up the slot.
         unsafe { self.release(ptr) };
         panics
@@ -561,6 +555,23 @@ pub(crate) struct DropPanics {
 }
 
 impl DropPanics {
+    /// Drops the entry at `ptr` in place, its key and then its value, each under its own
+    /// `catch_unwind` (see [`Releaser::free`]), and reports their panics.
+    ///
+    /// # Safety
+    /// The caller owns the live entry at `ptr`, which is not used again.
+    pub(crate) unsafe fn drop_entry<K, V>(ptr: *mut Entry<K, V>) -> Self {
+        let mut panics = DropPanics::default();
+        // `Entry` has no `Drop` of its own, so dropping its fields one by one is all that
+        // dropping the entry does.
+        // SAFETY: the caller owns the live entry at `ptr`; its key is dropped once, here.
+        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).key)) });
+        // SAFETY: as for the key; a panic from the key's `Drop` was caught above and left the
+        // value untouched.
+        panics.catch(|| unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*ptr).value)) });
+        panics
+    }
+
     fn catch(&mut self, drop: impl FnOnce()) {
         if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop)) {
             self.count += 1;

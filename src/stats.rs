@@ -209,6 +209,7 @@ pub struct MemoryStats {
     pub table_bytes: usize,
     /// Bytes of the live entries: `len * size_of::<(K, V)>()` (a zero-sized entry counts as one
     /// byte). Where they live: in `slab_bytes` when entries are pooled, else one allocation each.
+    /// 0 for a [`FlatEpochMap`](crate::FlatEpochMap), whose entries are in `table_bytes`.
     pub entry_bytes: usize,
     /// Bytes the shards' entry slabs hold from the allocator, in chunks of up to 4 KiB: slots of live
     /// entries, of retired entries not yet freed, and free slots kept for reuse (plus each chunk's
@@ -221,6 +222,9 @@ pub struct MemoryStats {
     /// freed: tables, and entries at `size_of::<(K, V)>()` each (pooled entries' slots are also
     /// in `slab_bytes`). They wait for the epoch grace period, the reclaimer, or a writer's batch
     /// to fill. 0 after a successful [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation).
+    /// In a [`FlatEpochMap`](crate::FlatEpochMap) a removed entry stays in its table's slot until
+    /// then, so its bytes are counted here and in its table's; a cleared or rebuilt table's
+    /// entries are in the table's bytes only.
     pub pending_bytes: usize,
     /// Removed or replaced entries not yet dropped: in a shard's batch, or handed to the epoch
     /// and waiting for their grace period or the reclaimer. (Entries of cleared tables are not

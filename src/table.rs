@@ -22,7 +22,7 @@ use crate::bucket::{tag_of, Control, Placement, SLOTS};
 use crate::entry::Entry;
 use crate::layout::{Layout, Stable};
 use crate::prefetch::prefetch;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// Load factor numerator/denominator: a table grows once it holds more than 3/4 of its slots.
 /// With seven-slot buckets that keeps the share of buckets that overflow small (about 1 in 5 at the
@@ -77,6 +77,23 @@ pub(crate) struct Table<K, V, L: Layout<K, V> = Stable> {
     /// `log2(bucket count)`, kept rather than derived: `count_ones` is a dozen instructions on
     /// x86_64's baseline (no `popcnt`), on every insert.
     log2: u32,
+    /// Who still needs this table's memory; see [`Holds`].
+    holds: Holds,
+}
+
+/// For a layout whose entries live in the table ([`Layout::INLINE`]), the batches of unlinked
+/// slots waiting for their grace period point into the table, and may be freed after the table
+/// itself leaves its shard (jobs run on any thread, in no fixed order). So the table counts its
+/// holders and the last one to let go frees it: its owner (the shard, then whoever retired,
+/// drained or dropped it) and each such batch. A line of its own: batches write it, probes read
+/// the header's first line.
+#[repr(align(64))]
+struct Holds {
+    /// Holders: 1 for the owner, plus one per batch of unlinked slots not yet freed.
+    refs: AtomicUsize,
+    /// Unlinked slots of this table freed so far (the lock holder counts those it unlinked, so
+    /// the difference is the slots still reserved; see `Shard::reserved`).
+    released: AtomicUsize,
 }
 
 impl<K, V, L: Layout<K, V>> Table<K, V, L> {
@@ -105,6 +122,10 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
             summary: unsafe { ZeroedArray::new(buckets.div_ceil(64), || AtomicU64::new(0)) }?,
             mask: buckets - 1,
             log2: buckets.trailing_zeros(),
+            holds: Holds {
+                refs: AtomicUsize::new(1),
+                released: AtomicUsize::new(0),
+            },
         })
     }
 
@@ -260,7 +281,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
     /// published), `entry` is a live entry whose key hashes to `hash` and is not in the table, and
     /// the table is below its load threshold, so a free slot exists.
     #[inline]
-    pub(crate) unsafe fn insert_new(&self, hash: u64, entry: L::New) {
+    pub(crate) unsafe fn insert_new(&self, hash: u64, entry: L::New) -> *mut Entry<K, V> {
         let log2 = self.log2;
         let placed = move |displacement| Placement::new(hash, log2, displacement);
         // SAFETY: the caller's contract; `home` is `hash`'s home bucket.
@@ -282,7 +303,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         slot: usize,
         entry: L::New,
         hash_of: impl FnOnce() -> u64,
-    ) {
+    ) -> *mut Entry<K, V> {
         // Relaxed: the caller owns `old` or holds its lock (placements are writer-only).
         let tag = Control(old.ctrl[index].load(Ordering::Relaxed)).tag(slot);
         let (from, to) = (old.log2, self.log2);
@@ -313,7 +334,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         tag: u8,
         entry: L::New,
         placed: impl FnOnce(usize) -> Placement,
-    ) {
+    ) -> *mut Entry<K, V> {
         // SAFETY: `home <= mask`, the last bucket (both arrays have one element per bucket).
         let (word, line) = unsafe {
             (
@@ -345,7 +366,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         tag: u8,
         entry: L::New,
         placed: impl FnOnce(usize) -> Placement,
-    ) {
+    ) -> *mut Entry<K, V> {
         let mut index = home;
         for displacement in 0..self.ctrl.len() {
             let word = &self.ctrl[index];
@@ -353,8 +374,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
             if let Some(slot) = L::first_free(&self.slots[index], ctrl) {
                 let placement = placed(displacement);
                 // SAFETY: `index` is a bucket and `slot` a free slot of it.
-                unsafe { self.publish_at(index, slot, ctrl, tag, entry, placement) };
-                return;
+                return unsafe { self.publish_at(index, slot, ctrl, tag, entry, placement) };
             }
             // Release, like every store of a control word: a reader that acquires this value must
             // also see the slot pointers that the tags it carries describe.
@@ -365,7 +385,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
     }
 
     /// Stores `entry` and its `placement` in the free `slot` of bucket `index`, whose control word
-    /// is `ctrl`, then publishes it by setting the slot's tag.
+    /// is `ctrl`, then publishes it by setting the slot's tag. Returns the published entry.
     ///
     /// # Safety
     /// The caller is this table's only writer, `index` is a bucket, `slot` is free in `ctrl`, and
@@ -379,7 +399,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         tag: u8,
         entry: L::New,
         placement: Placement,
-    ) {
+    ) -> *mut Entry<K, V> {
         // SAFETY: `index` is a bucket and `slot < SLOTS` (the caller's contract).
         let (word, slots) = unsafe {
             (
@@ -395,10 +415,11 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         if ctrl.known_empty() {
             self.set_summary(index, true);
         }
+        L::peek(slots, slot)
     }
 
     /// Publishes `entry` in place of the entry at `bucket`/`slot` (whose key hashes to `hash`)
-    /// and returns the old one, which the caller retires through the epoch.
+    /// and returns the old one, which the caller retires through the epoch, with the new one.
     ///
     /// # Safety
     /// The caller is this table's only writer, `bucket`/`slot` came from a `find` of a key with
@@ -410,10 +431,11 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         bucket: usize,
         slot: usize,
         entry: L::New,
-    ) -> L::Unlinked {
+    ) -> (L::Unlinked, *mut Entry<K, V>) {
+        let line = &self.slots[bucket];
         // SAFETY: the caller's contract; `bucket` is a bucket of this table.
-        match unsafe { L::replace_in_place(&self.slots[bucket], slot, entry) } {
-            Ok(old) => old,
+        match unsafe { L::replace_in_place(line, slot, entry) } {
+            Ok(old) => (old, L::peek(line, slot)),
             // SAFETY: forwarded.
             Err(entry) => unsafe { self.replace_elsewhere(hash, bucket, slot, entry) },
         }
@@ -440,7 +462,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         bucket: usize,
         slot: usize,
         entry: L::New,
-    ) -> L::Unlinked {
+    ) -> (L::Unlinked, *mut Entry<K, V>) {
         let (home, tag, log2) = (self.home(hash), tag_of(hash), self.log2);
         let past_home = bucket.wrapping_sub(home) & self.mask;
         let (word, line) = (&self.ctrl[bucket], &self.slots[bucket]);
@@ -456,7 +478,10 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
                 Ordering::Release,
             );
             // SAFETY: `slot` was full until the store above cleared its tag.
-            return unsafe { L::unlink(line, bucket, slot) };
+            return (
+                unsafe { L::unlink(line, bucket, slot) },
+                L::peek(line, free),
+            );
         }
         // The new path runs through every bucket the old one did: raise the counts from home up
         // to `bucket` for it (`remove_at` lowers them for the old entry below), then place it
@@ -464,9 +489,9 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         self.step_counts(home, bucket, true);
         let placed = move |displacement| Placement::new(hash, log2, past_home + displacement);
         // SAFETY: the caller holds the lock and a free slot exists past `bucket` (its contract).
-        unsafe { self.place_past(bucket, tag, entry, placed) };
+        let new = unsafe { self.place_past(bucket, tag, entry, placed) };
         // SAFETY: `bucket`/`slot` still hold the old entry, found under this lock.
-        unsafe { self.remove_at(hash, bucket, slot) }
+        (unsafe { self.remove_at(hash, bucket, slot) }, new)
     }
 
     /// Unlinks the entry at `bucket`/`slot` (which `hash` hashes to) and returns it. The caller
@@ -553,6 +578,32 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         // by the epoch.
         let ctrl = Control(self.ctrl[index].load(Ordering::Relaxed));
         ctrl.full().map(move |slot| (slot, L::peek(slots, slot)))
+    }
+
+    /// Adds a holder: a batch of unlinked slots that points into the table. The caller is a
+    /// holder already (the lock holder, for the shard), so the count is above zero.
+    pub(crate) fn hold(&self) {
+        // Relaxed: the caller's own hold keeps the table alive; the count only decides who frees.
+        self.holds.refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops a holder; true if it was the last, and the caller must now free the table.
+    pub(crate) fn unhold(&self) -> bool {
+        // AcqRel, as in `Arc::drop`: each holder's accesses to the table happen before the free,
+        // which the last one makes after acquiring every earlier release.
+        self.holds.refs.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Counts `n` unlinked slots of this table as freed, after their release.
+    pub(crate) fn note_released(&self, n: usize) {
+        // Release: a lock holder that reads the count (Acquire) also sees the slots' reserved
+        // bits cleared, so `n` more slots are really free for it.
+        self.holds.released.fetch_add(n, Ordering::Release);
+    }
+
+    /// Unlinked slots of this table freed so far (see [`note_released`](Self::note_released)).
+    pub(crate) fn released(&self) -> usize {
+        self.holds.released.load(Ordering::Acquire)
     }
 
     /// Hands every entry to `f`, skipping buckets the summary or mark bit says are empty without
@@ -655,8 +706,8 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         Some(n)
     }
 
-    /// Bucket `index`'s line, for tests of a layout's protocol through the table.
-    #[cfg(all(test, not(epochmap_loom)))]
+    /// Bucket `index`'s line, for the lock holder or an owner (relocation), and for tests of a
+    /// layout's protocol through the table.
     pub(crate) fn line(&self, index: usize) -> &L::Line {
         &self.slots[index]
     }
@@ -709,6 +760,7 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
 #[cfg(all(test, not(epochmap_loom)))]
 mod tests {
     use super::*;
+    use crate::slab::{DropPanics, EntrySlab, OwnedReleaser, Releaser, SlabCache};
 
     fn boxed(k: u64) -> *mut Entry<u64, u64> {
         Box::into_raw(Box::new(Entry {
@@ -773,8 +825,34 @@ mod tests {
         type Line = <Stable as Layout<u64, u64>>::Line;
         type New = *mut Entry<u64, u64>;
         type Unlinked = *mut Entry<u64, u64>;
+        const INLINE: bool = false;
+        const ENTRY_BYTES_OUTSIDE: usize = 0;
         fn empty_line() -> Self::Line {
             <Stable as Layout<u64, u64>>::empty_line()
+        }
+        fn new_entry(_: &EntrySlab<u64, u64>, _: &mut SlabCache, _: Entry<u64, u64>) -> Self::New {
+            unreachable!("the test builds its entries itself")
+        }
+        unsafe fn relocate(line: &Self::Line, slot: usize) -> Self::New {
+            Stable::peek(line, slot)
+        }
+        unsafe fn free_unlinked(_: Self::Unlinked, _: &mut Releaser<'_, u64, u64>) -> DropPanics {
+            unreachable!("the test frees its entries itself")
+        }
+        unsafe fn free_taken(
+            _: *mut Entry<u64, u64>,
+            _: &mut Releaser<'_, u64, u64>,
+        ) -> DropPanics {
+            unreachable!("the test frees its entries itself")
+        }
+        unsafe fn move_out(
+            _: *mut Entry<u64, u64>,
+            _: &mut OwnedReleaser<u64, u64>,
+        ) -> Entry<u64, u64> {
+            unreachable!("the test frees its entries itself")
+        }
+        unsafe fn move_out_of(_: *mut Entry<u64, u64>, _: &EntrySlab<u64, u64>) -> Entry<u64, u64> {
+            unreachable!("the test frees its entries itself")
         }
         fn placement(line: &Self::Line, slot: usize) -> Placement {
             Stable::placement(line, slot)
@@ -837,7 +915,7 @@ mod tests {
                         key: k,
                         value: k * 10 + round,
                     }));
-                    let old = table.replace(hash, at.bucket, at.slot, new);
+                    let (old, _) = table.replace(hash, at.bucket, at.slot, new);
                     assert_eq!((*old).value, k * 10 + round - 1);
                     drop(Box::from_raw(old));
                 }
