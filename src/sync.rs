@@ -89,7 +89,6 @@ pub(crate) struct SlotCell<T>(std::cell::UnsafeCell<T>);
 #[cfg(epochmap_loom)]
 pub(crate) struct SlotCell<T>(loom::cell::UnsafeCell<T>);
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl<T> SlotCell<T> {
     pub(crate) fn new(value: T) -> Self {
         #[cfg(not(epochmap_loom))]
