@@ -1,5 +1,5 @@
-//! Atomic read-modify-write: [`EpochMap::compute`], [`EpochMap::try_insert`] and
-//! [`EpochMap::get_or_try_insert_with`].
+//! Atomic read-modify-write: [`EpochMap::compute`](Map::compute), [`EpochMap::try_insert`](Map::try_insert) and
+//! [`EpochMap::get_or_try_insert_with`](Map::get_or_try_insert_with).
 //!
 //! Each of them looks the key up and decides what to do while holding the key's shard writer lock
 //! (the same `Shard::writer` handle every locked write uses), so the decision is atomic with respect
@@ -27,7 +27,7 @@ use crate::refs::Ref;
 use crate::sync::epoch;
 use crate::Map;
 
-/// What a [`EpochMap::compute`] closure decides to do with its key.
+/// What a [`EpochMap::compute`](Map::compute) closure decides to do with its key.
 ///
 /// ```
 /// use epochmap::{EpochMap, Operation};
@@ -51,7 +51,7 @@ pub enum Operation<V> {
     Abort,
 }
 
-/// What [`EpochMap::compute`] did, with the entries involved as [`Ref`]s.
+/// What [`EpochMap::compute`](Map::compute) did, with the entries involved as [`Ref`]s.
 ///
 /// Every `Ref` reads the entry it names even after a later write replaces or removes it.
 ///
@@ -123,7 +123,7 @@ impl<'a, K, V> Compute<'a, K, V> {
     }
 }
 
-/// The error [`EpochMap::try_insert`] returns when the key is already present: the entry that is
+/// The error [`EpochMap::try_insert`](Map::try_insert) returns when the key is already present: the entry that is
 /// there, and the value that was not inserted. Mirrors `std`'s unstable
 /// `std::collections::hash_map::OccupiedError`.
 ///
@@ -200,7 +200,7 @@ where
     /// released.
     ///
     /// The key is consumed: it becomes the new entry's key on [`Operation::Insert`] (a replacing
-    /// insert publishes a new entry, as [`insert`](EpochMap::insert) does) and is dropped otherwise.
+    /// insert publishes a new entry, as [`insert`](Map::insert) does) and is dropped otherwise.
     ///
     /// ```
     /// use epochmap::{Compute, EpochMap, Operation};
@@ -232,7 +232,7 @@ where
         self.compute_with(Owned(key), f)
     }
 
-    /// [`compute`](EpochMap::compute) with a borrowed key: the owned key is made (`Q::to_owned`,
+    /// [`compute`](Map::compute) with a borrowed key: the owned key is made (`Q::to_owned`,
     /// under the shard lock) only when `f` returns [`Operation::Insert`], because the new entry
     /// needs it; [`Operation::Remove`] and [`Operation::Abort`] allocate nothing. (A replacing
     /// insert allocates too: entries are immutable, so the new value goes in a new entry with a
@@ -346,7 +346,7 @@ where
         self.try_insert_with_key(Owned(key), value)
     }
 
-    /// [`try_insert`](EpochMap::try_insert) with a borrowed key: the owned key is made
+    /// [`try_insert`](Map::try_insert) with a borrowed key: the owned key is made
     /// (`Q::to_owned`, under the shard lock) only if the key is absent and the value is inserted.
     /// A present key allocates nothing and hands `value` back in the [`OccupiedError`].
     ///
@@ -407,7 +407,7 @@ where
     /// The entry for `key`, inserting the value `make()` returns if the key is absent; if `make`
     /// fails, nothing is inserted and its error is returned.
     ///
-    /// As with [`get_or_insert_with`](EpochMap::get_or_insert_with): a present key is found
+    /// As with [`get_or_insert_with`](Map::get_or_insert_with): a present key is found
     /// without a lock; otherwise `make` runs at most once, **under the shard lock**, and only in
     /// the call that inserts, so under contention for one key exactly one value is computed and
     /// every caller gets that value. `make` must not write to this map (that panics rather than

@@ -1,4 +1,4 @@
-//! Hash once: [`EpochMap::hash_key`] and the calls that take its result instead of hashing again.
+//! Hash once: [`EpochMap::hash_key`](Map::hash_key) and the calls that take its result instead of hashing again.
 //!
 //! A cache often hashes a key for its own purposes first (an admission sketch, a frequency
 //! counter); these calls let it hand that hash to the map. The hash goes right after the key it
@@ -38,9 +38,9 @@ where
     S: BuildHasher,
 {
     /// The map's own hash of `key` (`S::hash_one`), to compute once and pass to
-    /// [`get_with_hash`](EpochMap::get_with_hash), [`insert_with_hash`](EpochMap::insert_with_hash),
-    /// [`remove_with_hash`](EpochMap::remove_with_hash) and
-    /// [`get_or_load_with_hash`](EpochMap::get_or_load_with_hash), or to use for something of your
+    /// [`get_with_hash`](Map::get_with_hash), [`insert_with_hash`](Map::insert_with_hash),
+    /// [`remove_with_hash`](Map::remove_with_hash) and
+    /// [`get_or_load_with_hash`](Map::get_or_load_with_hash), or to use for something of your
     /// own (a cache's admission sketch). `hash_key(k)` equals `hash_key(k.borrow())`, as `Borrow`
     /// requires.
     ///
@@ -66,7 +66,7 @@ where
         self.hash(key)
     }
 
-    /// [`get`](EpochMap::get) with the key's [`hash_key`](EpochMap::hash_key): lock-free, and
+    /// [`get`](Map::get) with the key's [`hash_key`](Map::hash_key): lock-free, and
     /// the key is not hashed again. A wrong `hash` finds nothing (or, by chance, the key itself).
     ///
     /// ```
@@ -95,10 +95,10 @@ where
     V: Send + 'static,
     S: BuildHasher,
 {
-    /// [`insert`](EpochMap::insert) with the key's [`hash_key`](EpochMap::hash_key). Replacing a
+    /// [`insert`](Map::insert) with the key's [`hash_key`](Map::hash_key). Replacing a
     /// present key uses `hash` alone. A key that is absent is hashed with the map's hasher before
     /// its entry is placed (the table's probe counts must follow the hash every later removal
-    /// uses, see [`hash_key`](EpochMap::hash_key)); so a wrong `hash` costs a hash and still
+    /// uses, see [`hash_key`](Map::hash_key)); so a wrong `hash` costs a hash and still
     /// inserts correctly.
     ///
     /// ```
@@ -163,7 +163,7 @@ where
         }
     }
 
-    /// [`remove`](EpochMap::remove) with the key's [`hash_key`](EpochMap::hash_key). A wrong `hash`
+    /// [`remove`](Map::remove) with the key's [`hash_key`](Map::hash_key). A wrong `hash`
     /// usually misses (the key stays); if its look-up finds the key anyway, the key is removed
     /// and the table's probe counts are lowered along the key's real path, hashing it with the
     /// map's hasher (under the shard lock) only when the entry is not in `hash`'s home bucket.

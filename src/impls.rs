@@ -1,4 +1,4 @@
-//! Standard trait implementations for [`EpochMap`], and [`IntoIter`], the owning iterator of its
+//! Standard trait implementations for [`EpochMap`](crate::EpochMap), and [`IntoIter`], the owning iterator of its
 //! `IntoIterator`.
 
 use std::fmt;

@@ -1,10 +1,10 @@
-//! Single-flight loading: [`EpochMap::get_or_load`] and its fallible, async, hashed and borrowed
+//! Single-flight loading: [`EpochMap::get_or_load`](Map::get_or_load) and its fallible, async, hashed and borrowed
 //! forms.
 //!
 //! `get_or_insert_with` runs its closure under the shard lock, so a slow loader stalls every
 //! writer of the shard. These calls run the loader with **no map lock held**:
 //!
-//! 1. A present key is found lock-free, exactly as [`EpochMap::get`] finds it.
+//! 1. A present key is found lock-free, exactly as [`EpochMap::get`](Map::get) finds it.
 //! 2. On a miss the shard lock is taken briefly: if the key is still absent and no load of it is
 //!    registered in the shard's [`Pending`](crate::flight::Pending) list, the caller registers one
 //!    (moving the owned key into the list) and becomes its *leader*; if a load is registered, the
@@ -249,14 +249,14 @@ where
     /// The entry for `key`, loading it with `load()` if absent: **single-flight, and the loader runs
     /// with no map lock held.**
     ///
-    /// * A present key is found lock-free, at the cost of [`get`](EpochMap::get).
+    /// * A present key is found lock-free, at the cost of [`get`](Map::get).
     /// * Of concurrent callers for one absent key, one runs its `load`; the others block (parked,
     ///   not spinning, holding no lock and no epoch guard) until it finishes, and then return the
     ///   entry it inserted. Their own loaders never run.
     /// * Callers of other keys, readers and writers never wait for a loader: the shard lock is
     ///   held only for a moment before and after it, to register the load and to insert its value.
     /// * If `load` panics, nothing is inserted and the panic propagates to this caller; one of the
-    ///   waiters then runs its own loader (see [`try_get_or_load`](EpochMap::try_get_or_load) for
+    ///   waiters then runs its own loader (see [`try_get_or_load`](Map::try_get_or_load) for
     ///   errors).
     /// * If the key becomes present while `load` runs (an `insert`, `compute`, `try_insert` ... of
     ///   the same key), **the map's entry wins**: the loaded value is dropped, and this caller and
@@ -268,7 +268,7 @@ where
     /// `load` may read and write this map, except that asking for the key it is loading (through
     /// `get_or_load` and its forms) would wait for itself. A blocking loader that does so on its
     /// own thread, blocking or by polling
-    /// [`get_or_load_async`](EpochMap::get_or_load_async), panics instead; an async loader (a
+    /// [`get_or_load_async`](Map::get_or_load_async), panics instead; an async loader (a
     /// future given to `get_or_load_async`) that does so never finishes. Nor is a
     /// cycle across threads detected: if the loader of key A waits for key B while the loader of
     /// B, on another thread, waits for A, both wait forever. Loaders that need other keys must
@@ -306,7 +306,7 @@ where
         }
     }
 
-    /// [`get_or_load`](EpochMap::get_or_load) with a fallible loader. An `Err` inserts nothing
+    /// [`get_or_load`](Map::get_or_load) with a fallible loader. An `Err` inserts nothing
     /// and is returned to this caller only; no error is cached: each waiter of this load wakes,
     /// finds the key absent, and one of them runs its own loader.
     ///
@@ -326,7 +326,7 @@ where
         self.load_blocking(Owned(key), hash, load)
     }
 
-    /// [`get_or_load`](EpochMap::get_or_load) with a borrowed key: the owned key is made
+    /// [`get_or_load`](Map::get_or_load) with a borrowed key: the owned key is made
     /// (`Q::to_owned`) only by the caller that runs the load, under the shard lock at the moment
     /// it registers the load. A present key, or a caller that waits for another's load, allocates
     /// nothing.
@@ -348,11 +348,11 @@ where
         }
     }
 
-    /// [`get_or_load`](EpochMap::get_or_load) with a hash the caller computed with
-    /// [`hash_key`](EpochMap::hash_key). A present key is found with `hash` alone (no hashing);
+    /// [`get_or_load`](Map::get_or_load) with a hash the caller computed with
+    /// [`hash_key`](Map::hash_key). A present key is found with `hash` alone (no hashing);
     /// on a miss the key is hashed with the map's hasher, and the load goes on with that hash, so
     /// a wrong `hash` costs a hash and a trip through the shard lock, never a wrong result. See
-    /// [`hash_key`](EpochMap::hash_key) for the argument order and wrong hashes.
+    /// [`hash_key`](Map::hash_key) for the argument order and wrong hashes.
     ///
     /// ```
     /// let map = epochmap::EpochMap::new();
@@ -382,7 +382,7 @@ where
     }
 
     /// The value for `key` (a clone), loading it with the future `load` if absent: the async form
-    /// of [`get_or_load`](EpochMap::get_or_load), with the same single-flight rules.
+    /// of [`get_or_load`](Map::get_or_load), with the same single-flight rules.
     ///
     /// Runtime-agnostic: waiting callers park their task's [`Waker`](std::task::Waker) in the
     /// load's flight and are woken once when it finishes; no runtime is needed or assumed. The returned future holds

@@ -11,7 +11,7 @@ use crate::Map;
 
 /// One epoch guard for many operations on a map: the fast path for batches.
 ///
-/// Returned by [`EpochMap::pin`]. Its methods return plain `&V`/`&K` that live as long as the
+/// Returned by [`EpochMap::pin`](Map::pin). Its methods return plain `&V`/`&K` that live as long as the
 /// `Pinned`, with no per-call pinning. Like [`Ref`](crate::Ref) it holds no lock (writers are never blocked by
 /// it) but keeps memory retired after it was created from being freed until it is dropped, so pin
 /// per batch, not per program.
@@ -55,7 +55,7 @@ impl<K, V, S, L: Layout<K, V>> fmt::Debug for Pinned<'_, K, V, S, L> {
 }
 
 impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L> {
-    /// Number of entries (see [`EpochMap::len`]).
+    /// Number of entries (see [`EpochMap::len`](Map::len)).
     ///
     /// ```
     /// let map: epochmap::EpochMap<u8, u8> = [(1, 1)].into_iter().collect();
@@ -65,7 +65,7 @@ impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L> {
         self.map.len()
     }
 
-    /// True if the map is empty (see [`EpochMap::is_empty`]).
+    /// True if the map is empty (see [`EpochMap::is_empty`](Map::is_empty)).
     ///
     /// ```
     /// let map: epochmap::EpochMap<u8, u8> = epochmap::EpochMap::new();
@@ -75,7 +75,7 @@ impl<K, V, S, L: Layout<K, V>> Pinned<'_, K, V, S, L> {
         self.map.is_empty()
     }
 
-    /// Iterates over `(&K, &V)` under this guard; weakly consistent like [`EpochMap::iter`].
+    /// Iterates over `(&K, &V)` under this guard; weakly consistent like [`EpochMap::iter`](Map::iter).
     ///
     /// ```
     /// let map: epochmap::EpochMap<u8, u8> = [(1, 10), (2, 20)].into_iter().collect();
@@ -202,7 +202,7 @@ where
     }
 
     /// The value for `key`, inserting `make()` first if absent (see
-    /// [`EpochMap::get_or_insert_with`]).
+    /// [`EpochMap::get_or_insert_with`](Map::get_or_insert_with)).
     ///
     /// ```
     /// let map = epochmap::EpochMap::new();

@@ -12,11 +12,11 @@
 //! that produced them (`collect`, `reduce`, `min_by_key`, `find_any` all hand items to other
 //! threads or back to the caller after the workers unpinned). A `(&K, &V)` item could then point at
 //! an entry a concurrent `remove` has already freed. [`Ref`](crate::Ref), which owns its guard,
-//! cannot be sent between threads at all. So [`EpochMap::par_iter`] clones each entry on the
+//! cannot be sent between threads at all. So [`EpochMap::par_iter`](Map::par_iter) clones each entry on the
 //! worker, under that worker's guard, and yields owned values: sound whatever the consumer does,
 //! and cheap for the `Arc`-valued maps caches usually are. To work on borrowed values without
-//! cloning, use [`EpochMap::par_retain`] (whose closure sees `&K, &V` under the worker's guard) or
-//! a serial [`EpochMap::pin`] walk.
+//! cloning, use [`EpochMap::par_retain`](Map::par_retain) (whose closure sees `&K, &V` under the worker's guard) or
+//! a serial [`EpochMap::pin`](Map::pin) walk.
 
 use std::hash::{BuildHasher, Hash};
 
@@ -37,13 +37,16 @@ use crate::Map;
 /// Walks one shard under a guard pinned on the thread that drives it, projecting each entry to an
 /// owned item. Created and consumed inside one rayon task (`flat_map_iter` does not send it), so
 /// the guard never leaves its thread.
-struct ShardWalk<'a, K, V, L: Layout<K, V> = Stable, T> {
+struct ShardWalk<'a, K, V, L: Layout<K, V>, T> {
     raw: RawIter<'a, K, V, L>,
     guard: Guard,
     project: fn(&K, &V) -> T,
 }
 
-impl<'a, K, V, T, L: Layout<K, V>> ShardWalk<'a, K, V, L, T> {
+impl<'a, K, V, T, L: Layout<K, V>> ShardWalk<'a, K, V, L, T>
+where
+    L::Line: Send + Sync,
+{
     fn new(shard: &'a CachePadded<Shard<K, V, L>>, project: fn(&K, &V) -> T) -> Self {
         ShardWalk {
             raw: RawIter::new(std::slice::from_ref(shard)),
@@ -53,7 +56,10 @@ impl<'a, K, V, T, L: Layout<K, V>> ShardWalk<'a, K, V, L, T> {
     }
 }
 
-impl<K, V, T, L: Layout<K, V>> Iterator for ShardWalk<'_, K, V, L, T> {
+impl<K, V, T, L: Layout<K, V>> Iterator for ShardWalk<'_, K, V, L, T>
+where
+    L::Line: Send + Sync,
+{
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
@@ -65,7 +71,7 @@ impl<K, V, T, L: Layout<K, V>> Iterator for ShardWalk<'_, K, V, L, T> {
 }
 
 /// Drives one parallel walk over a map's shards.
-fn drive_shards<K, V, T, C>(
+fn drive_shards<K, V, L: Layout<K, V>, T, C>(
     shards: &[CachePadded<Shard<K, V, L>>],
     project: fn(&K, &V) -> T,
     consumer: C,
@@ -73,6 +79,7 @@ fn drive_shards<K, V, T, C>(
 where
     K: Send + Sync,
     V: Send + Sync,
+    L::Line: Send + Sync,
     T: Send,
     C: UnindexedConsumer<T>,
 {
@@ -82,9 +89,9 @@ where
         .drive_unindexed(consumer)
 }
 
-/// Parallel iterator over clones of a map's entries, from [`EpochMap::par_iter`].
+/// Parallel iterator over clones of a map's entries, from [`EpochMap::par_iter`](Map::par_iter).
 ///
-/// Weakly consistent like [`EpochMap::iter`]: an entry present for the whole iteration is yielded
+/// Weakly consistent like [`EpochMap::iter`](Map::iter): an entry present for the whole iteration is yielded
 /// exactly once.
 ///
 /// ```
@@ -99,7 +106,7 @@ pub struct ParIter<'a, K, V, L: Layout<K, V> = Stable> {
     shards: &'a [CachePadded<Shard<K, V, L>>],
 }
 
-/// Parallel iterator over clones of a map's keys, from [`EpochMap::par_keys`].
+/// Parallel iterator over clones of a map's keys, from [`EpochMap::par_keys`](Map::par_keys).
 ///
 /// ```
 /// use epochmap::EpochMap;
@@ -112,7 +119,7 @@ pub struct ParKeys<'a, K, V, L: Layout<K, V> = Stable> {
     shards: &'a [CachePadded<Shard<K, V, L>>],
 }
 
-/// Parallel iterator over clones of a map's values, from [`EpochMap::par_values`].
+/// Parallel iterator over clones of a map's values, from [`EpochMap::par_values`](Map::par_values).
 ///
 /// ```
 /// use epochmap::EpochMap;
@@ -141,6 +148,7 @@ debug_shard_walk!(ParIter, ParKeys, ParValues);
 
 impl<K, V, L: Layout<K, V>> ParallelIterator for ParIter<'_, K, V, L>
 where
+    L::Line: Send + Sync,
     K: Clone + Send + Sync,
     V: Clone + Send + Sync,
 {
@@ -153,6 +161,7 @@ where
 
 impl<K, V, L: Layout<K, V>> ParallelIterator for ParKeys<'_, K, V, L>
 where
+    L::Line: Send + Sync,
     K: Clone + Send + Sync,
     V: Send + Sync,
 {
@@ -165,6 +174,7 @@ where
 
 impl<K, V, L: Layout<K, V>> ParallelIterator for ParValues<'_, K, V, L>
 where
+    L::Line: Send + Sync,
     K: Send + Sync,
     V: Clone + Send + Sync,
 {
@@ -177,6 +187,7 @@ where
 
 impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
+    L::Line: Send + Sync,
     K: Send + Sync,
     V: Send + Sync,
 {
@@ -238,6 +249,7 @@ where
 
 impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L>
 where
+    L::Line: Send + Sync,
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
     S: BuildHasher + Sync,
@@ -245,7 +257,7 @@ where
     /// Keeps only the entries for which `keep` returns true, filtering the shards in parallel (one
     /// rayon task per shard).
     ///
-    /// The same contract as [`retain`](EpochMap::retain): each shard is filtered under its writer
+    /// The same contract as [`retain`](Map::retain): each shard is filtered under its writer
     /// lock (readers are not blocked), atomically with respect to that shard's writers and weakly
     /// consistent across shards. `keep` runs under the lock, so it must not write to this map (that
     /// panics rather than deadlocks). It may use rayon itself: a worker waiting in a nested `join`
@@ -309,7 +321,10 @@ pub struct IntoParIter<K, V, S, L: Layout<K, V> = Stable> {
     map: Map<K, V, S, L>,
 }
 
-impl<K: Send, V: Send, S: Send, L: Layout<K, V>> ParallelIterator for IntoParIter<K, V, S, L> {
+impl<K: Send, V: Send, S: Send, L: Layout<K, V>> ParallelIterator for IntoParIter<K, V, S, L>
+where
+    L::Line: Send + Sync,
+{
     type Item = (K, V);
 
     fn drive_unindexed<C: UnindexedConsumer<(K, V)>>(self, consumer: C) -> C::Result {
@@ -337,7 +352,10 @@ impl<K: Send, V: Send, S: Send, L: Layout<K, V>> ParallelIterator for IntoParIte
 /// assert_eq!(total, 10 + 90 * 2);
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-impl<K: Send, V: Send, S: Send, L: Layout<K, V>> IntoParallelIterator for Map<K, V, S, L> {
+impl<K: Send, V: Send, S: Send, L: Layout<K, V>> IntoParallelIterator for Map<K, V, S, L>
+where
+    L::Line: Send + Sync,
+{
     type Item = (K, V);
     type Iter = IntoParIter<K, V, S, L>;
 
@@ -359,6 +377,7 @@ impl<K: Send, V: Send, S: Send, L: Layout<K, V>> IntoParallelIterator for Map<K,
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 impl<K, V, S, L: Layout<K, V>> ParallelExtend<(K, V)> for &Map<K, V, S, L>
 where
+    L::Line: Send + Sync,
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
     S: BuildHasher + Sync,
@@ -399,6 +418,7 @@ where
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 impl<K, V, S, L: Layout<K, V>> ParallelExtend<(K, V)> for Map<K, V, S, L>
 where
+    L::Line: Send + Sync,
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
     S: BuildHasher + Sync,
@@ -424,6 +444,7 @@ where
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 impl<K, V, S, L: Layout<K, V>> FromParallelIterator<(K, V)> for Map<K, V, S, L>
 where
+    L::Line: Send + Sync,
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
     S: BuildHasher + Default + Sync,
@@ -433,8 +454,7 @@ where
         I: IntoParallelIterator<Item = (K, V)>,
     {
         let par_iter = par_iter.into_par_iter();
-        let mut map =
-            EpochMap::with_capacity_and_hasher(par_iter.opt_len().unwrap_or(0), S::default());
+        let mut map = Map::with_capacity_and_hasher(par_iter.opt_len().unwrap_or(0), S::default());
         map.par_extend(par_iter);
         map
     }

@@ -1,4 +1,4 @@
-//! Serde integration (feature `serde`): an [`EpochMap`] serializes as a map and deserializes from
+//! Serde integration (feature `serde`): an [`EpochMap`](crate::EpochMap) serializes as a map and deserializes from
 //! one, like `std::collections::HashMap`.
 
 use std::collections::hash_map::{Entry, HashMap};
@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use ::serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use ::serde::ser::{Serialize, Serializer};
 
-use crate::layout::{Layout, Stable};
+use crate::layout::Layout;
 use crate::Map;
 
 /// Serializes the entries as a map.
@@ -17,7 +17,7 @@ use crate::Map;
 /// The entries are snapshotted under one epoch guard first, so the map's length written up front
 /// is exactly the number of entries that follow, even while other threads write to the map (formats
 /// with a length prefix, such as bincode, depend on that). Under concurrent writes the snapshot is
-/// weakly consistent, like [`EpochMap::iter`], with one more promise: each key is written at most
+/// weakly consistent, like [`EpochMap::iter`](Map::iter), with one more promise: each key is written at most
 /// once. (A walk can meet a key twice when a writer removes it behind the walk and re-inserts it
 /// ahead, say into a later bucket its home bucket overflowed into; the snapshot keeps the entry
 /// met last, the newer one.) That costs a set of the snapshot's keys, hence `K: Hash + Eq`.
@@ -74,12 +74,12 @@ where
     }
 }
 
-/// Builds an `EpochMap<K, V, S>`; `fn() -> _` keeps the visitor `Send`/`Sync` whatever K, V, S are.
-type Makes<K, V, S> = fn() -> Map<K, V, S, L>;
+/// Builds a `Map<K, V, S, L>`; `fn() -> _` keeps the visitor `Send`/`Sync` whatever K, V, S are.
+type Makes<K, V, S, L> = fn() -> Map<K, V, S, L>;
 
-struct MapVisitor<K, V, S>(PhantomData<Makes<K, V, S>>);
+struct MapVisitor<K, V, S, L: Layout<K, V>>(PhantomData<Makes<K, V, S, L>>);
 
-impl<'de, K, V, S> Visitor<'de> for MapVisitor<K, V, S>
+impl<'de, K, V, S, L: Layout<K, V>> Visitor<'de> for MapVisitor<K, V, S, L>
 where
     K: Deserialize<'de> + Hash + Eq + Send + 'static,
     V: Deserialize<'de> + Send + 'static,
@@ -96,7 +96,7 @@ where
         // collections do: a hostile hint must not make us allocate before any entry has arrived.
         let cautious = (1 << 20) / std::mem::size_of::<(K, V)>().max(1);
         let capacity = access.size_hint().unwrap_or(0).min(cautious);
-        let map = EpochMap::with_capacity_and_hasher(capacity, S::default());
+        let map = Map::with_capacity_and_hasher(capacity, S::default());
         while let Some((key, value)) = access.next_entry()? {
             map.insert(key, value);
         }

@@ -113,7 +113,11 @@ fn growth_copies_entries_while_readers_read_the_old_copies() {
             let (map, copies) = (Arc::clone(&map), copies.clone());
             thread::spawn(move || {
                 map.insert(5, Copy_::new(5, &copies));
-                assert_eq!(map.memory_stats().buckets, 2, "the sixth entry grew the table");
+                assert_eq!(
+                    map.memory_stats().buckets,
+                    2,
+                    "the sixth entry grew the table"
+                );
                 let _ = map.wait_for_reclamation(std::time::Duration::from_secs(1));
             })
         };
@@ -128,7 +132,11 @@ fn growth_copies_entries_while_readers_read_the_old_copies() {
         reclaim_all(&map);
         for k in 0..6 {
             assert_eq!(map.get(&k).map(|r| r.check()), Some(k as usize));
-            assert_eq!(copies.alive(k as usize), 1, "value {k}: one copy, the map's");
+            assert_eq!(
+                copies.alive(k as usize),
+                1,
+                "value {k}: one copy, the map's"
+            );
         }
         drop(map);
         for id in 0..6 {
@@ -166,7 +174,10 @@ fn a_replace_into_a_table_full_of_retired_slots_rebuilds_it_first() {
         drop(map.insert(0, Copy_::new(5, &copies)));
         let stats = map.memory_stats();
         assert_eq!(stats.tables_retired, 1, "the replace rebuilt the table");
-        assert_eq!(stats.buckets, 1, "at its size: retired slots do not grow it");
+        assert_eq!(
+            stats.buckets, 1,
+            "at its size: retired slots do not grow it"
+        );
         drop(pinned);
         reader.join().unwrap();
         reclaim_all(&map);
