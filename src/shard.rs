@@ -860,16 +860,23 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
         K: Eq,
     {
         let (mut bucket, mut slot) = (at.bucket, at.slot);
-        let (key, value) = if L::INLINE
-            && self.needs_room(self.shard.hot.len.load(Ordering::Relaxed))
-        {
-            let len = self.shard.hot.len.load(Ordering::Relaxed);
+        let len = self.shard.hot.len.load(Ordering::Relaxed);
+        let (key, value) = if L::INLINE && self.needs_room(len) {
             let (key, value) = self.make_room(len, hasher, (key, value));
             let found =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.find(at.hash, &key)));
             match found {
                 Ok(Some(now)) => (bucket, slot) = (now.bucket, now.slot),
-                Ok(None) => unreachable!("a rebuild keeps every key"),
+                // A rebuild keeps every key, so only an `Eq` that disagrees with itself gets
+                // here. The map is whole (the old entry is in the new table); the write fails
+                // like a panicking `Eq` would, with the user's key and value dropped unlocked.
+                Ok(None) => self.unlock_drop_and_resume(
+                    (key, value),
+                    Box::new(
+                        "epochmap: a key was not found again after its table was rebuilt \
+                         (its Eq is inconsistent); no entry was changed",
+                    ),
+                ),
                 Err(payload) => self.unlock_drop_and_resume((key, value), payload),
             }
             (key, value)
