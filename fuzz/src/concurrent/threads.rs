@@ -1,5 +1,6 @@
-//! Concurrent target: two or three threads apply their own operation sequences to one map, then
-//! the run checks global invariants.
+//! The concurrent run, for one layout (this file is compiled once per layout, see
+//! `concurrent.rs`: `super::Map` is `EpochMap` or `FlatEpochMap`): two or three threads apply
+//! their own operation sequences to one map, then the run checks global invariants.
 //!
 //! Values are [`Counted`]: each knows the key it was written for and counts its drops. During the
 //! run every thread checks what it reads (a value belongs to the key it was found under; a `Ref`
@@ -13,8 +14,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use epochmap::{EpochMap, ReclaimMode};
+use epochmap::ReclaimMode;
 
+use super::{new_builder, Map};
 use crate::{Counted, FuzzHasher, Ledger};
 
 /// Operations per thread, at most.
@@ -62,10 +64,8 @@ enum Op {
     Yield,
 }
 
-type Map = EpochMap<Box<u16>, Counted, FuzzHasher>;
-
-/// Runs one input: see the module docs.
-pub fn run(data: &[u8]) {
+/// Runs one input on this layout's map: see the module docs.
+pub(crate) fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(config) = Config::arbitrary(&mut u) else {
         return;
@@ -85,7 +85,7 @@ pub fn run(data: &[u8]) {
             }
         }
     }
-    let map: Map = EpochMap::builder()
+    let map: Map = new_builder()
         .shards(1 << (config.shards_log % 3))
         .hasher(config.hasher)
         .reclaim_mode(if config.inline {

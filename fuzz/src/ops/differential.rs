@@ -1,7 +1,8 @@
-//! Differential target: one thread applies an operation sequence (including single-flight loads,
-//! `_with_hash` calls with right and wrong hashes, and borrowed-key writes) to an [`EpochMap`] and to
-//! `std::collections::HashMap`, comparing every result, and at the end the whole contents. `drain`
-//! is compared with taking the model's contents.
+//! The differential run, for one layout (this file is compiled once per layout, see `ops.rs`:
+//! `super::Map` is `EpochMap` or `FlatEpochMap`): one thread applies an operation sequence
+//! (including single-flight loads, `_with_hash` calls with right and wrong hashes, and
+//! borrowed-key writes) to the map and to `std::collections::HashMap`, comparing every result,
+//! and at the end the whole contents. `drain` is compared with taking the model's contents.
 //!
 //! Keys are boxed `u16`s and values boxed `u32`s, so AddressSanitizer catches a read of a freed
 //! key or value. Tiny shard counts, a weak-hasher variant and a small key space (from the input)
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::{Arbitrary, Unstructured};
-use epochmap::{Compute, EpochMap, Operation, ReclaimMode, Ref, ScanCursor, WouldBlock};
+use epochmap::{Compute, Operation, ReclaimMode, Ref, ScanCursor, WouldBlock};
 
+use super::{new_builder, Map};
 use crate::FuzzHasher;
 
 /// Most `Ref`s held at once (each pins the epoch; holding them exercises retirement under a pin).
@@ -133,13 +135,11 @@ enum ComputeChoice {
     Abort,
 }
 
-type Map = EpochMap<Box<u16>, Box<u32>, FuzzHasher>;
-
 /// A held `Ref` with the key and value it read when taken.
 type Held<'m> = (Ref<'m, Box<u16>, Box<u32>>, u16, u32);
 
-/// Runs one input: see the module docs.
-pub fn run(data: &[u8]) {
+/// Runs one input on this layout's map: see the module docs.
+pub(crate) fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(config) = Config::arbitrary(&mut u) else {
         return;
@@ -149,7 +149,7 @@ pub fn run(data: &[u8]) {
     } else {
         ReclaimMode::Background
     };
-    let map: Map = EpochMap::builder()
+    let map: Map = new_builder()
         .shards(1 << (config.shards_log % 4))
         .capacity(usize::from(config.capacity % 64))
         .hasher(config.hasher)
