@@ -11,9 +11,9 @@
 //!
 //! `cargo bench -p epochmap-benches --bench churn` runs every map at 2 and 8 writers for 8 s and
 //! writes `churn.csv` (into `$EPOCHMAP_BENCH_OUT` when set). Arguments after `--`:
-//! `--secs S`, `--writers 2,8`, `--maps epochmap,epochmap-inline,papaya,dashmap`, `--rounds R`
+//! `--secs S`, `--writers 2,8`, `--maps epochmap,flat-epochmap,epochmap-inline,papaya,dashmap`, `--rounds R`
 //! (each round runs every case once, in a shuffled order; the table shows every round),
-//! `--entries N` (the epochmap rows' `backpressure_entries`, for trying bounds).
+//! `--entries N` (the epochmap and flat-epochmap rows' `backpressure_entries`, for trying bounds).
 
 use std::hash::BuildHasher;
 use std::io::Write;
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use epochmap::{EpochMap, ReclaimMode};
+use epochmap::{EpochMap, FlatEpochMap, ReclaimMode};
 
 mod common;
 use common::{arg, hasher, key, pick, Hasher, Rng};
@@ -32,7 +32,13 @@ const KEYS: u64 = 100_000;
 /// Bytes each value owns on the heap.
 const VALUE_BYTES: usize = 512;
 /// Every map the run knows, in table order.
-const MAPS: [&str; 4] = ["epochmap", "epochmap-inline", "papaya", "dashmap"];
+const MAPS: [&str; 5] = [
+    "epochmap",
+    "flat-epochmap",
+    "epochmap-inline",
+    "papaya",
+    "dashmap",
+];
 
 /// What every map under test offers the writers.
 trait ChurnMap: Send + Sync + 'static {
@@ -41,6 +47,15 @@ trait ChurnMap: Send + Sync + 'static {
 }
 
 impl<S: BuildHasher + Send + Sync + 'static> ChurnMap for EpochMap<u64, Vec<u8>, S> {
+    fn put(&self, k: u64, v: Vec<u8>) {
+        self.insert(k, v);
+    }
+    fn del(&self, k: u64) {
+        self.remove(&k);
+    }
+}
+
+impl<S: BuildHasher + Send + Sync + 'static> ChurnMap for FlatEpochMap<u64, Vec<u8>, S> {
     fn put(&self, k: u64, v: Vec<u8>) {
         self.insert(k, v);
     }
@@ -81,6 +96,18 @@ fn build(name: &str, entries: Option<usize>) -> Arc<dyn ChurnMap> {
     match name {
         "epochmap" => Arc::new(epochmap(ReclaimMode::Background)),
         "epochmap-inline" => Arc::new(epochmap(ReclaimMode::Inline)),
+        // Built as the `epochmap` row is: the default (background) reclaim mode, the same hasher
+        // and `--entries` bound. Its values are cloned when its tables grow (the prefill).
+        "flat-epochmap" => {
+            let builder = FlatEpochMap::builder().hasher(hasher());
+            Arc::new(
+                match entries {
+                    Some(n) => builder.backpressure_entries(n),
+                    None => builder,
+                }
+                .build::<u64, Vec<u8>>(),
+            )
+        }
         "papaya" => Arc::new(papaya::HashMap::with_hasher(hasher())),
         "dashmap" => Arc::new(dashmap::DashMap::with_hasher(hasher())),
         other => panic!("unknown map {other}; known: {MAPS:?}"),

@@ -4,6 +4,8 @@
 //! `clear/latency` (the caller's cost of one call; the map is filled outside the timing and
 //! dropped outside it afterwards):
 //! - epochmap `clear()` and `clear_keep_capacity()` (O(shards): swap tables, retire the old ones);
+//!   every epochmap row is repeated as `flat-epochmap` (`FlatEpochMap`, the same map with its
+//!   entries stored inline in the table), here and in `clear/memory-back`;
 //! - dashmap `clear()` (a `retain(|_, _| false)` over every shard), papaya `clear()`, scc `clear()`;
 //! - a remove loop over every key (epochmap and dashmap);
 //! - dropping the map and creating a new one (epochmap and dashmap).
@@ -19,7 +21,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 
 mod common;
-use common::{dash_filled, epoch_filled, hasher, key, strategy, Dash, Epoch, Hasher};
+use common::{
+    dash_filled, epoch_filled, flat_filled, hasher, key, strategy, Dash, Epoch, FlatEpoch, Hasher,
+};
 
 fn papaya_filled(n: u64) -> papaya::HashMap<u64, u64, Hasher> {
     let m = papaya::HashMap::with_hasher(hasher());
@@ -90,6 +94,48 @@ fn clear(c: &mut Criterion) {
             |m| {
                 drop(m);
                 (Epoch::with_hasher(hasher()), ())
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap clear",
+            n,
+            || flat_filled(n),
+            |m| {
+                m.clear();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap clear_keep_capacity",
+            n,
+            || flat_filled(n),
+            |m| {
+                m.clear_keep_capacity();
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap remove loop",
+            n,
+            || flat_filled(n),
+            |m| {
+                for i in 0..n {
+                    m.remove(&key(i));
+                }
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap drop+new",
+            n,
+            || flat_filled(n),
+            |m| {
+                drop(m);
+                (FlatEpoch::with_hasher(hasher()), ())
             },
         );
         strategy(
@@ -170,6 +216,28 @@ fn clear(c: &mut Criterion) {
             |m| {
                 drop(m);
                 (Epoch::with_hasher(hasher()), ())
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap clear+reclaimed",
+            n,
+            || flat_filled(n),
+            |m| {
+                m.clear();
+                let done = m.wait_for_reclamation(Duration::from_secs(30));
+                assert!(done, "reclamation did not finish within 30 s");
+                (m, ())
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap drop+new",
+            n,
+            || flat_filled(n),
+            |m| {
+                drop(m);
+                (FlatEpoch::with_hasher(hasher()), ())
             },
         );
         strategy(

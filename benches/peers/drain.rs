@@ -13,6 +13,9 @@
 //! - dashmap `retain(collect)`: one `retain(|k, v| { out.push(..); false })` pass, each shard under
 //!   its write lock (needs `Clone`; exactly once).
 //!
+//! Every epochmap row is repeated as `flat-epochmap` (`FlatEpochMap`: the same map with entries
+//! stored inline in the table).
+//!
 //! `drain/to-last-item` — from the call until the caller holds the last pair: epochmap
 //! `drain().collect()` (the swap, the grace-period wait and the moves), against the same dashmap
 //! strategies (which do all their work in the call).
@@ -23,16 +26,16 @@ use std::hint::black_box;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
-use epochmap::Drain;
 
 mod common;
-use common::{dash_filled, epoch_filled, strategy, Dash};
+use common::{dash_filled, epoch_filled, flat_filled, strategy, Dash};
 
-/// A `Drain` that is consumed, not dropped, when the harness drops it outside the timing, so the
-/// entries are moved out as a user would and nothing is left for the reclaimer to do meanwhile.
-struct Consume(Drain<u64, u64>);
+/// A `Drain` (of either layout) that is consumed, not dropped, when the harness drops it outside
+/// the timing, so the entries are moved out as a user would and nothing is left for the reclaimer
+/// to do meanwhile.
+struct Consume<D: Iterator<Item = (u64, u64)>>(D);
 
-impl Drop for Consume {
+impl<D: Iterator<Item = (u64, u64)>> Drop for Consume<D> {
     fn drop(&mut self) {
         let sum: u64 = self.0.by_ref().map(|(k, v)| k ^ v).sum();
         black_box(sum);
@@ -113,6 +116,16 @@ fn drain(c: &mut Criterion) {
                 (m, d)
             },
         );
+        strategy(
+            &mut g,
+            "flat-epochmap drain",
+            n,
+            || flat_filled(n),
+            |m| {
+                let d = Consume(m.drain());
+                (m, d)
+            },
+        );
         dashmap_strategies(&mut g, n);
     }
     g.finish();
@@ -125,6 +138,17 @@ fn drain(c: &mut Criterion) {
             "epochmap drain+collect",
             n,
             || epoch_filled(n),
+            |m| {
+                let out: Vec<(u64, u64)> = m.drain().collect();
+                assert_eq!(out.len() as u64, n);
+                (m, out)
+            },
+        );
+        strategy(
+            &mut g,
+            "flat-epochmap drain+collect",
+            n,
+            || flat_filled(n),
             |m| {
                 let out: Vec<(u64, u64)> = m.drain().collect();
                 assert_eq!(out.len() as u64, n);

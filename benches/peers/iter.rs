@@ -1,5 +1,6 @@
 //! Iteration throughput: visiting every entry of a 1M-entry `u64 -> u64` map once, summing the
-//! values, one thread. epochmap `iter()` and `pin().iter()`, papaya's pinned `iter()`, dashmap
+//! values, one thread. epochmap `iter()` and `pin().iter()` (and the same, with `retain`, for
+//! `FlatEpochMap` as `flat-epochmap`), papaya's pinned `iter()`, dashmap
 //! `iter()`, scc `scan`, `RwLock<std HashMap>` under one read lock, and hashbrown / std as the
 //! single-thread limit; a full `Pinned::scan` at 1024 buckets per call in the same group, and the
 //! latency of `Pinned::sample(16, seed)` in its own. The `-retain` rows visit every entry through
@@ -10,7 +11,7 @@ use std::collections::HashMap as StdHashMap;
 use std::sync::RwLock;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use epochmap::{EpochMap, ScanCursor};
+use epochmap::{EpochMap, FlatEpochMap, ScanCursor};
 
 mod common;
 use common::{hasher, key, pick};
@@ -70,6 +71,37 @@ fn iter(c: &mut Criterion) {
         })
     });
     drop(epoch);
+
+    let flat = FlatEpochMap::with_hasher(hasher());
+    entries().for_each(|(k, v)| {
+        flat.insert(k, v);
+    });
+    g.bench_function(BenchmarkId::new("flat-epochmap", n), |b| {
+        b.iter(|| {
+            flat.iter()
+                .map(|r| *r.value())
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    g.bench_function(BenchmarkId::new("flat-epochmap-pinned", n), |b| {
+        b.iter(|| {
+            flat.pin()
+                .iter()
+                .map(|(_, v)| *v)
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    g.bench_function(BenchmarkId::new("flat-epochmap-retain", n), |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            flat.retain(|_, v| {
+                sum = sum.wrapping_add(*v);
+                true
+            });
+            sum
+        })
+    });
+    drop(flat);
 
     let papaya = papaya::HashMap::with_hasher(hasher());
     entries().for_each(|(k, v)| {

@@ -3,7 +3,8 @@
 //! own binary: the allocator is process-wide). Not a criterion bench; it prints a table and writes
 //! `memory.tsv` into `$EPOCHMAP_BENCH_OUT` (default `target/bench-results`) for the report.
 //!
-//! For each map: record the live bytes, build the map with its default capacity, insert `key(i) ->
+//! The maps: epochmap, `FlatEpochMap` (`flat-epochmap`, entries inline in the table), papaya,
+//! dashmap, scc, `RwLock<std HashMap>` and hashbrown. For each map: record the live bytes, build the map with its default capacity, insert `key(i) ->
 //! i` for i in 0..n one by one (the peak is tracked on every allocation), then let deferred frees
 //! run (epochmap: `wait_for_reclamation`; papaya and scc free retired arrays through their own
 //! epochs, which a few pinned no-op operations drive) and record the live bytes again.
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use epochmap::EpochMap;
+use epochmap::{EpochMap, FlatEpochMap};
 
 mod common;
 use common::{hasher, key, pick};
@@ -151,6 +152,20 @@ fn main() {
         },
     ));
     rows.push(measure(
+        "flat-epochmap",
+        n,
+        |n| {
+            let m = FlatEpochMap::with_hasher(hasher());
+            for i in 0..n {
+                m.insert(key(i), i);
+            }
+            m
+        },
+        |m| {
+            assert!(m.wait_for_reclamation(Duration::from_secs(30)));
+        },
+    ));
+    rows.push(measure(
         "papaya",
         n,
         |n| {
@@ -230,13 +245,13 @@ fn main() {
     let mut out = std::fs::File::create(dir.join("memory.tsv")).expect("create memory.tsv");
     writeln!(out, "map\tentries\tlive_bytes\tpeak_bytes\tfootprint_bytes").unwrap();
     println!(
-        "{:<12} {:>10} {:>14} {:>10} {:>14} {:>14}",
+        "{:<13} {:>10} {:>14} {:>10} {:>14} {:>14}",
         "map", "entries", "live bytes", "B/entry", "peak bytes", "footprint"
     );
     for r in &rows {
         writeln!(out, "{}\t{}\t{}\t{}\t{}", r.map, n, r.live, r.peak, r.foot).unwrap();
         println!(
-            "{:<12} {:>10} {:>14} {:>10.1} {:>14} {:>14}",
+            "{:<13} {:>10} {:>14} {:>10.1} {:>14} {:>14}",
             r.map,
             n,
             r.live,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, RwLock};
 use std::time::{Duration, Instant};
 
-use epochmap::{EpochMap, ReclaimMode};
+use epochmap::{EpochMap, FlatEpochMap, ReclaimMode};
 
 use super::common::{hasher, key, pick, Hasher, Rng, Zipf};
 use super::flat_proto::{Flat, GROW4, NOPIN, WRES};
@@ -34,6 +34,7 @@ pub trait MixMap: Send + Sync {
 }
 
 struct EpochOneCall(EpochMap<u64, u64, Hasher>);
+struct FlatOneCall(FlatEpochMap<u64, u64, Hasher>);
 struct EpochPinned(EpochMap<u64, u64, Hasher>);
 struct PapayaOneCall(papaya::HashMap<u64, u64, Hasher>);
 struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
@@ -42,36 +43,44 @@ struct Scc(scc::HashMap<u64, u64, Hasher>);
 struct SccIndex(scc::HashIndex<u64, u64, Hasher>);
 struct RwStd(RwLock<StdHashMap<u64, u64, Hasher>>);
 
-impl MixMap for EpochOneCall {
-    fn run(&self, ops: &[(Op, u64)]) -> u64 {
-        let m = &self.0;
-        let mut sum = 0u64;
-        for &(op, k) in ops {
-            match op {
-                Op::Get => {
-                    if let Some(v) = m.get(&k) {
-                        sum = sum.wrapping_add(*v);
+/// `EpochMap` and `FlatEpochMap` share their API (both are `epochmap::Map`, over a layout the crate
+/// does not export as a bound), so one call per operation is one impl, written for each.
+macro_rules! one_call_mix_map {
+    ($($map:ty),*) => {$(
+        impl MixMap for $map {
+            fn run(&self, ops: &[(Op, u64)]) -> u64 {
+                let m = &self.0;
+                let mut sum = 0u64;
+                for &(op, k) in ops {
+                    match op {
+                        Op::Get => {
+                            if let Some(v) = m.get(&k) {
+                                sum = sum.wrapping_add(*v);
+                            }
+                        }
+                        Op::Insert => {
+                            m.insert(k, k);
+                        }
+                        Op::Remove => {
+                            m.remove(&k);
+                        }
+                        Op::Update => {
+                            m.update(&k, |v| v.wrapping_add(1));
+                        }
                     }
                 }
-                Op::Insert => {
-                    m.insert(k, k);
-                }
-                Op::Remove => {
-                    m.remove(&k);
-                }
-                Op::Update => {
-                    m.update(&k, |v| v.wrapping_add(1));
+                sum
+            }
+            fn prefill(&self, keys: impl Iterator<Item = u64>) {
+                for k in keys {
+                    self.0.insert(k, k);
                 }
             }
         }
-        sum
-    }
-    fn prefill(&self, keys: impl Iterator<Item = u64>) {
-        for k in keys {
-            self.0.insert(k, k);
-        }
-    }
+    )*};
 }
+
+one_call_mix_map!(EpochOneCall, FlatOneCall);
 
 impl MixMap for EpochPinned {
     fn run(&self, ops: &[(Op, u64)]) -> u64 {
@@ -544,11 +553,16 @@ pub trait MapVisitor {
     fn visit<M: MixMap>(&mut self, name: &str, make: impl Fn() -> M);
 }
 
-/// Every real map of the mixes, in the report's order: epochmap one call per operation, with
-/// `ReclaimMode::Inline` and pinned per batch; papaya one call and pinned; dashmap; scc's
+/// Every real map of the mixes, in the report's order: epochmap one call per operation,
+/// `FlatEpochMap` (entries inline) one call per operation, epochmap with `ReclaimMode::Inline`
+/// and pinned per batch; papaya one call and pinned; dashmap; scc's
 /// `HashMap` and `HashIndex`; `RwLock<std HashMap>`. (The floor models are `mixes.rs`'s own.)
 pub fn each_map(v: &mut impl MapVisitor) {
     v.visit("epochmap", || EpochOneCall(EpochMap::with_hasher(hasher())));
+    // The same map with entries stored inline in the table (`FlatEpochMap`), built the same way.
+    v.visit("flat-epochmap", || {
+        FlatOneCall(FlatEpochMap::with_hasher(hasher()))
+    });
     // Same map, entries freed by whichever thread runs the deferred function instead of the
     // background reclaimer: isolates the cost of the reclaimer hand-off (wake-ups, cross-thread
     // frees).

@@ -1,5 +1,6 @@
 //! Single-thread `get` (hit and miss), `insert` and `remove` on maps holding 1K / 100K / 1M
-//! `u64 -> u64` entries: epochmap (`get` per call, and `pin()` per batch), papaya (one call, and
+//! `u64 -> u64` entries: epochmap (`get` per call, and `pin()` per batch), `FlatEpochMap`
+//! (`flat-epochmap`: entries inline in the table, `get` per call), papaya (one call, and
 //! pinned), dashmap, scc (`HashMap`, and `HashIndex`: the peer whose reads are lock-free too),
 //! and the single-thread limits `hashbrown::HashMap` and std's `HashMap`.
 //! `hashbrown+pin` (gets only) is hashbrown with a crossbeam-epoch pin around every lookup: the
@@ -18,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use epochmap::EpochMap;
+use epochmap::{EpochMap, FlatEpochMap};
 
 mod common;
 use common::{hasher, key, Hasher, Rng};
@@ -34,6 +35,7 @@ trait StMap {
 }
 
 struct Epoch(EpochMap<u64, u64, Hasher>);
+struct Flat(FlatEpochMap<u64, u64, Hasher>);
 struct EpochPinned(EpochMap<u64, u64, Hasher>);
 struct Papaya(papaya::HashMap<u64, u64, Hasher>);
 struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
@@ -44,23 +46,30 @@ struct Brown(hashbrown::HashMap<u64, u64, Hasher>);
 struct BrownPin(Brown);
 struct Std(StdHashMap<u64, u64, Hasher>);
 
-impl StMap for Epoch {
-    fn get_batch(&self, keys: &[u64]) -> u64 {
-        keys.iter()
-            .map(|k| self.0.get(k).map_or(0, |v| *v))
-            .fold(0, u64::wrapping_add)
-    }
-    fn insert_batch(&mut self, keys: &[u64]) {
-        for &k in keys {
-            self.0.insert(k, k);
+/// `EpochMap` and `FlatEpochMap` share one API (both are `epochmap::Map`), so one impl serves both.
+macro_rules! epoch_st_map {
+    ($($map:ty),*) => {$(
+        impl StMap for $map {
+            fn get_batch(&self, keys: &[u64]) -> u64 {
+                keys.iter()
+                    .map(|k| self.0.get(k).map_or(0, |v| *v))
+                    .fold(0, u64::wrapping_add)
+            }
+            fn insert_batch(&mut self, keys: &[u64]) {
+                for &k in keys {
+                    self.0.insert(k, k);
+                }
+            }
+            fn remove_batch(&mut self, keys: &[u64]) {
+                for k in keys {
+                    self.0.remove(k);
+                }
+            }
         }
-    }
-    fn remove_batch(&mut self, keys: &[u64]) {
-        for k in keys {
-            self.0.remove(k);
-        }
-    }
+    )*};
 }
+
+epoch_st_map!(Epoch, Flat);
 
 impl StMap for EpochPinned {
     fn get_batch(&self, keys: &[u64]) -> u64 {
@@ -382,6 +391,9 @@ fn single_thread(c: &mut Criterion) {
         let keys = &keys;
         bench_map(c, n, keys, "epochmap", Ops::All, || {
             Epoch(EpochMap::with_hasher(hasher()))
+        });
+        bench_map(c, n, keys, "flat-epochmap", Ops::All, || {
+            Flat(FlatEpochMap::with_hasher(hasher()))
         });
         bench_map(c, n, keys, "epochmap-pinned", Ops::All, || {
             EpochPinned(EpochMap::with_hasher(hasher()))

@@ -6,8 +6,10 @@
 //! `tests/replay.rs` feeds it every committed input in `corpus/<target>/` and
 //! `regressions/<target>/` on stable Rust, so a crash once found stays fixed.
 //!
-//! * [`ops`]: differential against `std::collections::HashMap`, single thread.
-//! * [`concurrent`]: two or three threads on one map; global invariants and exact drop counts.
+//! * [`ops`]: differential against `std::collections::HashMap`, single thread; every input on
+//!   an `EpochMap` and on a `FlatEpochMap`.
+//! * [`concurrent`]: two or three threads on one map; global invariants and exact drop counts;
+//!   every input on an `EpochMap` and on a `FlatEpochMap`.
 //! * [`reclaim`]: clear / hold a `Ref` / reclaim sequences; `memory_stats()` consistency.
 //! * [`builder`]: arbitrary `Builder` settings; `try_build` errors are the documented ones.
 
@@ -122,6 +124,7 @@ impl Ledger {
             payload: Box::new(payload),
             id,
             dropped: counter,
+            ledger: Arc::clone(self),
         }
     }
 
@@ -156,7 +159,6 @@ impl Ledger {
 
 /// A map value that knows which key it was written for and counts its drops in a [`Ledger`].
 /// Its payload is boxed, so AddressSanitizer sees any read of a freed value.
-#[derive(Debug)]
 pub struct Counted {
     /// The key this value was written for.
     pub key: u16,
@@ -165,6 +167,28 @@ pub struct Counted {
     /// Unique per ledger.
     pub id: u32,
     dropped: Arc<AtomicU32>,
+    /// Where a clone registers itself.
+    ledger: Arc<Ledger>,
+}
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted")
+            .field("key", &self.key)
+            .field("payload", &self.payload)
+            .field("id", &self.id)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `FlatEpochMap` clones its values when it rebuilds a table. A clone is a value of its own:
+/// same key and payload, a fresh id in the same ledger, its own drop count, so "every value ever
+/// created was dropped exactly once" covers the copies the map made.
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.ledger.make(self.key, *self.payload)
+    }
 }
 
 impl Drop for Counted {

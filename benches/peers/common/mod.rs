@@ -135,14 +135,26 @@ impl Zipf {
     }
 }
 
-/// epochmap and dashmap over [`Hasher`], as the clear and drain benches compare them.
+/// epochmap, its inline-entry layout (`FlatEpochMap`) and dashmap over [`Hasher`], as the clear
+/// and drain benches compare them.
 pub type Epoch = epochmap::EpochMap<u64, u64, Hasher>;
+pub type FlatEpoch = epochmap::FlatEpochMap<u64, u64, Hasher>;
 pub type Dash = dashmap::DashMap<u64, u64, Hasher>;
 
 /// An epochmap holding `key(0..n)`, with nothing pending from the fill's growth, so a measurement
 /// starts with no reclamation work left over.
 pub fn epoch_filled(n: u64) -> Epoch {
     let m = Epoch::with_hasher(hasher());
+    for i in 0..n {
+        m.insert(key(i), i);
+    }
+    m.wait_for_reclamation(Duration::from_secs(10));
+    m
+}
+
+/// A `FlatEpochMap` holding `key(0..n)`, filled and settled as [`epoch_filled`] does.
+pub fn flat_filled(n: u64) -> FlatEpoch {
+    let m = FlatEpoch::with_hasher(hasher());
     for i in 0..n {
         m.insert(key(i), i);
     }

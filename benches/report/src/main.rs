@@ -388,8 +388,11 @@ impl Db {
 
 const ORDER: &[&str] = &[
     "epochmap",
+    "flat-epochmap",
     "epochmap-pinned",
+    "flat-epochmap-pinned",
     "epochmap-retain",
+    "flat-epochmap-retain",
     "epochmap-inline",
     "papaya",
     "papaya-pinned",
@@ -405,8 +408,16 @@ const ORDER: &[&str] = &[
     "hashbrown+pin",
     "std",
     "epochmap drain",
+    "flat-epochmap drain",
     "epochmap drain+collect",
+    "flat-epochmap drain+collect",
 ];
+
+/// Whether a row is one of this crate's maps (`EpochMap` or `FlatEpochMap`, in any form): drawn
+/// bold in the plots, and checked against the crate's own targets rather than listed as a peer.
+fn is_ours(name: &str) -> bool {
+    name.starts_with("epochmap") || name.starts_with("flat-epochmap")
+}
 
 fn mops(ops: f64) -> String {
     if ops >= 1e6 {
@@ -516,7 +527,10 @@ fn plot_clear(db: &Db, group: &str, path: &Path) -> Result<(), Box<dyn std::erro
         })
         .collect();
     plot::draw_lines(&mut chart, &lines, |f| {
-        f.starts_with("epochmap clear") || f.starts_with("epochmap drain")
+        f.starts_with("epochmap clear")
+            || f.starts_with("epochmap drain")
+            || f.starts_with("flat-epochmap clear")
+            || f.starts_with("flat-epochmap drain")
     })?;
     root.present()?;
     Ok(())

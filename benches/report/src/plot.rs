@@ -127,7 +127,7 @@ pub fn throughput_vs_threads(
             points: l.points.iter().map(|&(t, y)| (x(t), y)).collect(),
         })
         .collect();
-    draw_lines(&mut chart, &placed, |name| name.starts_with("epochmap"))?;
+    draw_lines(&mut chart, &placed, crate::is_ours)?;
     root.present()?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Line, ThreadAxis};
-use crate::{ratio, relative_img, ORDER};
+use crate::{is_ours, ratio, relative_img, ORDER};
 
 /// The line that opens the generated section (the rest of the comment says where it comes from).
 pub const BEGIN: &str = "<!-- scaling:begin";
@@ -246,7 +246,7 @@ pub fn section(
         }
         writeln!(md)?;
         for (m, under) in &below {
-            if !m.starts_with("epochmap") {
+            if !is_ours(m) {
                 continue;
             }
             if under.is_empty() {
@@ -266,7 +266,7 @@ pub fn section(
         }
         let peers: Vec<String> = below
             .iter()
-            .filter(|(m, u)| !m.starts_with("epochmap") && !u.is_empty())
+            .filter(|(m, u)| !is_ours(m) && !u.is_empty())
             .map(|(m, u)| format!("{m} in {}", u.join(", ")))
             .collect();
         if peers.is_empty() {
