@@ -49,6 +49,37 @@ impl St for epochmap::EpochMap<u64, u64, Hasher> {
         epochmap::EpochMap::remove(self, &k);
     }
 }
+impl St for epochmap::FlatEpochMap<u64, u64, Hasher> {
+    fn get(&self, k: u64) -> u64 {
+        epochmap::FlatEpochMap::get(self, &k).map_or(0, |v| *v)
+    }
+    fn insert(&mut self, k: u64) {
+        epochmap::FlatEpochMap::insert(self, k, k);
+    }
+    fn remove(&mut self, k: u64) {
+        epochmap::FlatEpochMap::remove(self, &k);
+    }
+}
+
+/// The flat map read through `pin()` once per batch of gets.
+struct FlatEpochPinned(epochmap::FlatEpochMap<u64, u64, Hasher>);
+impl St for FlatEpochPinned {
+    fn get(&self, k: u64) -> u64 {
+        self.0.get(&k).map_or(0, |v| *v)
+    }
+    fn insert(&mut self, k: u64) {
+        self.0.insert(k, k);
+    }
+    fn remove(&mut self, k: u64) {
+        self.0.remove(&k);
+    }
+    fn get_batch(&self, keys: &[u64]) -> u64 {
+        let pinned = self.0.pin();
+        keys.iter().fold(0, |sum, &k| {
+            sum.wrapping_add(pinned.get(&k).map_or(0, |v| *v))
+        })
+    }
+}
 impl St for dashmap::DashMap<u64, u64, Hasher> {
     fn get(&self, k: u64) -> u64 {
         dashmap::DashMap::get(self, &k).map_or(0, |v| *v)
@@ -188,6 +219,10 @@ fn make(name: &str, n: u64) -> Box<dyn St> {
         "flat-pinned" => Box::new(FlatPinned(FlatP::with_hasher(hasher()))),
         "epochmap" => Box::new(epochmap::EpochMap::with_hasher(hasher())),
         "epochmap-pinned" => Box::new(EpochPinned(epochmap::EpochMap::with_hasher(hasher()))),
+        "flat-epochmap" => Box::new(epochmap::FlatEpochMap::with_hasher(hasher())),
+        "flat-epochmap-pinned" => Box::new(FlatEpochPinned(epochmap::FlatEpochMap::with_hasher(
+            hasher(),
+        ))),
         "dashmap" => Box::new(dashmap::DashMap::with_hasher(hasher())),
         "hashbrown" => Box::new(hashbrown::HashMap::with_hasher(hasher())),
         "hashbrown+pin" => Box::new(BrownPin(hashbrown::HashMap::with_hasher(hasher()))),
