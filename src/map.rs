@@ -382,6 +382,11 @@ impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L> {
     /// present for the whole iteration is yielded exactly once; entries inserted or removed
     /// meanwhile may or may not be. It holds an epoch guard while it lives.
     ///
+    /// A key whose value is replaced during the iteration: an [`EpochMap`] yields it once, with
+    /// its old or its new value; a [`FlatEpochMap`] yields it at least once and may yield it
+    /// twice, old value then new, because a replace there can publish the new entry in a later
+    /// bucket (never an earlier one, so the walk cannot miss the key).
+    ///
     /// ```
     /// let map: epochmap::EpochMap<u32, u32> = (0..10).map(|i| (i, i * 2)).collect();
     /// let mut pairs: Vec<(u32, u32)> = map.iter().map(|r| (*r.key(), *r)).collect();
