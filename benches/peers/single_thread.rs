@@ -1,7 +1,7 @@
 //! Single-thread `get` (hit and miss), `insert` and `remove` on maps holding 1K / 100K / 1M
 //! `u64 -> u64` entries: epochmap (`get` per call, and `pin()` per batch), `FlatEpochMap`
-//! (`flat-epochmap`: entries inline in the table, `get` per call), papaya (one call, and
-//! pinned), dashmap, scc (`HashMap`, and `HashIndex`: the peer whose reads are lock-free too),
+//! (`flat-epochmap`: entries inline in the table, `get` per call; and `flat-epochmap-pinned`,
+//! gets only, `pin()` per batch), papaya (one call, and pinned), dashmap, scc (`HashMap`, and `HashIndex`: the peer whose reads are lock-free too),
 //! and the single-thread limits `hashbrown::HashMap` and std's `HashMap`.
 //! `hashbrown+pin` (gets only) is hashbrown with a crossbeam-epoch pin around every lookup: the
 //! floor for any map whose one-call `get` pins crossbeam, whatever its table looks like.
@@ -37,6 +37,7 @@ trait StMap {
 struct Epoch(EpochMap<u64, u64, Hasher>);
 struct Flat(FlatEpochMap<u64, u64, Hasher>);
 struct EpochPinned(EpochMap<u64, u64, Hasher>);
+struct FlatPinned(FlatEpochMap<u64, u64, Hasher>);
 struct Papaya(papaya::HashMap<u64, u64, Hasher>);
 struct PapayaPinned(papaya::HashMap<u64, u64, Hasher>);
 struct Dash(dashmap::DashMap<u64, u64, Hasher>);
@@ -71,26 +72,33 @@ macro_rules! epoch_st_map {
 
 epoch_st_map!(Epoch, Flat);
 
-impl StMap for EpochPinned {
-    fn get_batch(&self, keys: &[u64]) -> u64 {
-        let p = self.0.pin();
-        keys.iter()
-            .map(|k| p.get(k).copied().unwrap_or(0))
-            .fold(0, u64::wrapping_add)
-    }
-    fn insert_batch(&mut self, keys: &[u64]) {
-        let p = self.0.pin();
-        for &k in keys {
-            p.insert(k, k);
+/// The same maps through `pin()`: one pin per batch of operations.
+macro_rules! epoch_pinned_st_map {
+    ($($map:ty),*) => {$(
+        impl StMap for $map {
+            fn get_batch(&self, keys: &[u64]) -> u64 {
+                let p = self.0.pin();
+                keys.iter()
+                    .map(|k| p.get(k).copied().unwrap_or(0))
+                    .fold(0, u64::wrapping_add)
+            }
+            fn insert_batch(&mut self, keys: &[u64]) {
+                let p = self.0.pin();
+                for &k in keys {
+                    p.insert(k, k);
+                }
+            }
+            fn remove_batch(&mut self, keys: &[u64]) {
+                let p = self.0.pin();
+                for k in keys {
+                    p.remove(k);
+                }
+            }
         }
-    }
-    fn remove_batch(&mut self, keys: &[u64]) {
-        let p = self.0.pin();
-        for k in keys {
-            p.remove(k);
-        }
-    }
+    )*};
 }
+
+epoch_pinned_st_map!(EpochPinned, FlatPinned);
 
 impl StMap for Papaya {
     fn get_batch(&self, keys: &[u64]) -> u64 {
@@ -397,6 +405,10 @@ fn single_thread(c: &mut Criterion) {
         });
         bench_map(c, n, keys, "epochmap-pinned", Ops::All, || {
             EpochPinned(EpochMap::with_hasher(hasher()))
+        });
+        // Gets only: its writes through `pin()` would repeat flat-epochmap's one-call rows.
+        bench_map(c, n, keys, "flat-epochmap-pinned", Ops::Gets, || {
+            FlatPinned(FlatEpochMap::with_hasher(hasher()))
         });
         bench_map(c, n, keys, "papaya", Ops::All, || {
             Papaya(papaya::HashMap::with_hasher(hasher()))
