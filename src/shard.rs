@@ -198,6 +198,11 @@ struct Unpublished<'a, 'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>
 }
 
 impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Unpublished<'_, '_, K, V, L> {
+    /// The table being built.
+    fn table(&self) -> &Table<K, V, L> {
+        self.table.as_ref().expect("only `into_inner` takes it")
+    }
+
     /// The finished table, to publish.
     fn into_inner(mut self) -> epoch::Owned<Table<K, V, L>> {
         self.table.take().expect("taken once")
@@ -430,15 +435,33 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
         fresh: Table<K, V, L>,
         hasher: &dyn Fn(&K) -> u64,
     ) -> &'g Table<K, V, L> {
+        let fresh = self.copy_into(ctx, guard, old, fresh, hasher, None);
+        self.publish_rebuilt(ctx, guard, locked, fresh)
+    }
+
+    /// The first half of [`rehash_into`](Self::rehash_into): every entry of `old` (the current
+    /// table), except the one at `skip`, relocated into `fresh`, which is not yet published.
+    fn copy_into<'a, 'g>(
+        &'a self,
+        ctx: &'a Ctx<'a>,
+        guard: &'g epoch::Guard,
+        old: &'g Table<K, V, L>,
+        fresh: Table<K, V, L>,
+        hasher: &dyn Fn(&K) -> u64,
+        skip: Option<(usize, usize)>,
+    ) -> Unpublished<'a, 'g, K, V, L> {
         let fresh = Unpublished {
             table: Some(epoch::Owned::new(fresh)),
             shard: self,
             ctx,
             guard,
         };
-        let table = fresh.table.as_ref().expect("set above");
+        let table = fresh.table();
         old.for_each_occupied(|index| {
             for (slot, entry) in old.entries_in(index) {
+                if skip == Some((index, slot)) {
+                    continue;
+                }
                 // Called only when the entry's placement cannot say where it goes (see
                 // `Placement`). If `hasher` panics, `fresh` drops and frees only its arrays: the
                 // entries still belong to `old`.
@@ -452,6 +475,19 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
                 unsafe { table.insert_moved(old, index, slot, moved, hash) };
             }
         });
+        fresh
+    }
+
+    /// The second half of [`rehash_into`](Self::rehash_into): publishes the rebuilt table and
+    /// retires the current one, as a shell (`Stable`: the entries moved) or fully (`Inline`: the
+    /// old copies, as many as the shard's length, die with it).
+    fn publish_rebuilt<'g>(
+        &self,
+        ctx: &Ctx<'_>,
+        guard: &'g epoch::Guard,
+        locked: &mut Locked<'_, K, V, L>,
+        fresh: Unpublished<'_, 'g, K, V, L>,
+    ) -> &'g Table<K, V, L> {
         let fresh = fresh.into_inner();
         let len = self.hot.len.load(Ordering::Relaxed);
         let kind = if L::INLINE {
@@ -461,7 +497,7 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
         };
         // SAFETY: the lock is held; `fresh` holds every entry of the current table, moved
         // (`Stable`: the old array is a shell) or copied (`Inline`: the old copies, `len` of
-        // them, die with it).
+        // them, die with it; a replaced entry's new value stands in for its copy).
         unsafe { self.publish(ctx, guard, locked, fresh, kind, len) }
     }
 
@@ -802,15 +838,7 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
     #[inline(never)]
     fn make_room<T>(&mut self, len: usize, hasher: &dyn Fn(&K) -> u64, owned: T) -> T {
         let grown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let current = self.table.bucket_count();
-            let floor = if len >= self.table.max_len() / 2 {
-                current * 2
-            } else {
-                current
-            };
-            let buckets = Table::<K, V, L>::buckets_for(len + 1)
-                .expect("epochmap: capacity overflow")
-                .max(floor);
+            let buckets = self.room_buckets(len);
             self.shard.resize(
                 self.ctx,
                 self.guard,
@@ -828,6 +856,19 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
             }
             Err(payload) => self.unlock_drop_and_resume(owned, payload),
         }
+    }
+
+    /// The size of a table rebuilt so that one more entry fits (see [`make_room`](Self::make_room)).
+    fn room_buckets(&self, len: usize) -> usize {
+        let current = self.table.bucket_count();
+        let floor = if len >= self.table.max_len() / 2 {
+            current * 2
+        } else {
+            current
+        };
+        Table::<K, V, L>::buckets_for(len + 1)
+            .expect("epochmap: capacity overflow")
+            .max(floor)
     }
 
     /// For a panic caught under the lock while this write owns user values: releases the lock,
@@ -883,15 +924,73 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
         } else {
             (key, value)
         };
+        if L::INLINE && !self.table.free_slot_ahead(bucket) {
+            return self.replace_by_rebuild(at.hash, bucket, slot, key, value, hasher);
+        }
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; (bucket, slot) came from `find` on this table under this lock and
         // nothing moved since (`insert` and `remove` resize; no caller follows either by an older
         // slot's replace; a rebuild above is followed by a new `find`); an inline layout has a
-        // free slot for the new entry (`needs_room`).
+        // free slot for the new entry at or after its bucket (`needs_room`, `free_slot_ahead`).
         let (old, entry) = unsafe { self.table.replace(at.hash, bucket, slot, entry) };
         self.flush |= self
             .shard
             .discard(self.ctx, self.guard, &mut self.locked, old);
+        // SAFETY: as in `insert`.
+        unsafe { &*entry }
+    }
+
+    /// An inline replace whose new entry would have to wrap past the table's last bucket to
+    /// find a free slot: builds a table of the current one's entries without the old one and
+    /// with the new one, and publishes it.
+    ///
+    /// A replace that publishes the new entry in another bucket moves the key forward in bucket
+    /// order, which a walk in bucket order (`iter`, `scan`) sees at most twice and never not at
+    /// all: the key's position only grows while the walk's does. Wrapping to the first buckets
+    /// would move it behind a walk that has not reached the old bucket yet, which would then
+    /// miss it. A walk holds the table it started on, so publishing a new table keeps it whole.
+    /// It takes a run of full buckets up to the table's end, so it is rare, and O(1) amortised
+    /// for hashed keys (docs/design.md, "Replace: old or new, never neither").
+    #[cold]
+    #[inline(never)]
+    fn replace_by_rebuild(
+        &mut self,
+        hash: u64,
+        bucket: usize,
+        slot: usize,
+        key: K,
+        value: V,
+        hasher: &dyn Fn(&K) -> u64,
+    ) -> &'g Entry<K, V> {
+        let len = self.shard.hot.len.load(Ordering::Relaxed);
+        let buckets = self.room_buckets(len);
+        // Copying runs `Clone` and maybe `hasher`: a panic leaves the current table as it was,
+        // and the user's key and value are dropped after unlocking (see `make_room`).
+        let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.shard.copy_into(
+                self.ctx,
+                self.guard,
+                self.table,
+                Table::new(buckets),
+                hasher,
+                Some((bucket, slot)),
+            )
+        }));
+        let fresh = match copied {
+            Ok(fresh) => fresh,
+            Err(payload) => self.unlock_drop_and_resume((key, value), payload),
+        };
+        let entry = self.new_entry(key, value);
+        // SAFETY: `fresh` is unpublished (we are its only writer); it holds every key but this
+        // one, which hashes to `hash` (a replace's hash is the map's own, `replace_trusting`),
+        // and `len` entries fit below its threshold.
+        let entry = unsafe { fresh.table().insert_new(hash, entry) };
+        // The old entry stays in the old table, which is retired fully: it is dropped with the
+        // other old copies after the grace period, and readers that found it keep reading it.
+        self.table = self
+            .shard
+            .publish_rebuilt(self.ctx, self.guard, &mut self.locked, fresh);
+        self.flush = true;
         // SAFETY: as in `insert`.
         unsafe { &*entry }
     }

@@ -580,6 +580,16 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         ctrl.full().map(move |slot| (slot, L::peek(slots, slot)))
     }
 
+    /// Whether some bucket from `bucket` to the last (without wrapping to the first) has a slot
+    /// a writer may fill. Lock holder only.
+    pub(crate) fn free_slot_ahead(&self, bucket: usize) -> bool {
+        (bucket..self.ctrl.len()).any(|index| {
+            // Relaxed: only the lock holder stores control words.
+            let ctrl = Control(self.ctrl[index].load(Ordering::Relaxed));
+            L::first_free(&self.slots[index], ctrl).is_some()
+        })
+    }
+
     /// Adds a holder: a batch of unlinked slots that points into the table. The caller is a
     /// holder already (the lock holder, for the shard), so the count is above zero.
     pub(crate) fn hold(&self) {
