@@ -317,6 +317,12 @@ impl Placement {
         }
     }
 
+    /// How many buckets past its home the entry sits; 7 means 7 or more.
+    #[inline]
+    pub(crate) fn displacement(self) -> usize {
+        (self.0 >> DISPLACEMENT_SHIFT) as usize
+    }
+
     /// A placement holding `bits` (from [`relocate`](Self::relocate)) for an entry `displacement`
     /// buckets past its home.
     #[inline]

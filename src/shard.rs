@@ -924,14 +924,15 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
         } else {
             (key, value)
         };
-        if L::INLINE && !self.table.free_slot_ahead(bucket) {
+        if L::INLINE && !self.table.replace_keeps_walk_order(at.hash, bucket, slot) {
             return self.replace_by_rebuild(at.hash, bucket, slot, key, value, hasher);
         }
         let entry = self.new_entry(key, value);
         // SAFETY: lock held; (bucket, slot) came from `find` on this table under this lock and
         // nothing moved since (`insert` and `remove` resize; no caller follows either by an older
         // slot's replace; a rebuild above is followed by a new `find`); an inline layout has a
-        // free slot for the new entry at or after its bucket (`needs_room`, `free_slot_ahead`).
+        // free slot for the new entry, at or after its bucket in walk order (`needs_room`,
+        // `replace_keeps_walk_order`).
         let (old, entry) = unsafe { self.table.replace(at.hash, bucket, slot, entry) };
         self.flush |= self
             .shard
@@ -940,17 +941,16 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
         unsafe { &*entry }
     }
 
-    /// An inline replace whose new entry would have to wrap past the table's last bucket to
-    /// find a free slot: builds a table of the current one's entries without the old one and
+    /// An inline replace whose new entry would move the key backwards in walk order
+    /// (`Table::walk_len`): builds a table of the current one's entries without the old one and
     /// with the new one, and publishes it.
     ///
-    /// A replace that publishes the new entry in another bucket moves the key forward in bucket
-    /// order, which a walk in bucket order (`iter`, `scan`) sees at most twice and never not at
-    /// all: the key's position only grows while the walk's does. Wrapping to the first buckets
-    /// would move it behind a walk that has not reached the old bucket yet, which would then
-    /// miss it. A walk holds the table it started on, so publishing a new table keeps it whole.
-    /// It takes a run of full buckets up to the table's end, so it is rare, and O(1) amortised
-    /// for hashed keys (docs/design.md, "Replace: old or new, never neither").
+    /// A replace that publishes the new entry in another bucket moves the key forward in walk
+    /// order, which a walk (`iter`, the rayon walks) sees once or twice and never not at all: the
+    /// key's position only grows while the walk's does. Moving it backwards would put it behind
+    /// a walk that has not reached the old entry yet, which would then miss it; a walk holds the
+    /// table it started on, so publishing a new table keeps it whole. It takes a run of seven
+    /// full buckets at the table's start, so with hashed keys it practically never happens.
     #[cold]
     #[inline(never)]
     fn replace_by_rebuild(

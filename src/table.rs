@@ -58,6 +58,19 @@ pub(crate) struct DrainCounts {
     pub(crate) entries: u64,
 }
 
+/// How many of the first buckets a walk of an inline table reads a second time, for the entries
+/// whose probe path wrapped past the last bucket (see `Table::walk_len`): the displacements a
+/// placement records exactly are 0..=6, so an entry in bucket `i < 7` is known to have wrapped
+/// exactly when its displacement is above `i`.
+const WRAP_ZONE: usize = 7;
+
+/// Whether an entry in bucket `index`, `displacement` buckets past its home, counts as wrapped in
+/// walk order (see `Table::walk_len`).
+#[inline]
+fn wrapped(index: usize, displacement: usize) -> bool {
+    index < WRAP_ZONE && displacement > index
+}
+
 /// A table keeps each bucket's control word in a dense array (`ctrl`, 8 bytes per bucket) and its
 /// slots in another (`slots`: one [`Layout::Line`] per bucket, for [`Stable`] a cache line of slot
 /// pointers). A probe reads the control word first and a slot only where a tag matches, so the
@@ -580,14 +593,62 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
         ctrl.full().map(move |slot| (slot, L::peek(slots, slot)))
     }
 
-    /// Whether some bucket from `bucket` to the last (without wrapping to the first) has a slot
-    /// a writer may fill. Lock holder only.
-    pub(crate) fn free_slot_ahead(&self, bucket: usize) -> bool {
-        (bucket..self.ctrl.len()).any(|index| {
+    /// Whether a replace of the entry at `bucket`/`slot` (whose key hashes to `hash`) keeps the
+    /// key from moving backwards in walk order (see [`walk_len`](Self::walk_len)): true unless
+    /// the first bucket from `bucket` on with a free slot comes earlier in walk order. Lock
+    /// holder only; `Stable` replaces in the slot and never moves a key.
+    pub(crate) fn replace_keeps_walk_order(&self, hash: u64, bucket: usize, slot: usize) -> bool {
+        if !L::INLINE {
+            return true;
+        }
+        let from = self.walk_position(
+            bucket,
+            L::placement(&self.slots[bucket], slot).displacement(),
+        );
+        let home = self.home(hash);
+        let mut index = bucket;
+        for _ in 0..self.ctrl.len() {
             // Relaxed: only the lock holder stores control words.
             let ctrl = Control(self.ctrl[index].load(Ordering::Relaxed));
-            L::first_free(&self.slots[index], ctrl).is_some()
-        })
+            if L::first_free(&self.slots[index], ctrl).is_some() {
+                let displacement = index.wrapping_sub(home) & self.mask;
+                return self.walk_position(index, displacement) >= from;
+            }
+            index = (index + 1) & self.mask;
+        }
+        false
+    }
+
+    /// Positions a walk of this table reads, in order (`load_bucket`): every bucket, then, for
+    /// an inline layout, the first [`WRAP_ZONE`] buckets again.
+    ///
+    /// An inline replace may publish the new entry in a later bucket than the old one, and a
+    /// walk that reads bucket after bucket finds such a key at least once as long as it only
+    /// moves forward in the walk's order (its position and the walk's both grow). A probe path
+    /// that wraps from the last bucket to the first ones would move it backwards; so the walk
+    /// counts an entry whose path wrapped (it sits in one of the first buckets, further from its
+    /// home than from bucket 0) as coming after the last bucket, and reads the first buckets a
+    /// second time for those entries only. A replace that would still move a key backwards
+    /// (which takes a run of full buckets seven long at the table's start) rebuilds the table
+    /// instead (`ShardWriter::replace_by_rebuild`). `Stable` never moves an entry within a live
+    /// table, so its walk reads each bucket once.
+    pub(crate) fn walk_len(&self) -> usize {
+        let buckets = self.ctrl.len();
+        if L::INLINE {
+            buckets + buckets.min(WRAP_ZONE)
+        } else {
+            buckets
+        }
+    }
+
+    /// The walk position of an entry in bucket `index`, `displacement` buckets past its home (7
+    /// meaning 7 or more, as placements record it). See [`walk_len`](Self::walk_len).
+    fn walk_position(&self, index: usize, displacement: usize) -> usize {
+        if L::INLINE && wrapped(index, displacement) {
+            self.ctrl.len() + index
+        } else {
+            index
+        }
     }
 
     /// Adds a holder: a batch of unlinked slots that points into the table. The caller is a
@@ -692,9 +753,20 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
     #[inline]
     pub(crate) unsafe fn load_bucket(
         &self,
-        index: usize,
+        position: usize,
         out: &mut [*const Entry<K, V>; SLOTS],
     ) -> Option<usize> {
+        // Which bucket the walk position names, and, in the first buckets of an inline table,
+        // which of its entries belong to this position (see `walk_len`).
+        let buckets = self.ctrl.len();
+        let (index, second_pass) = if position < buckets {
+            (position, false)
+        } else if position < self.walk_len() {
+            (position - buckets, true)
+        } else {
+            return None;
+        };
+        let split = L::INLINE && index < WRAP_ZONE;
         let word = self.ctrl.get(index)?;
         // SAFETY: the two arrays have the same length, and `index` is in bounds of `ctrl`.
         let slots = unsafe { self.slots.get_unchecked(index) };
@@ -705,6 +777,11 @@ impl<K, V, L: Layout<K, V>> Table<K, V, L> {
             // As in `find`, the entry's contents are visible once we see it. A slot whose tag we
             // saw may already be empty again (a removal after our control load): that entry was
             // not present for the whole walk, and skipping it is allowed.
+            // Relaxed: the placement was stored before the tag we acquired, and stays while the
+            // guard does (a slot is rewritten only after its grace period).
+            if split && wrapped(index, L::placement(slots, slot).displacement()) != second_pass {
+                continue;
+            }
             // SAFETY: we acquired the word and saw `slot`'s tag, under this fn's contract.
             let ptr = unsafe { L::load(slots, slot) };
             if !ptr.is_null() {
