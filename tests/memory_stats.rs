@@ -45,13 +45,13 @@ for_each_map! {
     /// One writer's rounds over its own `keys` keys: fill, thin out, then one of clear, clear keeping
     /// capacity, a drain consumed halfway and dropped (the rest goes to the reclaimer), shrink, or a
     /// wait for reclamation (which runs queued jobs on this thread, beside the reclaimer).
-    fn write<V: Clone>(
+    fn write<V>(
         map: &TestMap<u64, V>,
         writer: u64,
         (keys, rounds): (u64, usize),
         value: impl Fn(u64) -> V,
     ) where
-        V: Send + 'static,
+        V: Clone + Send + 'static,
     {
         let keys = writer * keys..(writer + 1) * keys;
         for round in 0..rounds {
@@ -84,14 +84,14 @@ for_each_map! {
     /// Runs [`write`] on [`WRITERS`] threads against one map of `shards` shards in `mode`, while a
     /// poller reads `memory_stats()` as fast as it can, and checks every snapshot; then checks the
     /// map at rest. Returns how many snapshots were checked.
-    fn churn_while_polling<V: Clone>(
+    fn churn_while_polling<V>(
         mode: ReclaimMode,
         shards: usize,
         work: (u64, usize),
         value: impl Fn(u64) -> V + Sync,
     ) -> usize
     where
-        V: Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
     {
         let map: TestMap<u64, V> = TestMap::builder()
             .shards(shards)

@@ -76,11 +76,11 @@ macro_rules! for_each_map {
             const MODULE: &str = "epoch_map";
             fn with_map<K, V>(
                 test: impl FnMut(
-                    crate::common::Config,
-                    &dyn Fn() -> TestMap<K, V, crate::common::TestHasher>,
+                    $crate::common::Config,
+                    &dyn Fn() -> TestMap<K, V, $crate::common::TestHasher>,
                 ),
             ) {
-                crate::common::config::with_map_of(test)
+                $crate::common::config::with_map_of(test)
             }
             $($body)*
         }
@@ -94,11 +94,11 @@ macro_rules! for_each_map {
             const MODULE: &str = "flat_map";
             fn with_map<K: Clone, V: Clone>(
                 test: impl FnMut(
-                    crate::common::Config,
-                    &dyn Fn() -> TestMap<K, V, crate::common::TestHasher>,
+                    $crate::common::Config,
+                    &dyn Fn() -> TestMap<K, V, $crate::common::TestHasher>,
                 ),
             ) {
-                crate::common::config::with_map_of(test)
+                $crate::common::config::with_map_of(test)
             }
             $($body)*
         }
