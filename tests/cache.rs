@@ -1,6 +1,12 @@
 //! The example cache (`examples/cache/bounded.rs`): the bound under concurrency, the hit ratio
 //! against an exact LRU, one load per key while it is cached, TTL expiry by the scan hand,
 //! invalidation, and drops.
+//!
+//! `EpochMap` only: the example cache is built on `EpochMap` (it lives in `examples/`), and its
+//! `Slot` keeps an `AtomicU64` recency stamp that readers bump through the `&V` of a hit. In a
+//! `FlatEpochMap` a value is copied when its table is rebuilt, so such a bump can land in the old
+//! copy and be lost; the cache's map-level operations (`compute`, loads) run against both maps in
+//! `cache_compute.rs`, `api.rs` and the other shared tests.
 
 mod common;
 

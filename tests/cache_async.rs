@@ -1,6 +1,12 @@
 //! The example cache's async form (`BoundedCache::get_or_load_async`, over the map's
 //! `get_or_load_async`) on a multi-threaded tokio runtime: one load per key across tasks,
 //! cancelled leaders and waiters strand nobody, the bound holds, and the future is `Send`.
+//!
+//! `EpochMap` only: the example cache is built on `EpochMap` (it lives in `examples/`), and its
+//! `Slot` keeps an `AtomicU64` recency stamp that readers bump through the `&V` of a hit. In a
+//! `FlatEpochMap` a value is copied when its table is rebuilt, so such a bump can land in the old
+//! copy and be lost; the cache's map-level operations (`compute`, loads) run against both maps in
+//! `cache_compute.rs`, `api.rs` and the other shared tests.
 
 #[path = "../examples/cache/bounded.rs"]
 #[allow(dead_code)] // each program and test uses a part of the cache

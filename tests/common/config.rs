@@ -13,6 +13,7 @@ use std::fmt;
 use epochmap::{EpochMap, ReclaimMode};
 
 use super::hashers::TestHasher;
+use super::maps::BuildFromConfig;
 
 /// Which hasher a configuration uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,19 +44,14 @@ impl Config {
         }
     }
 
-    /// An empty map with this configuration.
-    pub fn build<K, V>(&self) -> EpochMap<K, V, TestHasher> {
+    /// An empty map (`EpochMap` or `FlatEpochMap`) with this configuration.
+    pub fn build<M: BuildFromConfig>(&self) -> M {
         self.build_with_capacity(0)
     }
 
     /// An empty map with this configuration, sized for `capacity` entries.
-    pub fn build_with_capacity<K, V>(&self, capacity: usize) -> EpochMap<K, V, TestHasher> {
-        EpochMap::builder()
-            .shards(self.shards)
-            .reclaim_mode(self.mode)
-            .hasher(self.hasher())
-            .capacity(capacity)
-            .build()
+    pub fn build_with_capacity<M: BuildFromConfig>(&self, capacity: usize) -> M {
+        M::build_from(self, capacity)
     }
 
     /// `n` for a well-mixed hasher, less for the colliding one, where every operation scans the
@@ -112,20 +108,26 @@ pub fn configs() -> Vec<Config> {
 /// Runs `test` once per configuration of [`configs`], handing it the configuration (print it in
 /// assertion messages, or rely on the line this prints when a run panics) and a constructor for
 /// empty maps of that configuration.
-pub fn with_map<K, V>(mut test: impl FnMut(Config, &dyn Fn() -> EpochMap<K, V, TestHasher>)) {
+pub fn with_map<K, V>(test: impl FnMut(Config, &dyn Fn() -> EpochMap<K, V, TestHasher>)) {
+    with_map_of(test)
+}
+
+/// [`with_map`] for any map the configurations can build (`EpochMap` or `FlatEpochMap`); a
+/// [`for_each_map!`](crate::for_each_map) module's own `with_map` calls it with its `TestMap`.
+pub fn with_map_of<M: BuildFromConfig>(mut test: impl FnMut(Config, &dyn Fn() -> M)) {
     for config in configs() {
-        let _report = ReportOnPanic(config);
+        let _report = ReportOnPanic(config, std::any::type_name::<M>());
         test(config, &|| config.build());
     }
 }
 
-/// Prints which configuration was running if the test body panics.
-struct ReportOnPanic(Config);
+/// Prints which configuration (and which map type) was running if the test body panics.
+struct ReportOnPanic(Config, &'static str);
 
 impl Drop for ReportOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("test failed under {}", self.0);
+            eprintln!("test failed under {} of {}", self.0, self.1);
         }
     }
 }

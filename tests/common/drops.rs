@@ -25,6 +25,8 @@ struct Inner {
     /// Drops per instance, indexed by instance number. Saturates at 255 (a double drop is 2).
     drops: Mutex<Vec<Arc<AtomicU8>>>,
     created: AtomicUsize,
+    /// Instances created whose `Drop` panics (clones of one included).
+    panicking: AtomicUsize,
     dropped: AtomicUsize,
     double_drops: AtomicUsize,
 }
@@ -61,6 +63,9 @@ impl Tracker {
         let slot = Arc::new(AtomicU8::new(0));
         self.0.drops.lock().unwrap().push(Arc::clone(&slot));
         self.0.created.fetch_add(1, Ordering::SeqCst);
+        if panic_on_drop {
+            self.0.panicking.fetch_add(1, Ordering::SeqCst);
+        }
         Tracked {
             id,
             slot,
@@ -73,6 +78,12 @@ impl Tracker {
     /// Instances created so far.
     pub fn created(&self) -> usize {
         self.0.created.load(Ordering::SeqCst)
+    }
+
+    /// Instances created so far whose `Drop` panics, clones included: a map that copies its
+    /// values (the flat map, on every rebuild) makes more of them than the test did.
+    pub fn panicking_created(&self) -> usize {
+        self.0.panicking.load(Ordering::SeqCst)
     }
 
     /// Instance drops so far (a double drop counts twice).

@@ -7,6 +7,7 @@
 //! | [`hashers`] | [`TestHasher`]: default, colliding (one hash for every key), weak (few bits), identity |
 //! | [`rng`] | [`Rng`]: a tiny seeded PRNG (SplitMix64), so tests are deterministic without `rand` |
 //! | [`config`] | [`with_map`]: runs a test body once per map configuration (shards, reclaim mode, hasher) |
+//! | [`maps`] | [`for_each_map!`]: instantiates a file's tests once per map (`EpochMap`, `FlatEpochMap`) |
 //! | [`panics`] | [`expect_panic`], [`quiet_expected_panics`], [`completes_within`], [`in_child_process`] (for code that aborts when broken), [`assert_not_impl!`] |
 //! | [`check`] | [`assert_matches_model`]: a map agrees with a `std::collections::HashMap` in every way |
 //! | [`executor`] | [`block_on`], [`Manual`] (poll by hand, drop to cancel), [`Delay`]: async with std wakers only |
@@ -23,6 +24,7 @@ pub mod drops;
 pub mod executor;
 pub mod hashers;
 pub mod keys;
+pub mod maps;
 pub mod panics;
 pub mod rng;
 
@@ -32,6 +34,7 @@ pub use drops::{Tracked, Tracker};
 pub use executor::{block_on, Delay, Manual};
 pub use hashers::TestHasher;
 pub use keys::{PanicKey, PanicSwitch};
+pub use maps::{skip_known_flat_bug, BuildFromConfig};
 pub use panics::{
     completes_within, expect_panic, in_child_process, quiet_expected_panics, EXPECTED_PANIC,
 };
