@@ -104,17 +104,3 @@ macro_rules! for_each_map {
         }
     };
 }
-
-/// Whether a test of the flat map should stop here because it hits a known, reported bug of the
-/// flat layout (`what`): the test stays as strict as for `EpochMap`, and runs in full with
-/// `EPOCHMAP_TEST_KNOWN_FLAT_BUGS=1`. Prints why it skipped, so a run shows it. Remove the call
-/// when the bug is fixed.
-pub fn skip_known_flat_bug(flat: bool, what: &str) -> bool {
-    let skip = flat && std::env::var_os("EPOCHMAP_TEST_KNOWN_FLAT_BUGS").is_none();
-    if skip {
-        eprintln!(
-            "SKIPPED (known FlatEpochMap bug: {what}); run with EPOCHMAP_TEST_KNOWN_FLAT_BUGS=1"
-        );
-    }
-    skip
-}

@@ -34,7 +34,7 @@ pub use drops::{Tracked, Tracker};
 pub use executor::{block_on, Delay, Manual};
 pub use hashers::TestHasher;
 pub use keys::{PanicKey, PanicSwitch};
-pub use maps::{skip_known_flat_bug, BuildFromConfig};
+pub use maps::BuildFromConfig;
 pub use panics::{
     completes_within, expect_panic, in_child_process, quiet_expected_panics, EXPECTED_PANIC,
 };
