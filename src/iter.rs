@@ -6,8 +6,8 @@
 //! table); an entry inserted or removed during the iteration may or may not be seen; a removed entry
 //! is never freed while the iterator can still yield it. A key replaced during the iteration is
 //! yielded once by `EpochMap` (it replaces in the slot); `FlatEpochMap` may publish the new entry
-//! in a later bucket, never an earlier one, so it yields the key once or twice, never not at all
-//! (`ShardWriter::replace_by_rebuild` keeps a replace from wrapping to the first buckets).
+//! in a later bucket in walk order, never an earlier one, so it yields the key at least once and
+//! again for each replace that moved it past the walk, never not at all (`Table::walk_len`).
 //!
 //! Within a table the walk reads one bucket at a time, whole: its entries are loaded together when
 //! the walk reaches the bucket and then yielded from a small buffer (so an entry removed after

@@ -384,7 +384,7 @@ impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L> {
     ///
     /// A key whose value is replaced during the iteration: an [`EpochMap`] yields it once, with
     /// its old or its new value; a [`FlatEpochMap`] yields it at least once and may yield it
-    /// twice, old value then new, because a replace there can publish the new entry in a later
+    /// again with a newer value, because a replace there can publish the new entry in a later
     /// bucket (never an earlier one, so the walk cannot miss the key).
     ///
     /// ```

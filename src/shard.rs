@@ -946,7 +946,7 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
     /// with the new one, and publishes it.
     ///
     /// A replace that publishes the new entry in another bucket moves the key forward in walk
-    /// order, which a walk (`iter`, the rayon walks) sees once or twice and never not at all: the
+    /// order, which a walk (`iter`, the rayon walks) sees at least once, never not at all: the
     /// key's position only grows while the walk's does. Moving it backwards would put it behind
     /// a walk that has not reached the old entry yet, which would then miss it; a walk holds the
     /// table it started on, so publishing a new table keeps it whole. It takes a run of seven
