@@ -22,3 +22,15 @@ built=$(date +%s)
 timeout --signal=INT --kill-after=30 "$budget_secs" \
     cargo test --release --no-fail-fast "${tests[@]}" -- --ignored --test-threads=1
 echo "stress: build $((built - start)) s, run $(($(date +%s) - built)) s (EPOCHMAP_STRESS_SECS=$EPOCHMAP_STRESS_SECS)"
+
+# FlatEpochMap's soundness tests (tests/flat.rs: shared Arc<Mutex<Vec<u8>>> values pushed to across
+# growth, Refs across growth/replace/remove/clear, torn-value and retired-slot runs) under
+# AddressSanitizer, which turns a use-after-free or double free of a copied value into a failure
+# (issue 20). `RUSTC_BOOTSTRAP=1` enables `-Zsanitizer` on the stable toolchain; the explicit
+# target keeps the sanitizer flags off build scripts and proc macros.
+asan_start=$(date +%s)
+host=$(rustc -vV | sed -n 's/^host: //p')
+RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" \
+    timeout --signal=INT --kill-after=30 600 \
+    cargo test --release --target "$host" --target-dir target/asan --test flat -- --test-threads=1
+echo "stress: flat soundness under ASAN $(($(date +%s) - asan_start)) s"
