@@ -95,17 +95,19 @@ where
     V: Send + 'static,
     S: BuildHasher,
 {
-    /// [`insert`](Map::insert) with the key's [`hash_key`](Map::hash_key). Replacing a
-    /// present key uses `hash` alone. A key that is absent is hashed with the map's hasher before
-    /// its entry is placed (the table's probe counts must follow the hash every later removal
-    /// uses, see [`hash_key`](Map::hash_key)); so a wrong `hash` costs a hash and still
-    /// inserts correctly.
+    /// [`insert`](Map::insert) with the key's [`hash_key`](Map::hash_key). In an
+    /// [`EpochMap`](crate::EpochMap), replacing a present key uses `hash` alone (the new entry
+    /// takes the old one's slot); a [`FlatEpochMap`](crate::FlatEpochMap) may publish the new
+    /// entry in another slot, so it hashes the key with the map's hasher under the shard lock. A
+    /// key that is absent is hashed with the map's hasher before its entry is placed (the table's
+    /// probe counts must follow the hash every later removal uses, see
+    /// [`hash_key`](Map::hash_key)); so a wrong `hash` costs a hash and still inserts correctly.
     ///
     /// ```
     /// let map = epochmap::EpochMap::new();
     /// let hash = map.hash_key("k");
     /// assert!(map.insert_with_hash("k", hash, 1).is_none());
-    /// assert_eq!(*map.insert_with_hash("k", hash, 2).unwrap(), 1); // replaced without hashing
+    /// assert_eq!(*map.insert_with_hash("k", hash, 2).unwrap(), 1); // an EpochMap replaces without hashing
     /// assert_eq!(*map.get("k").unwrap(), 2);
     /// ```
     pub fn insert_with_hash(&self, key: K, hash: u64, value: V) -> Option<Ref<'_, K, V>> {
