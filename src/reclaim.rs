@@ -178,9 +178,10 @@ impl<K, V, L: Layout<K, V>> EntryJob<K, V, L> {
         let mut releaser = self.slab.releaser();
         let mut freed = Freed::default();
         for unlinked in self.batch {
-            // SAFETY: the grace period has passed (jobs are created by deferred functions), the
-            // batch owns each entry exactly once, the entries came from the shard's slab, and an
-            // inline batch holds its table.
+            // The grace period has passed (jobs are created by deferred functions), the batch owns
+            // each entry exactly once, the entries came from the shard's slab, and an inline batch
+            // holds its table.
+            // SAFETY: so `free_unlinked`'s contract holds.
             let panics = unsafe { L::free_unlinked(unlinked, &mut releaser) };
             freed.panics += panics.count;
             freed.entries += 1;

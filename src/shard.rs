@@ -495,9 +495,10 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
         } else {
             Retire::Shell
         };
-        // SAFETY: the lock is held; `fresh` holds every entry of the current table, moved
-        // (`Stable`: the old array is a shell) or copied (`Inline`: the old copies, `len` of
-        // them, die with it; a replaced entry's new value stands in for its copy).
+        // The lock is held; `fresh` holds every entry of the current table, moved (`Stable`: the
+        // old array is a shell) or copied (`Inline`: the old copies, `len` of them, die with it;
+        // a replaced entry's new value stands in for its copy).
+        // SAFETY: so `publish`'s contract holds for `kind`.
         unsafe { self.publish(ctx, guard, locked, fresh, kind, len) }
     }
 
@@ -782,9 +783,10 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
             (key, value)
         };
         let entry = self.new_entry(key, value);
-        // SAFETY: lock held; the key is absent (the caller's `find` said so and only lock holders
+        // The lock is held; the key is absent (the caller's `find` said so and only lock holders
         // insert); the table is below its load threshold after `make_room`, reserved slots
         // included.
+        // SAFETY: so `insert_new`'s contract holds.
         let entry = unsafe { self.table.insert_new(hash, entry) };
         self.shard.hot.len.store(len + 1, Ordering::Relaxed);
         // SAFETY: published under the lock; it can only be retired through the epoch after
@@ -928,11 +930,12 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
             return self.replace_by_rebuild(at.hash, bucket, slot, key, value, hasher);
         }
         let entry = self.new_entry(key, value);
-        // SAFETY: lock held; (bucket, slot) came from `find` on this table under this lock and
+        // The lock is held; (bucket, slot) came from `find` on this table under this lock and
         // nothing moved since (`insert` and `remove` resize; no caller follows either by an older
         // slot's replace; a rebuild above is followed by a new `find`); an inline layout has a
         // free slot for the new entry, at or after its bucket in walk order (`needs_room`,
         // `replace_keeps_walk_order`).
+        // SAFETY: so `replace`'s contract holds.
         let (old, entry) = unsafe { self.table.replace(at.hash, bucket, slot, entry) };
         self.flush |= self
             .shard
@@ -981,9 +984,10 @@ impl<'g, K: Send + 'static, V: Send + 'static, L: Layout<K, V>> ShardWriter<'_, 
             Err(payload) => self.unlock_drop_and_resume((key, value), payload),
         };
         let entry = self.new_entry(key, value);
-        // SAFETY: `fresh` is unpublished (we are its only writer); it holds every key but this
-        // one, which hashes to `hash` (a replace's hash is the map's own, `replace_trusting`),
-        // and `len` entries fit below its threshold.
+        // `fresh` is unpublished (we are its only writer); it holds every key but this one, which
+        // hashes to `hash` (a replace's hash is the map's own, `replace_trusting`), and `len`
+        // entries fit below its threshold.
+        // SAFETY: so `insert_new`'s contract holds.
         let entry = unsafe { fresh.table().insert_new(hash, entry) };
         // The old entry stays in the old table, which is retired fully: it is dropped with the
         // other old copies after the grace period, and readers that found it keep reading it.
