@@ -376,7 +376,7 @@ impl<K, V, L: Layout<K, V>> Drain<K, V, L> {
             // past it right after.
             unsafe {
                 reclaim::count_as_retired(&*held.table, &self.counters);
-                reclaim::unhold_table(held.table, &self.counters);
+                reclaim::unhold_table(held.table, &self.counters, 0);
             }
         } else {
             // SAFETY: the drain owns the table exclusively (see `take`), it was allocated as a

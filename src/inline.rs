@@ -30,7 +30,7 @@ use std::ptr::NonNull;
 
 use crate::bucket::{Control, Placement, SLOTS};
 use crate::entry::Entry;
-use crate::layout::Layout;
+use crate::layout::{Layout, Replaced};
 use crate::prefetch::prefetch;
 use crate::slab::{DropPanics, EntrySlab, OwnedReleaser, Releaser, SlabCache};
 use crate::sync::{AtomicU8, Ordering, SlotCell};
@@ -132,10 +132,10 @@ impl<K: Clone, V: Clone> Layout<K, V> for Inline {
     }
 
     #[inline]
-    unsafe fn relocate(line: &Pairs<K, V>, slot: usize) -> Entry<K, V> {
+    unsafe fn relocate(entry: *mut Entry<K, V>) -> Entry<K, V> {
         // SAFETY: the slot is full (the contract): its entry is initialised, and only the lock
         // holder, which we are, could unlink it.
-        let entry = unsafe { &*Self::peek(line, slot) };
+        let entry = unsafe { &*entry };
         Entry {
             key: entry.key.clone(),
             value: entry.value.clone(),
@@ -197,10 +197,12 @@ impl<K: Clone, V: Clone> Layout<K, V> for Inline {
     }
 
     #[inline(always)]
-    unsafe fn put(line: &Pairs<K, V>, slot: usize, new: Entry<K, V>) {
+    unsafe fn put(line: &Pairs<K, V>, slot: usize, new: Entry<K, V>) -> *mut Entry<K, V> {
+        let cell = line.entry(slot).write_ptr();
         // SAFETY: the slot is free (the caller's contract): no reader can reach it, and its old
         // entry, if any, was moved out by `release` or `take`.
-        unsafe { line.entry(slot).write_ptr().write(MaybeUninit::new(new)) };
+        unsafe { cell.write(MaybeUninit::new(new)) };
+        cell.cast()
     }
 
     #[inline]
@@ -208,7 +210,7 @@ impl<K: Clone, V: Clone> Layout<K, V> for Inline {
         _: &Pairs<K, V>,
         _: usize,
         new: Entry<K, V>,
-    ) -> Result<RetiredSlot<K, V>, Entry<K, V>> {
+    ) -> Result<Replaced<RetiredSlot<K, V>, K, V>, Entry<K, V>> {
         // Readers may be reading the old entry: it is never written over.
         Err(new)
     }

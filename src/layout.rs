@@ -19,6 +19,9 @@ use crate::entry::Entry;
 use crate::slab::{DropPanics, EntrySlab, OwnedReleaser, Releaser, SlabCache};
 use crate::sync::Ordering;
 
+/// What an in-place replace hands back: the unlinked old entry and the published new one.
+pub(crate) type Replaced<U, K, V> = (U, *mut Entry<K, V>);
+
 /// What a bucket's slots hold and how. See the module docs.
 ///
 /// "Lock holder" below means the writer that holds the shard lock of a published table, or the
@@ -45,13 +48,14 @@ pub(crate) trait Layout<K, V>: Sized + 'static {
     /// What a write stores for a new entry: `entry` itself, or a slab slot holding it.
     fn new_entry(slab: &EntrySlab<K, V>, cache: &mut SlabCache, entry: Entry<K, V>) -> Self::New;
 
-    /// The full slot `slot`'s entry, to publish in the table being built to replace this one
-    /// (growth, shrink). `Stable` hands over the pointer; `Inline` clones the entry (the old copy
-    /// stays readable until the grace period ends), so this may run user code and panic.
+    /// A full slot's entry (`entry`, as [`peek`](Self::peek) gave it), to publish in the table
+    /// being built to replace this one (growth, shrink). `Stable` hands over the pointer;
+    /// `Inline` clones the entry (the old copy stays readable until the grace period ends), so
+    /// this may run user code and panic.
     ///
     /// # Safety
-    /// Lock holder only; `slot` is full.
-    unsafe fn relocate(line: &Self::Line, slot: usize) -> Self::New;
+    /// Lock holder only; `entry` is the entry of a full slot of the current table.
+    unsafe fn relocate(entry: *mut Entry<K, V>) -> Self::New;
 
     /// Frees an unlinked entry after its grace period, containing its `Drop` panics.
     ///
@@ -96,15 +100,17 @@ pub(crate) trait Layout<K, V>: Sized + 'static {
     /// holder only.
     fn first_free(line: &Self::Line, ctrl: Control) -> Option<usize>;
 
-    /// Stores `new` in `slot`, which [`first_free`](Self::first_free) returned; the caller then
-    /// publishes it by setting the slot's tag with a `Release` store of the control word.
+    /// Stores `new` in `slot`, which [`first_free`](Self::first_free) returned, and returns the
+    /// stored entry (without reading the slot back: under loom every load is a branch); the
+    /// caller then publishes it by setting the slot's tag with a `Release` store of the control
+    /// word.
     ///
     /// # Safety
     /// Lock holder only; `slot` is free.
-    unsafe fn put(line: &Self::Line, slot: usize, new: Self::New);
+    unsafe fn put(line: &Self::Line, slot: usize, new: Self::New) -> *mut Entry<K, V>;
 
-    /// Publishes `new` in `slot` in place of its entry and returns the old one to retire, if this
-    /// layout replaces in place; otherwise gives `new` back.
+    /// Publishes `new` in `slot` in place of its entry and returns the old one to retire and the
+    /// new one, if this layout replaces in place; otherwise gives `new` back.
     ///
     /// # Safety
     /// Lock holder only; `slot` is full and `new` holds a key equal to its entry's.
@@ -112,7 +118,7 @@ pub(crate) trait Layout<K, V>: Sized + 'static {
         line: &Self::Line,
         slot: usize,
         new: Self::New,
-    ) -> Result<Self::Unlinked, Self::New>;
+    ) -> Result<Replaced<Self::Unlinked, K, V>, Self::New>;
 
     /// Unlinks `slot`'s entry, whose tag the caller has just cleared; `bucket` is the line's
     /// bucket index.
@@ -174,9 +180,9 @@ impl<K, V> Layout<K, V> for Stable {
     }
 
     #[inline]
-    unsafe fn relocate(line: &Slots<K, V>, slot: usize) -> *mut Entry<K, V> {
+    unsafe fn relocate(entry: *mut Entry<K, V>) -> *mut Entry<K, V> {
         // The entry itself moves to the new table: its address, and so every `&V`, stays.
-        Self::peek(line, slot)
+        entry
     }
 
     #[inline]
@@ -229,11 +235,12 @@ impl<K, V> Layout<K, V> for Stable {
     }
 
     #[inline(always)]
-    unsafe fn put(line: &Slots<K, V>, slot: usize, new: *mut Entry<K, V>) {
+    unsafe fn put(line: &Slots<K, V>, slot: usize, new: *mut Entry<K, V>) -> *mut Entry<K, V> {
         // SAFETY: `slot < SLOTS` (it came from `first_free`).
         let ptr = unsafe { line.ptrs.get_unchecked(slot) };
         // Release: the entry's contents are visible to whoever acquires this pointer.
         ptr.store(new, Ordering::Release);
+        new
     }
 
     #[inline]
@@ -241,7 +248,7 @@ impl<K, V> Layout<K, V> for Stable {
         line: &Slots<K, V>,
         slot: usize,
         new: *mut Entry<K, V>,
-    ) -> Result<*mut Entry<K, V>, *mut Entry<K, V>> {
+    ) -> Result<Replaced<*mut Entry<K, V>, K, V>, *mut Entry<K, V>> {
         let ptr = &line.ptrs[slot];
         // A load and a store, not a `swap`: only the lock holder stores slot pointers, so nothing
         // can change the slot between the two, and a `swap` would be a locked instruction (a full
@@ -250,7 +257,7 @@ impl<K, V> Layout<K, V> for Stable {
         // Release publishes the new entry's contents to readers that acquire the slot; the tag is
         // unchanged because the key (and so its hash) is the same.
         ptr.store(new, Ordering::Release);
-        Ok(old)
+        Ok((old, new))
     }
 
     #[inline]

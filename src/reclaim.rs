@@ -195,7 +195,7 @@ impl<K, V, L: Layout<K, V>> EntryJob<K, V, L> {
             unsafe { &*self.table }.note_released(self.entries);
             // SAFETY: the job holds the table once and lets go once, here; the table was
             // allocated as a crossbeam `Owned` and retired or drained before its last holder goes.
-            unsafe { unhold_table(self.table, &self.counters) };
+            unsafe { unhold_table(self.table, &self.counters, 0) };
         }
         Counters::sub(&self.counters.backlog.pending_entries, self.entries);
         self.counters.sub_pending(self.bytes);
@@ -221,7 +221,7 @@ impl<K: Send, V: Send, L: Layout<K, V>> Job for EntryJob<K, V, L> {
 pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static, L: Layout<K, V>>(
     guard: &epoch::Guard,
     batch: Vec<L::Unlinked>,
-    table: &Table<K, V, L>,
+    table: Option<&Table<K, V, L>>,
     mode: ReclaimMode,
     counters: &Arc<Counters>,
     slab: &Arc<EntrySlab<K, V>>,
@@ -229,12 +229,13 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static, L: Lay
     if batch.is_empty() {
         return;
     }
-    let table = if L::INLINE {
-        // The slots are in the table's memory: hold it until the job has freed them.
-        table.hold();
-        std::ptr::from_ref(table).cast_mut()
-    } else {
-        std::ptr::null_mut()
+    let table = match table {
+        Some(table) if L::INLINE => {
+            // The slots are in the table's memory: hold it until the job has freed them.
+            table.hold();
+            std::ptr::from_ref(table).cast_mut()
+        }
+        _ => std::ptr::null_mut(),
     };
     // Boxed here, once: the closure below then captures two words, which crossbeam stores inline
     // in its bag (a larger closure it boxes itself), and the reclaimer's queue takes the same box.
@@ -310,10 +311,9 @@ impl<K, V, L: Layout<K, V>> TableJob<K, V, L> {
             freed.fold_into(&counters);
             Counters::bump(&counters.reclaimed.buckets_scanned, counts.scanned);
             Counters::bump(&counters.reclaimed.buckets_skipped, counts.skipped);
-            counters.sub_pending(entry_bytes);
         }
         // SAFETY: the job is the table's owner and lets go once, here.
-        unsafe { unhold_table(table, &counters) };
+        unsafe { unhold_table(table, &counters, entry_bytes) };
     }
 }
 
@@ -324,7 +324,9 @@ impl<K: Send, V: Send, L: Layout<K, V>> Job for TableJob<K, V, L> {
 }
 
 /// Lets go of one hold on a table that has left its shard (see `Table::hold`); the last holder
-/// frees it and takes its bytes off the backlog, where it was counted when it left.
+/// frees it and takes its bytes off the backlog, where it was counted when it left. `also` is
+/// what else of the backlog the caller has freed (a full retire's entries), taken off with the
+/// table's bytes in one decrement, or at once if the table lives on.
 ///
 /// # Safety
 /// The caller holds `table` once and does not touch it again; it was allocated as a crossbeam
@@ -333,9 +335,15 @@ impl<K: Send, V: Send, L: Layout<K, V>> Job for TableJob<K, V, L> {
 pub(crate) unsafe fn unhold_table<K, V, L: Layout<K, V>>(
     table: *mut Table<K, V, L>,
     counters: &Counters,
+    also: usize,
 ) {
+    // Only inline tables have holders besides their owner: `Stable` skips the count (under loom,
+    // one access fewer per freed table keeps the scan models under loom's branch limit).
     // SAFETY: our hold keeps it allocated.
-    if !unsafe { &*table }.unhold() {
+    if L::INLINE && !unsafe { &*table }.unhold() {
+        if also > 0 {
+            counters.sub_pending(also);
+        }
         return;
     }
     // SAFETY: the last holder, after every other's release (`unhold`'s AcqRel): we own it.
@@ -348,7 +356,7 @@ pub(crate) unsafe fn unhold_table<K, V, L: Layout<K, V>>(
     // the count once came after it, and a fuzzed run saw 9 tables retired, 8 reclaimed).
     Counters::sub(&counters.backlog.retired_table_bytes, table_bytes);
     Counters::bump(&counters.reclaimed.tables_reclaimed, 1);
-    counters.sub_pending(table_bytes);
+    counters.sub_pending(table_bytes + also);
 }
 
 /// Counts a table that left its shard other than by `retire_table` (drained, or its map

@@ -389,7 +389,13 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
         let bytes = batch.len() * Entry::<K, V>::BYTES;
         Counters::add(&ctx.counters.backlog.pending_bytes, bytes);
         self.hot.garbage_len.store(0, Ordering::Relaxed);
-        let table = self.current_locked(guard);
+        // Only an inline batch needs its table (it holds it); `Stable` entries outlive any table,
+        // and under loom the load would be one more branch per batch.
+        let table = if L::INLINE {
+            Some(self.current_locked(guard))
+        } else {
+            None
+        };
         // SAFETY: every entry in the batch was unlinked from the current table under the lock we
         // hold, before this call, and the batch is their only owner.
         unsafe { reclaim::retire_entries(guard, batch, table, ctx.mode, ctx.counters, &self.slab) };
@@ -467,8 +473,8 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
                 // entries still belong to `old`.
                 // SAFETY: `old` is the current table and we hold the lock: its entries are live.
                 let hash = || hasher(unsafe { &(*entry).key });
-                // SAFETY: `slot` is full (`entries_in`) and we hold the lock.
-                let moved = unsafe { L::relocate(old.line(index), slot) };
+                // SAFETY: `entry` is a full slot's (`entries_in`) and we hold the lock.
+                let moved = unsafe { L::relocate(entry) };
                 // `fresh` is unpublished (we are its only writer), keys are distinct, the fresh
                 // table was sized to hold every entry below the load threshold, `old` is locked.
                 // SAFETY: so `insert_moved`'s contract holds.
@@ -489,11 +495,11 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> Shard<K, V, L> {
         fresh: Unpublished<'_, 'g, K, V, L>,
     ) -> &'g Table<K, V, L> {
         let fresh = fresh.into_inner();
-        let len = self.hot.len.load(Ordering::Relaxed);
-        let kind = if L::INLINE {
-            Retire::Full
+        // A shell retire counts no entries (and under loom, a load is a branch).
+        let (kind, len) = if L::INLINE {
+            (Retire::Full, self.hot.len.load(Ordering::Relaxed))
         } else {
-            Retire::Shell
+            (Retire::Shell, 0)
         };
         // The lock is held; `fresh` holds every entry of the current table, moved (`Stable`: the
         // old array is a shell) or copied (`Inline`: the old copies, `len` of them, die with it;
@@ -1157,11 +1163,17 @@ impl<K, V, L: Layout<K, V>> Shard<K, V, L> {
             Counters::sub(&counters.table_bytes, table.bytes());
             // SAFETY: exclusive ownership; each entry is taken once.
             unsafe { table.drain_entries(|entry| note(L::free_taken(entry, &mut releaser))) };
-            // Batches of retired slots retired earlier may still hold an inline table (their
-            // jobs run on any thread, later): whichever of us lets go last frees it.
-            reclaim::count_as_retired(table, counters);
-            // SAFETY: the shard's hold, let go once; counted as retired just above.
-            unsafe { reclaim::unhold_table(raw, counters) };
+            if L::INLINE {
+                // Batches of retired slots retired earlier may still hold an inline table (their
+                // jobs run on any thread, later): whichever of us lets go last frees it.
+                reclaim::count_as_retired(table, counters);
+                // SAFETY: the shard's hold, let go once; counted as retired just above.
+                unsafe { reclaim::unhold_table(raw, counters, 0) };
+            } else {
+                // SAFETY: unlinked above, allocated as a crossbeam `Owned`, and nothing else holds
+                // a `Stable` table.
+                drop(unsafe { epoch::Shared::from(raw as *const Table<K, V, L>).into_owned() });
+            }
         }
         drop(releaser);
         self.slab.return_cache(&mut lock(&self.hot.writer).cache);
