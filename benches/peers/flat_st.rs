@@ -38,48 +38,6 @@ impl<const E: bool, const W: u8> St for Flat<u64, u64, Hasher, E, W> {
         Flat::remove(self, &k);
     }
 }
-impl St for epochmap::EpochMap<u64, u64, Hasher> {
-    fn get(&self, k: u64) -> u64 {
-        epochmap::EpochMap::get(self, &k).map_or(0, |v| *v)
-    }
-    fn insert(&mut self, k: u64) {
-        epochmap::EpochMap::insert(self, k, k);
-    }
-    fn remove(&mut self, k: u64) {
-        epochmap::EpochMap::remove(self, &k);
-    }
-}
-impl St for epochmap::FlatEpochMap<u64, u64, Hasher> {
-    fn get(&self, k: u64) -> u64 {
-        epochmap::FlatEpochMap::get(self, &k).map_or(0, |v| *v)
-    }
-    fn insert(&mut self, k: u64) {
-        epochmap::FlatEpochMap::insert(self, k, k);
-    }
-    fn remove(&mut self, k: u64) {
-        epochmap::FlatEpochMap::remove(self, &k);
-    }
-}
-
-/// The flat map read through `pin()` once per batch of gets.
-struct FlatEpochPinned(epochmap::FlatEpochMap<u64, u64, Hasher>);
-impl St for FlatEpochPinned {
-    fn get(&self, k: u64) -> u64 {
-        self.0.get(&k).map_or(0, |v| *v)
-    }
-    fn insert(&mut self, k: u64) {
-        self.0.insert(k, k);
-    }
-    fn remove(&mut self, k: u64) {
-        self.0.remove(&k);
-    }
-    fn get_batch(&self, keys: &[u64]) -> u64 {
-        let pinned = self.0.pin();
-        keys.iter().fold(0, |sum, &k| {
-            sum.wrapping_add(pinned.get(&k).map_or(0, |v| *v))
-        })
-    }
-}
 impl St for dashmap::DashMap<u64, u64, Hasher> {
     fn get(&self, k: u64) -> u64 {
         dashmap::DashMap::get(self, &k).map_or(0, |v| *v)
@@ -138,24 +96,47 @@ impl St for FlatPinned {
     }
 }
 
-/// epochmap read through `pin()` once per batch of gets.
-struct EpochPinned(epochmap::EpochMap<u64, u64, Hasher>);
-impl St for EpochPinned {
-    fn get(&self, k: u64) -> u64 {
-        self.0.get(&k).map_or(0, |v| *v)
-    }
-    fn insert(&mut self, k: u64) {
-        self.0.insert(k, k);
-    }
-    fn remove(&mut self, k: u64) {
-        self.0.remove(&k);
-    }
-    fn get_batch(&self, keys: &[u64]) -> u64 {
-        let pinned = self.0.pin();
-        keys.iter().fold(0, |sum, &k| {
-            sum.wrapping_add(pinned.get(&k).map_or(0, |v| *v))
-        })
-    }
+/// Both of the crate's maps: one call per operation, and read through `pin()` once per batch of
+/// gets (`$pinned`). One body for both, as the maps share their API (their layout trait is
+/// private, so no generic impl can name it).
+macro_rules! epochmap_st {
+    ($($map:ident, $pinned:ident;)*) => {$(
+        impl St for epochmap::$map<u64, u64, Hasher> {
+            fn get(&self, k: u64) -> u64 {
+                epochmap::$map::get(self, &k).map_or(0, |v| *v)
+            }
+            fn insert(&mut self, k: u64) {
+                epochmap::$map::insert(self, k, k);
+            }
+            fn remove(&mut self, k: u64) {
+                epochmap::$map::remove(self, &k);
+            }
+        }
+
+        struct $pinned(epochmap::$map<u64, u64, Hasher>);
+        impl St for $pinned {
+            fn get(&self, k: u64) -> u64 {
+                self.0.get(&k).map_or(0, |v| *v)
+            }
+            fn insert(&mut self, k: u64) {
+                self.0.insert(k, k);
+            }
+            fn remove(&mut self, k: u64) {
+                self.0.remove(&k);
+            }
+            fn get_batch(&self, keys: &[u64]) -> u64 {
+                let pinned = self.0.pin();
+                keys.iter().fold(0, |sum, &k| {
+                    sum.wrapping_add(pinned.get(&k).map_or(0, |v| *v))
+                })
+            }
+        }
+    )*};
+}
+
+epochmap_st! {
+    EpochMap, EpochPinned;
+    FlatEpochMap, FlatEpochPinned;
 }
 
 const OPS: [&str; 4] = ["insert", "remove", "get-miss", "get-hit"];
