@@ -184,19 +184,26 @@ for_each_map! {
             // The flat map's removed entries keep their slots until their grace period and count
             // against the load threshold, and its table doubles once the live entries fill half
             // the threshold (`make_room` in src/shard.rs): a mix outrunning reclamation may double
-            // the table once, to make room for the slots in their grace period, and never after.
-            steady_mix(0);
+            // the table once, to make room for the slots in their grace period, and never again.
+            // Which mix does it depends on how far the reclaimer lags (a CI run saw it in the
+            // second of three), so the three are measured together.
             let (before, buckets) = (retired(&map), map.memory_stats().buckets);
-            steady_mix(1_000);
-            steady_mix(2_000);
-            assert_eq!(
-                map.memory_stats().buckets,
-                buckets,
-                "a steady mix resized the table twice"
-            );
+            let threshold = buckets * 7 * 3 / 4;
+            for from in [0, 1_000, 2_000] {
+                steady_mix(from);
+            }
             assert!(
-                retired(&map) - before <= 2,
-                "same-size rebuilds are at most one per half-threshold of removals"
+                map.memory_stats().buckets <= 2 * buckets,
+                "a steady mix doubled the table more than once: {} buckets from {buckets}",
+                map.memory_stats().buckets
+            );
+            // A same-size rebuild needs half a threshold of removals since the last one (at the
+            // smaller size, the most often it can come), plus the one doubling.
+            let most = (3_000 / (threshold / 2) + 1) as u64;
+            assert!(
+                retired(&map) - before <= most,
+                "same-size rebuilds are at most one per half-threshold of removals: {} > {most}",
+                retired(&map) - before
             );
         } else {
             let before = retired(&map);
