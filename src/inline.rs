@@ -151,6 +151,12 @@ impl<K: Clone, V: Clone> Layout<K, V> for Inline {
     }
 
     #[inline]
+    unsafe fn release_unlinked(slot: RetiredSlot<K, V>, _: &EntrySlab<K, V>) -> Entry<K, V> {
+        // SAFETY: past its grace period, its table allocated, released once (the contract).
+        unsafe { slot.release() }
+    }
+
+    #[inline]
     unsafe fn free_taken(ptr: *mut Entry<K, V>, _: &mut Releaser<'_, K, V>) -> DropPanics {
         // SAFETY: the caller owns the entry in its (owned) table's slot; the slot's tag is clear,
         // so nothing reads or drops it again.

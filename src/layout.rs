@@ -67,6 +67,15 @@ pub(crate) trait Layout<K, V>: Sized + 'static {
         releaser: &mut Releaser<'_, K, V>,
     ) -> DropPanics;
 
+    /// Moves an unlinked entry out of its storage after its grace period and frees the storage at
+    /// once; the caller drops the entry. For `Inline` the storage is a slot of its table, room a
+    /// writer may be waiting for, which this gives back before the entry's `Drop` (user code) has
+    /// run anywhere.
+    ///
+    /// # Safety
+    /// As for [`free_unlinked`](Self::free_unlinked), with `slab` the shard's slab.
+    unsafe fn release_unlinked(unlinked: Self::Unlinked, slab: &EntrySlab<K, V>) -> Entry<K, V>;
+
     /// Frees an entry an owner took out of a table ([`take`](Self::take)), containing its `Drop`
     /// panics.
     ///
@@ -193,6 +202,12 @@ impl<K, V> Layout<K, V> for Stable {
         // SAFETY: an unlinked entry is a slot of the shard's slab, owned by the caller after its
         // grace period (the contract).
         unsafe { releaser.free(unlinked) }
+    }
+
+    unsafe fn release_unlinked(unlinked: *mut Entry<K, V>, slab: &EntrySlab<K, V>) -> Entry<K, V> {
+        // SAFETY: an unlinked entry is a slot of the shard's slab, owned by the caller after its
+        // grace period (the contract).
+        unsafe { slab.take(unlinked) }
     }
 
     #[inline]

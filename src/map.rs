@@ -325,9 +325,10 @@ impl<K, V, S, L: Layout<K, V>> Map<K, V, S, L> {
         // Pooled entries (live, retired, held by a `Drain` or freed) are inside the slab's chunks;
         // unpooled ones are an allocation each, live, pending or held by a `Drain`.
         // `saturating_sub`: a part read a moment after its whole may exceed it.
-        // Inline entries, live or retired, are inside the tables' bytes.
+        // Inline entries, live or retired, are inside the tables' bytes, but for retired ones
+        // moved out of their slots to wait for the reclaimer's drop.
         let entries_held = if L::INLINE {
-            0
+            Counters::bytes_of(&c.backlog.unslotted_bytes)
         } else if crate::slab::EntrySlab::<K, V>::POOLED {
             slab_bytes
         } else {

@@ -27,7 +27,7 @@ use std::marker::PhantomData;
 use crate::entry::Entry;
 use crate::layout::Layout;
 use crate::owed::{self, Job};
-use crate::slab::EntrySlab;
+use crate::slab::{DropPanics, EntrySlab};
 use crate::stats::Counters;
 use crate::sync::{epoch, Arc, AtomicBool, Ordering};
 use crate::table::Table;
@@ -208,6 +208,99 @@ impl<K: Send, V: Send, L: Layout<K, V>> Job for EntryJob<K, V, L> {
     }
 }
 
+impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> EntryJob<K, V, L> {
+    /// For an inline batch past its grace period in `Background` mode: frees its retired slots
+    /// now, on whichever thread collected the batch, and leaves the reclaimer only the entries'
+    /// drops (user code), moved out to an allocation of their own, or nothing when the entries
+    /// have no drop glue. Queued whole, the slots would stay reserved for as long as the
+    /// reclaimer lags, and a small table filled with them is rebuilt at its size (`make_room`):
+    /// in an insert/remove loop over 1K keys, 463-1,046 rebuilds where `Inline` mode needs 13
+    /// (docs/design.md, "The flat layout").
+    ///
+    /// It runs no user code (moves, atomic stores, and at most the table's memory if this batch
+    /// holds it last), so it may run under a shard lock, as deferred functions can.
+    fn free_slots_now(self) {
+        let EntryJob {
+            batch,
+            entries,
+            bytes,
+            counters,
+            slab,
+            table,
+        } = self;
+        let drops = std::mem::needs_drop::<Entry<K, V>>();
+        let mut moved = Vec::with_capacity(if drops { entries } else { 0 });
+        // What the allocation holds (0 if it holds nothing), counted before the drop job that
+        // takes it off again exists.
+        let moved_bytes = moved.capacity() * std::mem::size_of::<Entry<K, V>>();
+        Counters::add(&counters.backlog.unslotted_bytes, moved_bytes);
+        for unlinked in batch {
+            // SAFETY: the grace period has passed (this runs in a deferred function), the batch
+            // owns each entry once, and it holds the table the slots are in.
+            let entry = unsafe { L::release_unlinked(unlinked, &slab) };
+            if drops {
+                moved.push(entry);
+            } else {
+                // No drop glue: nothing left to do.
+                std::mem::forget(entry);
+            }
+        }
+        if !table.is_null() {
+            // SAFETY: the job's hold keeps the table allocated until the call below.
+            unsafe { &*table }.note_released(entries);
+            // SAFETY: the job holds the table once and lets go once, here.
+            unsafe { unhold_table(table, &counters, 0) };
+        }
+        let job = DropJob {
+            moved,
+            moved_bytes,
+            entries,
+            bytes,
+            counters,
+        };
+        if drops {
+            background::enqueue(Box::new(job), false);
+        } else {
+            job.run();
+        }
+    }
+}
+
+/// Retired inline entries moved out of their slots (`EntryJob::free_slots_now`), for the
+/// reclaimer to drop.
+struct DropJob<K, V> {
+    moved: Vec<Entry<K, V>>,
+    /// The bytes `moved` holds from the allocator, in `Backlog::unslotted_bytes`.
+    moved_bytes: usize,
+    /// The batch's count and bytes, for the backlog (as `EntryJob`'s).
+    entries: usize,
+    bytes: usize,
+    counters: Arc<Counters>,
+}
+
+impl<K, V> DropJob<K, V> {
+    fn run(self) {
+        let mut freed = Freed::default();
+        for entry in self.moved {
+            let mut entry = std::mem::ManuallyDrop::new(entry);
+            // SAFETY: we own the moved-out entry, and `ManuallyDrop` keeps it from a second drop.
+            let panics = unsafe { DropPanics::drop_entry(std::ptr::from_mut(&mut *entry)) };
+            freed.panics += panics.count;
+        }
+        freed.entries = self.entries as u64;
+        freed.fold_into(&self.counters);
+        Counters::sub(&self.counters.backlog.unslotted_bytes, self.moved_bytes);
+        Counters::sub(&self.counters.backlog.pending_entries, self.entries);
+        self.counters.sub_pending(self.bytes);
+    }
+}
+
+impl<K: Send, V: Send> Job for DropJob<K, V> {
+    fn run_boxed(self: Box<Self>) {
+        (*self).run();
+    }
+}
+
 /// Hands a batch of unlinked entries to the epoch. The caller flushes the guard after releasing
 /// the shard lock, so the batch does not wait in this thread's local bag: a thread that removes
 /// some entries and then goes idle must not keep them from being freed (crossbeam#566). In
@@ -251,6 +344,7 @@ pub(crate) unsafe fn retire_entries<K: Send + 'static, V: Send + 'static, L: Lay
         table,
     });
     let free = move || match mode {
+        ReclaimMode::Background if L::INLINE => (*job).free_slots_now(),
         ReclaimMode::Background => background::enqueue(job, false),
         ReclaimMode::Inline => run_or_owe(job),
     };

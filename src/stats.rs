@@ -56,6 +56,10 @@ pub(crate) struct Backlog {
     pub(crate) pending_entries: AtomicUsize,
     /// The part of `pending_bytes` that is retired tables (arrays and headers), not entries.
     pub(crate) retired_table_bytes: AtomicUsize,
+    /// The part of `pending_bytes` that is retired inline entries moved out of their slots to
+    /// wait for the reclaimer's drop, in an allocation of their own (`reclaim::EntryJob::
+    /// free_slots_now`): bytes the tables no longer hold. Always 0 for `Stable`.
+    pub(crate) unslotted_bytes: AtomicUsize,
     /// When (microseconds on a process clock, 0 for never) a backpressure relief of this map last
     /// gave up because the epoch would not advance; see `reclaim::RELIEF_COOL_DOWN`. Not under
     /// loom, which has no time (and no cool-down).
@@ -223,8 +227,10 @@ pub struct MemoryStats {
     /// in `slab_bytes`). They wait for the epoch grace period, the reclaimer, or a writer's batch
     /// to fill. 0 after a successful [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation).
     /// In a [`FlatEpochMap`](crate::FlatEpochMap) a removed entry stays in its table's slot until
-    /// then, so its bytes are counted here and in its table's; a cleared or rebuilt table's
-    /// entries are in the table's bytes only.
+    /// its grace period ends, so its bytes are counted here and in its table's; in
+    /// [`Background`](crate::ReclaimMode::Background) mode it then leaves the slot for an
+    /// allocation of the reclaimer's until dropped (counted here and in `allocated_bytes`). A
+    /// cleared or rebuilt table's entries are in the table's bytes only.
     pub pending_bytes: usize,
     /// Removed or replaced entries not yet dropped: in a shard's batch, or handed to the epoch
     /// and waiting for their grace period or the reclaimer. (Entries of cleared tables are not
@@ -241,7 +247,8 @@ pub struct MemoryStats {
     pub drain_bytes: usize,
     /// Bytes this map holds from the allocator right now, each byte counted once: live and
     /// retired-but-unfreed tables, the entry slabs' chunks (or, for entries too big to pool, each
-    /// live or retired entry's own allocation), and the shard array with its per-shard slab and
+    /// live or retired entry's own allocation; for a flat map, retired entries moved out of their
+    /// slots to wait for their drop), and the shard array with its per-shard slab and
     /// counter records. Not included: small per-shard bookkeeping (a shard's removal batch and
     /// slot cache, a slab's chunk lists: about 1 KiB per shard), the epoch's own queue, and what
     /// the keys and values own on the heap (a `String`'s buffer).

@@ -923,6 +923,9 @@ mod tests {
         unsafe fn free_unlinked(_: Self::Unlinked, _: &mut Releaser<'_, u64, u64>) -> DropPanics {
             unreachable!("the test frees its entries itself")
         }
+        unsafe fn release_unlinked(_: Self::Unlinked, _: &EntrySlab<u64, u64>) -> Entry<u64, u64> {
+            unreachable!("the test frees its entries itself")
+        }
         unsafe fn free_taken(
             _: *mut Entry<u64, u64>,
             _: &mut Releaser<'_, u64, u64>,

@@ -223,3 +223,48 @@ fn a_batch_of_retired_slots_holds_its_table_past_a_clear() {
         }
     });
 }
+
+/// remove ∥ (get, then collect) ∥ insert, in `Background` mode, where a batch of retired slots
+/// is freed by whichever thread collects it (under loom the reclaimer's part, the drops, runs
+/// there too). The two removes hand a batch of two slots to the epoch; the reader looks key 0 up
+/// and then drives reclamation, which may free the slots, moving their entries out, while the
+/// writer inserts two keys that may take the same slots. A writer's entry is never written over
+/// one still being moved out (the slot cells would race), every key is found, and every copy is
+/// dropped once.
+#[test]
+fn a_batch_freed_by_the_collecting_thread_hands_its_slots_to_a_racing_writer() {
+    model(|| {
+        let copies = Copies::new(5);
+        let map = Arc::new(
+            FlatEpochMap::builder()
+                .shards(1)
+                .hasher(IdHash)
+                .reclaim_mode(ReclaimMode::Background)
+                .build(),
+        );
+        for k in 0..3 {
+            map.insert(k, Copy_::new(k as usize, &copies));
+        }
+        map.remove(&1);
+        map.remove(&2);
+        let reader = {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                assert_eq!(map.get(&0).map(|r| r.check()), Some(0));
+                reclaim_all(&map);
+            })
+        };
+        for k in 3..5 {
+            map.insert(k, Copy_::new(k as usize, &copies));
+        }
+        reader.join().unwrap();
+        reclaim_all(&map);
+        for k in [0, 3, 4] {
+            assert_eq!(map.get(&k).map(|r| r.check()), Some(k as usize));
+        }
+        drop(map);
+        for id in 0..5 {
+            assert_eq!(copies.alive(id), 0, "value {id}: every copy dropped once");
+        }
+    });
+}
