@@ -16,6 +16,7 @@
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
+use crossbeam_epoch::Guard;
 use crossbeam_utils::CachePadded;
 
 use super::common::{hasher, Hasher};
@@ -29,46 +30,60 @@ const EPOCH_BATCH: usize = 64;
 
 /// One shard's table, as each model stores it.
 pub trait FloorShard: Send + Default {
+    /// What the shard keeps of an unlinked entry until it may be reused (the epoch models hand
+    /// these to the epoch in batches).
+    type Retired: Send + 'static;
     fn get(&mut self, hash: u64, k: u64) -> Option<u64>;
     fn insert(&mut self, hasher: &Hasher, hash: u64, k: u64, v: u64);
     fn remove(&mut self, hash: u64, k: u64);
     /// Adds 1 to the value, copy-on-write as epochmap's `update` does.
-    fn update(&mut self, hash: u64, k: u64);
-    /// Makes the shard keep what it unlinks for [`unlinked`](Self::unlinked) (the epoch model)
-    /// instead of freeing it at once.
+    fn update(&mut self, hasher: &Hasher, hash: u64, k: u64);
+    /// Makes the shard keep what it unlinks for [`unlinked`](Self::unlinked) (the epoch models)
+    /// instead of freeing it itself.
     fn retire_through_epoch(&mut self) {}
-    /// Entries unlinked since the last call, for the epoch model to retire.
-    fn unlinked(&mut self) -> Option<&mut Vec<Slot>> {
+    /// Entries unlinked since the last call, for the epoch models to retire.
+    fn unlinked(&mut self) -> Option<&mut Vec<Self::Retired>> {
         None
     }
-    /// Takes back slots whose grace period has passed.
-    fn reclaimed(&mut self, _slots: Vec<Slot>) {}
+    /// Takes back entries whose grace period has passed.
+    fn reclaimed(&mut self, _retired: Vec<Self::Retired>) {}
 }
 
+/// How a model pins crossbeam's epoch.
+pub type Pin = u8;
+/// No epoch: nothing is pinned, and a shard frees what it unlinks itself.
+pub const NO_EPOCH: Pin = 0;
+/// A pin around each operation, as a map whose one-call operations return a `Ref` needs.
+pub const PIN_EACH: Pin = 1;
+
 /// A floor model: `FLOOR_SHARDS` mutex-guarded shards, padded apart as the map's own shards are.
-/// `EPOCH` selects the epoch variant: a pin per operation and batched retirement.
-pub struct Floor<S, const EPOCH: bool> {
+/// `PIN` selects the epoch variant ([`NO_EPOCH`], [`PIN_EACH`]): with an epoch, unlinked entries
+/// are retired in batches.
+pub struct Floor<S: FloorShard, const PIN: Pin> {
     shards: Box<[CachePadded<Mutex<S>>]>,
-    /// Per shard, slots whose grace period has passed, pushed by the deferred functions (which
+    /// Per shard, entries whose grace period has passed, pushed by the deferred functions (which
     /// run inside some pin, where the shard lock is not held) and taken back under the lock.
-    returned: Box<[Arc<Mutex<Vec<Slot>>>]>,
+    returned: Box<[Returned<S::Retired>]>,
     hasher: Hasher,
 }
 
-/// Entries inline.
-pub type Inline = Floor<InlineShard, false>;
-/// Entries in a per-shard pool, freed at once.
-pub type Pooled = Floor<PoolShard, false>;
-/// Entries in a per-shard pool, retired through the epoch.
-pub type Epoch = Floor<PoolShard, true>;
+/// One shard's list of entries back from the epoch, shared with the deferred functions.
+type Returned<T> = Arc<Mutex<Vec<T>>>;
 
-impl<S: FloorShard, const EPOCH: bool> Floor<S, EPOCH> {
+/// Entries inline.
+pub type Inline = Floor<InlineShard, NO_EPOCH>;
+/// Entries in a per-shard pool, freed at once.
+pub type Pooled = Floor<PoolShard, NO_EPOCH>;
+/// Entries in a per-shard pool, retired through the epoch.
+pub type Epoch = Floor<PoolShard, PIN_EACH>;
+
+impl<S: FloorShard, const PIN: Pin> Floor<S, PIN> {
     pub fn new() -> Self {
         Floor {
             shards: (0..FLOOR_SHARDS)
                 .map(|_| {
                     let mut shard = S::default();
-                    if EPOCH {
+                    if PIN != NO_EPOCH {
                         shard.retire_through_epoch();
                     }
                     CachePadded::new(Mutex::new(shard))
@@ -79,13 +94,12 @@ impl<S: FloorShard, const EPOCH: bool> Floor<S, EPOCH> {
         }
     }
 
-    /// Runs `op` on `k`'s shard under its lock (and, for the epoch model, a pin), then retires
-    /// what it unlinked.
-    fn with<R>(&self, k: u64, op: impl FnOnce(&mut S, u64) -> R) -> R {
+    /// Runs `op` on `k`'s shard under its lock, then, under `guard` (the epoch models' pin),
+    /// takes back what the epoch returned and retires what `op` unlinked.
+    fn with<R>(&self, guard: Option<&Guard>, k: u64, op: impl FnOnce(&mut S, u64) -> R) -> R {
         let hash = self.hasher.hash_one(k);
         // Bits hashbrown leaves alone: it indexes with the low bits and tags with the top seven.
         let at = (hash >> 32) as usize % FLOOR_SHARDS;
-        let guard = EPOCH.then(crossbeam_epoch::pin);
         let mut shard = self.shards[at].lock().unwrap();
         let result = op(&mut shard, hash);
         let Some(guard) = guard else {
@@ -97,7 +111,7 @@ impl<S: FloorShard, const EPOCH: bool> Floor<S, EPOCH> {
         }
         let unlinked = shard
             .unlinked()
-            .expect("the epoch model keeps its unlinked entries");
+            .expect("the epoch models keep their unlinked entries");
         if unlinked.len() < EPOCH_BATCH {
             return result;
         }
@@ -109,28 +123,43 @@ impl<S: FloorShard, const EPOCH: bool> Floor<S, EPOCH> {
         guard.flush();
         result
     }
+
+    /// One operation under `guard`; returns the value a get found, else 0.
+    fn one(&self, guard: Option<&Guard>, op: Op, k: u64) -> u64 {
+        let h = &self.hasher;
+        match op {
+            Op::Get => self.with(guard, k, |s, hash| s.get(hash, k)).unwrap_or(0),
+            Op::Insert => {
+                self.with(guard, k, |s, hash| s.insert(h, hash, k, k));
+                0
+            }
+            Op::Remove => {
+                self.with(guard, k, |s, hash| s.remove(hash, k));
+                0
+            }
+            Op::Update => {
+                self.with(guard, k, |s, hash| s.update(h, hash, k));
+                0
+            }
+        }
+    }
 }
 
-impl<S: FloorShard, const EPOCH: bool> MixMap for Floor<S, EPOCH> {
+impl<S: FloorShard, const PIN: Pin> MixMap for Floor<S, PIN> {
     fn run(&self, ops: &[(Op, u64)]) -> u64 {
         let mut sum = 0u64;
         for &(op, k) in ops {
-            match op {
-                Op::Get => {
-                    if let Some(v) = self.with(k, |s, hash| s.get(hash, k)) {
-                        sum = sum.wrapping_add(v);
-                    }
-                }
-                Op::Insert => self.with(k, |s, hash| s.insert(&self.hasher, hash, k, k)),
-                Op::Remove => self.with(k, |s, hash| s.remove(hash, k)),
-                Op::Update => self.with(k, |s, hash| s.update(hash, k)),
-            }
+            let v = match PIN {
+                NO_EPOCH => self.one(None, op, k),
+                _ => self.one(Some(&crossbeam_epoch::pin()), op, k),
+            };
+            sum = sum.wrapping_add(v);
         }
         sum
     }
     fn prefill(&self, keys: impl Iterator<Item = u64>) {
         for k in keys {
-            self.with(k, |s, hash| s.insert(&self.hasher, hash, k, k));
+            self.run(&[(Op::Insert, k)]);
         }
     }
 }
@@ -139,6 +168,7 @@ impl<S: FloorShard, const EPOCH: bool> MixMap for Floor<S, EPOCH> {
 pub struct InlineShard(hashbrown::HashTable<(u64, u64)>);
 
 impl FloorShard for InlineShard {
+    type Retired = ();
     fn get(&mut self, hash: u64, k: u64) -> Option<u64> {
         self.0.find(hash, |e| e.0 == k).map(|e| e.1)
     }
@@ -155,7 +185,7 @@ impl FloorShard for InlineShard {
             e.remove();
         }
     }
-    fn update(&mut self, hash: u64, k: u64) {
+    fn update(&mut self, _: &Hasher, hash: u64, k: u64) {
         if let Some(e) = self.0.find_mut(hash, |e| e.0 == k) {
             *e = (k, e.1.wrapping_add(1));
         }
@@ -220,6 +250,7 @@ impl PoolShard {
 }
 
 impl FloorShard for PoolShard {
+    type Retired = Slot;
     fn get(&mut self, hash: u64, k: u64) -> Option<u64> {
         self.table
             .find(hash, |e| e.read().0 == k)
@@ -244,7 +275,7 @@ impl FloorShard for PoolShard {
             self.release(old);
         }
     }
-    fn update(&mut self, hash: u64, k: u64) {
+    fn update(&mut self, _: &Hasher, hash: u64, k: u64) {
         let Some(&old) = self.table.find(hash, |e| e.read().0 == k) else {
             return;
         };
