@@ -31,6 +31,7 @@
 //! structure; `FlatEpochMap` reads without the lock, which these models do not.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_epoch::Guard;
@@ -85,9 +86,8 @@ pub const PIN_BATCH: Pin = 2;
 /// unlinked entries are retired in batches.
 pub struct Floor<S: FloorShard, const PIN: Pin> {
     shards: Box<[CachePadded<Mutex<S>>]>,
-    /// Per shard, entries whose grace period has passed, pushed by the deferred functions (which
-    /// run inside some pin, where the shard lock is not held) and taken back under the lock.
-    returned: Box<[Returned<S::Retired>]>,
+    /// Per shard, entries whose grace period has passed.
+    returned: Box<[Arc<Returned<S::Retired>>]>,
     hasher: Hasher,
 }
 
@@ -101,8 +101,24 @@ pub fn each_floor(v: &mut impl MapVisitor) {
     v.visit("floor-flat-pinned", FlatPinned::new);
 }
 
-/// One shard's list of entries back from the epoch, shared with the deferred functions.
-type Returned<T> = Arc<Mutex<Vec<T>>>;
+/// One shard's entries back from the epoch, pushed by the deferred functions (which run inside
+/// some pin, where the shard lock is not held) and taken back under the shard lock.
+struct Returned<T> {
+    list: Mutex<Vec<T>>,
+    /// Set after a push, so that an operation looks at `list` only when it holds something: a
+    /// load per operation, where taking the list's mutex each time would add two locked
+    /// instructions per operation that no map needs.
+    any: AtomicBool,
+}
+
+impl<T> Default for Returned<T> {
+    fn default() -> Self {
+        Returned {
+            list: Mutex::default(),
+            any: AtomicBool::new(false),
+        }
+    }
+}
 
 /// Entries inline.
 pub type Inline = Floor<InlineShard, NO_EPOCH>;
@@ -145,25 +161,37 @@ impl<S: FloorShard, const PIN: Pin> Floor<S, PIN> {
         let Some(guard) = guard else {
             return result;
         };
+        let returned = &self.returned[at];
+        // The flag is a hint, loaded `Relaxed`: the list's mutex orders a push before its take,
+        // and a set not seen yet is seen by a later operation. The swap is `Acquire` so that the
+        // take below cannot move before the clear: a push after the take sets the flag again.
+        if returned.any.load(Ordering::Relaxed) && returned.any.swap(false, Ordering::Acquire) {
+            let back = std::mem::take(&mut *returned.list.lock().unwrap());
+            shard.reclaimed(back);
+        }
+        let mut deferred = false;
         if let Some(table) = shard.replaced() {
             guard.defer(move || drop(table));
-        }
-        let back = std::mem::take(&mut *self.returned[at].lock().unwrap());
-        if !back.is_empty() {
-            shard.reclaimed(back);
+            deferred = true;
         }
         let unlinked = shard
             .unlinked()
             .expect("the epoch models keep their unlinked entries");
-        if unlinked.len() < EPOCH_BATCH {
-            return result;
+        if unlinked.len() >= EPOCH_BATCH {
+            let batch = std::mem::take(unlinked);
+            let returned = Arc::clone(returned);
+            guard.defer(move || {
+                returned.list.lock().unwrap().extend(batch);
+                // `Relaxed`: the list's mutex carries the batch; the flag only says to look.
+                returned.any.store(true, Ordering::Relaxed);
+            });
+            deferred = true;
         }
-        let batch = std::mem::take(unlinked);
-        let returned = Arc::clone(&self.returned[at]);
-        guard.defer(move || returned.lock().unwrap().extend(batch));
         drop(shard);
         // After unlocking, as epochmap does: a batch must not wait in this thread's bag.
-        guard.flush();
+        if deferred {
+            guard.flush();
+        }
         result
     }
 
