@@ -1,10 +1,13 @@
-//! The flat prototype (`flat_proto.rs`) by itself: a multithreaded sanity check (`--check`), then
-//! single-thread insert / remove / get-hit / get-miss at 1K, 100K and 1M entries against epochmap,
-//! dashmap and hashbrown (the single_thread bench's method, timed with `Instant`: batches of 256
-//! writes, each undone untimed; batches of 1024 random gets), interleaved over the maps, best and
-//! median of `--rounds` (5), and bytes per entry at 1M.
+//! The flat prototype (`flat_proto.rs`) by itself: a multithreaded sanity check (`--check`, which
+//! also checks the floor models of `floor.rs` against std's `HashMap`), then single-thread insert /
+//! remove / get-hit / get-miss at 1K, 100K and 1M entries against epochmap, dashmap and hashbrown
+//! (the single_thread bench's method, timed with `Instant`: batches of 256 writes, each undone
+//! untimed; batches of 1024 random gets), interleaved over the maps, best and median of `--rounds`
+//! (5), and bytes per entry at 1M. The floor models are rows too (`floor-inline`, `floor-flat`,
+//! `floor-flat-epoch`, ..., one call per operation).
 //!
-//! `cargo bench -p epochmap-benches --bench flat_st -- [--check] [--rounds 5] [--ms 40]`
+//! `cargo bench -p epochmap-benches --bench flat_st -- [--check] [--rounds 5] [--ms 40]
+//! [--maps floor-inline,floor-flat,dashmap] [--sizes 1000,1000000]`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
