@@ -1,18 +1,26 @@
-//! The flat prototype (`flat_proto.rs`) by itself: a multithreaded sanity check (`--check`), then
-//! single-thread insert / remove / get-hit / get-miss at 1K, 100K and 1M entries against epochmap,
-//! dashmap and hashbrown (the single_thread bench's method, timed with `Instant`: batches of 256
-//! writes, each undone untimed; batches of 1024 random gets), interleaved over the maps, best and
-//! median of `--rounds` (5), and bytes per entry at 1M.
+//! The flat prototype (`flat_proto.rs`) by itself: a multithreaded sanity check (`--check`, which
+//! also checks the floor models of `floor.rs` against std's `HashMap`), then single-thread insert /
+//! remove / get-hit / get-miss at 1K, 100K and 1M entries against epochmap, dashmap and hashbrown
+//! (the single_thread bench's method, timed with `Instant`: batches of 256 writes, each undone
+//! untimed; batches of 1024 random gets), interleaved over the maps, best and median of `--rounds`
+//! (5), and bytes per entry at 1M. The floor models are rows too (`floor-inline`, `floor-flat`,
+//! `floor-flat-epoch`, ..., one call per operation).
 //!
-//! `cargo bench -p epochmap-benches --bench flat_st -- [--check] [--rounds 5] [--ms 40]`
+//! `cargo bench -p epochmap-benches --bench flat_st -- [--check] [--rounds 5] [--ms 40]
+//! [--maps floor-inline,floor-flat,dashmap] [--sizes 1000,1000000]`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 mod common;
 mod flat_proto;
+mod floor;
+// The mixes' maps come along with the floor models' `MixMap` side; only the latter is used here.
+#[allow(dead_code)]
+mod mixmaps;
 use common::{arg, hasher, key, Hasher, Rng};
 use flat_proto::{Flat, GROW4, NOPIN, WRES};
+use mixmaps::{MapVisitor, MixMap, Op};
 
 type FlatP = Flat<u64, u64, Hasher, false>;
 type FlatE = Flat<u64, u64, Hasher, true>;
@@ -58,6 +66,20 @@ impl St for hashbrown::HashMap<u64, u64, Hasher> {
     }
     fn remove(&mut self, k: u64) {
         hashbrown::HashMap::remove(self, &k);
+    }
+}
+
+/// A floor model (`floor.rs`), one call per operation: what the mixes run, one operation at a time.
+struct FloorSt<M>(M);
+impl<M: MixMap> St for FloorSt<M> {
+    fn get(&self, k: u64) -> u64 {
+        self.0.run(&[(Op::Get, k)])
+    }
+    fn insert(&mut self, k: u64) {
+        self.0.run(&[(Op::Insert, k)]);
+    }
+    fn remove(&mut self, k: u64) {
+        self.0.run(&[(Op::Remove, k)]);
     }
 }
 
@@ -207,6 +229,11 @@ fn make(name: &str, n: u64) -> Box<dyn St> {
         "dashmap" => Box::new(dashmap::DashMap::with_hasher(hasher())),
         "hashbrown" => Box::new(hashbrown::HashMap::with_hasher(hasher())),
         "hashbrown+pin" => Box::new(BrownPin(hashbrown::HashMap::with_hasher(hasher()))),
+        "floor-inline" => Box::new(FloorSt(floor::Inline::new())),
+        "floor-pool" => Box::new(FloorSt(floor::Pooled::new())),
+        "floor-epoch" => Box::new(FloorSt(floor::Epoch::new())),
+        "floor-flat" => Box::new(FloorSt(floor::Flat::new())),
+        "floor-flat-epoch" => Box::new(FloorSt(floor::FlatEpoch::new())),
         _ => unreachable!(),
     };
     for i in 0..n {
@@ -309,9 +336,57 @@ fn check<const E: bool, const W: u8>() {
     assert_eq!(m.len(), STABLE as usize);
 }
 
+/// Each floor model against std's `HashMap`: one thread's random inserts, replaces, updates and
+/// removes over 2,000 keys (so dead entries, their reclamation and same-size rebuilds all happen),
+/// every get compared; then two threads on disjoint keys, each checking its own, so one thread's
+/// batches come back from the epoch while the other writes.
+fn check_floors() {
+    struct Check;
+    impl MapVisitor for Check {
+        fn visit<M: MixMap>(&mut self, name: &str, make: impl Fn() -> M) {
+            let run = |m: &M, t: u64, keys: u64, ops: usize| {
+                let mut model = std::collections::HashMap::new();
+                let mut rng = Rng::new(t);
+                for n in 0..ops {
+                    let k = key(t << 32 | rng.below(keys));
+                    let op = [Op::Get, Op::Insert, Op::Remove, Op::Update][rng.below(4) as usize];
+                    let got = m.run(&[(op, k)]);
+                    match op {
+                        Op::Get => {
+                            let want = model.get(&k).copied().unwrap_or(0);
+                            assert_eq!(got, want, "{name}: op {n}, thread {t}");
+                        }
+                        Op::Insert => drop(model.insert(k, k)),
+                        Op::Remove => drop(model.remove(&k)),
+                        Op::Update => {
+                            if let Some(v) = model.get_mut(&k) {
+                                *v = u64::wrapping_add(*v, 1);
+                            }
+                        }
+                    }
+                }
+                for (&k, &v) in &model {
+                    assert_eq!(m.run(&[(Op::Get, k)]), v, "{name}: thread {t} at the end");
+                }
+            };
+            run(&make(), 0, 2_000, 400_000);
+            let m = make();
+            std::thread::scope(|s| {
+                let (m, run) = (&m, &run);
+                for t in 1..=2 {
+                    s.spawn(move || run(m, t, 5_000, 400_000));
+                }
+            });
+            println!("check {name}: ok");
+        }
+    }
+    floor::each_floor(&mut Check);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--check") {
+        check_floors();
         check::<false, 0>();
         check::<true, 0>();
         check::<false, NOPIN>();

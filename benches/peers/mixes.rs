@@ -33,7 +33,10 @@
 //! anyone should use but the write path's floors (issue 11), described in `floor.rs`: dashmap's
 //! structure with entries inline, behind a pointer into a per-shard pool, and behind a pointer with
 //! an epoch pin per operation and batched retirement. Their ratios are what stable addresses and
-//! epoch reclamation cost by themselves.
+//! epoch reclamation cost by themselves. `floor-flat`, `floor-flat-epoch` and `floor-flat-pinned`
+//! are the flat layout's (issue 20): entries inline, but never overwritten in place nor reused
+//! before they are reclaimed; then with a pin per operation (or per batch of 64) and reclamation
+//! after the epoch's grace period.
 
 //!
 //! The maps, workloads, streams and the run loop are in `mixmaps.rs`, shared with the scaling run
@@ -129,9 +132,12 @@ fn mixes(c: &mut Criterion) {
                 zipf: z,
             });
             if !w.name.starts_with("read-heavy") {
-                bench_map(c, w, dist, z, "floor-inline", floor::Inline::new);
-                bench_map(c, w, dist, z, "floor-pool", floor::Pooled::new);
-                bench_map(c, w, dist, z, "floor-epoch", floor::Epoch::new);
+                floor::each_floor(&mut Register {
+                    c,
+                    w,
+                    dist,
+                    zipf: z,
+                });
             }
         }
     }

@@ -20,7 +20,9 @@
 //! Options (after `--`): `--threads 1,2,4,8,16` (default: 1, 2, the powers of two up to the
 //! cores, the cores, then 2x, 4x and 8x the cores), `--secs S` timed seconds per case (1),
 //! `--rounds R` (3), `--sample-ms MS` (50), `--maps epochmap,dashmap` and `--mixes
-//! read-heavy,exchange` filters (default: every map of `mixmaps::each_map`, every workload),
+//! read-heavy,exchange` filters (default: every map of `mixmaps::each_map`, every workload; the
+//! prototypes of `mixmaps::each_prototype` and the floor models of `floor::each_floor` run only
+//! when `--maps` names them),
 //! `--dists uniform,zipf` (uniform), `--out DIR` (`$EPOCHMAP_BENCH_OUT`, else `.`).
 //! `EPOCHMAP_BENCH_QUICK=1` shrinks the defaults to a smoke run of seconds.
 //!
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 mod flat_proto;
+mod floor;
 mod mixmaps;
 use common::{arg, pick, Rng, Zipf};
 use mixmaps::{each_map, each_prototype, universe, Case, MapVisitor, MixMap, Workload, WORKLOADS};
@@ -140,7 +143,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
-/// The names [`each_map`] knows, in its order, then (with `prototypes`) [`each_prototype`]'s.
+/// The names [`each_map`] knows, in its order, then (with `prototypes`) [`each_prototype`]'s and
+/// the floor models' ([`floor::each_floor`]).
 fn map_names(prototypes: bool) -> Vec<String> {
     struct Names(Vec<String>);
     impl MapVisitor for Names {
@@ -152,6 +156,7 @@ fn map_names(prototypes: bool) -> Vec<String> {
     each_map(&mut names);
     if prototypes {
         each_prototype(&mut names);
+        floor::each_floor(&mut names);
     }
     names.0
 }
@@ -180,7 +185,7 @@ fn main() {
         sample: Duration::from_secs_f64(num("--sample-ms", pick(50.0, 5.0)) / 1e3),
     };
     let rounds = num("--rounds", pick(3.0, 1.0)) as usize;
-    // By default the maps; a prototype runs only when `--maps` names it.
+    // By default the maps; a prototype or a floor model runs only when `--maps` names it.
     let all_maps = map_names(true);
     let maps = list(&args, "--maps", map_names(false));
     let all_mixes = WORKLOADS.iter().map(|w| w.name.to_string()).collect();
@@ -273,9 +278,10 @@ fn main() {
             };
             each_map(&mut run);
             each_prototype(&mut run);
+            floor::each_floor(&mut run);
             let (ops, secs) = run
                 .result
-                .expect("the case's map is one of each_map's or each_prototype's");
+                .expect("the case's map is one of each_map's, each_prototype's or each_floor's");
             let mops = ops as f64 / secs / 1e6;
             writeln!(
                 csv,

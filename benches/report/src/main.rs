@@ -404,6 +404,9 @@ const ORDER: &[&str] = &[
     "floor-inline",
     "floor-pool",
     "floor-epoch",
+    "floor-flat",
+    "floor-flat-epoch",
+    "floor-flat-pinned",
     "hashbrown",
     "hashbrown+pin",
     "std",
@@ -914,6 +917,34 @@ fn flat_targets(db: &Db, mem: &[MemRow], churn: &[ChurnRow]) -> Vec<Target> {
                 ),
                 met: Some(rd >= 1.0 && ri >= 1.2),
             });
+            if let (Some(fi), Some(ff), Some(fe), Some(fp)) = (
+                db.get(&g, "floor-inline", two),
+                db.get(&g, "floor-flat", two),
+                db.get(&g, "floor-flat-epoch", two),
+                db.get(&g, "floor-flat-pinned", two),
+            ) {
+                t.push(Target {
+                    what: format!(
+                        "(floor) {w} ({dist}), 2 threads: dashmap's structure with the flat \
+                         map's obligations (floor-flat-epoch) ÷ dashmap, the ceiling of such a \
+                         design"
+                    ),
+                    measured: format!(
+                        "{} ({} vs {} ops/s); of floor-inline: floor-flat (no overwrite in \
+                         place, no reuse before reclamation) {}, floor-flat-epoch {}, pinned \
+                         per batch (floor-flat-pinned) {}; flat-epochmap = {} of \
+                         floor-flat-epoch",
+                        ratio(fe.ops() / d.ops()),
+                        mops(fe.ops()),
+                        mops(d.ops()),
+                        ratio(ff.ops() / fi.ops()),
+                        ratio(fe.ops() / fi.ops()),
+                        ratio(fp.ops() / fi.ops()),
+                        ratio(f.ops() / fe.ops())
+                    ),
+                    met: None,
+                });
+            }
         }
     }
     // 2. read-heavy, 2 threads, one call per op: >= 1.2x the best peer.
