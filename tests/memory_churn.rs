@@ -128,7 +128,12 @@ for_each_map! {
         let seen = churn(Arc::clone(&map), writers, run);
         let allowed_entries = allowed(bound, shards, writers);
         // Bytes a pending entry holds: its value's buffer plus the entry's slot (in the slab, or
-        // in its table for the flat map).
+        // in its table for the flat map). The flat map holds more than that while its reclaimer
+        // lags: a table filled with retired slots is rebuilt, and the old one, with its live
+        // entries' values, waits for its grace period outside `pending_entries`. With a 4-thread
+        // stress run beside it on 2 cores, the flat map held 83.6 MiB at 115K pending entries,
+        // `EpochMap` 54.0 MiB at 105K (both over the pending bound there); unloaded, both stay
+        // well inside it (flat at most 28.5 MiB in the 10 s runs).
         let allowed_heap = allowed_entries * (VALUE_BYTES + 64);
         println!(
             "{MODULE}, {mode:?}, {writers} writers, {:?}: {} ops, pending entries at most {} \
