@@ -2,8 +2,9 @@
 # Long stress and differential runs: the `#[ignore]`d tests of tests/stress.rs, tests/stress_load.rs,
 # tests/stress_scan.rs, tests/differential.rs, tests/cache.rs, tests/memory_churn.rs and
 # tests/features_rayon.rs (built with `--features rayon`), in release, one at a time (the machine may
-# have only 2 cores), each for EPOCHMAP_STRESS_SECS seconds (default 20; the churn test runs both
-# reclaim modes, so twice that): 15 long tests, about 6 minutes of running, plus the release build.
+# have only 2 cores), each for EPOCHMAP_STRESS_SECS seconds (default 20; a test that runs against
+# both maps gives each map half of that, and the churn test, which runs both reclaim modes, takes
+# twice that in all): 15 long tests' worth, about 6 minutes of running, plus the release build.
 # The run (not the build) is killed after EPOCHMAP_STRESS_BUDGET_SECS (default 600) seconds: 16 x 20 s
 # plus room for a loaded machine.
 #
