@@ -22,14 +22,6 @@ fn stress_share() -> Duration {
     common::stress_budget() / 2
 }
 
-fn config(shards: usize, mode: ReclaimMode) -> Config {
-    Config {
-        shards,
-        mode,
-        hasher: HasherKind::Random,
-    }
-}
-
 for_each_map! {
     /// A value that says who wrote it: `key` in the high 32 bits, writer in bits 24..32, sequence
     /// number in the low 24 bits. A reader can check it belongs to the key it looked up and was
@@ -137,7 +129,7 @@ for_each_map! {
             (64, ReclaimMode::Inline),
         ] {
             writers_and_readers(
-                config(shards, mode),
+                Config::random(shards, mode),
                 512,
                 60_000,
                 Duration::from_secs(3),
@@ -156,7 +148,7 @@ for_each_map! {
             (8, ReclaimMode::Background),
             (64, ReclaimMode::Background),
         ] {
-            writers_and_readers(config(shards, mode), 100_000, u64::MAX, budget, seed);
+            writers_and_readers(Config::random(shards, mode), 100_000, u64::MAX, budget, seed);
         }
     }
 
@@ -250,7 +242,7 @@ for_each_map! {
     #[test]
     fn no_key_present_before_growth_is_ever_missed_during_growth() {
         for (shards, mode) in [(1, ReclaimMode::Inline), (4, ReclaimMode::Background)] {
-            no_key_lost_across_growth(config(shards, mode), 2_000, 60_000, Duration::from_secs(4));
+            no_key_lost_across_growth(Config::random(shards, mode), 2_000, 60_000, Duration::from_secs(4));
         }
     }
 
@@ -259,7 +251,7 @@ for_each_map! {
     fn no_key_present_before_growth_is_ever_missed_during_growth_long() {
         let budget = stress_share() / 2;
         for (shards, mode) in [(1, ReclaimMode::Background), (16, ReclaimMode::Inline)] {
-            no_key_lost_across_growth(config(shards, mode), 50_000, 5_000_000, budget);
+            no_key_lost_across_growth(Config::random(shards, mode), 50_000, 5_000_000, budget);
         }
     }
 
@@ -323,8 +315,8 @@ for_each_map! {
 
     #[test]
     fn get_or_insert_with_runs_one_closure_per_key_and_all_callers_agree() {
-        get_or_insert_with_contention(config(1, ReclaimMode::Inline), 200, 64);
-        get_or_insert_with_contention(config(8, ReclaimMode::Background), 200, 64);
+        get_or_insert_with_contention(Config::random(1, ReclaimMode::Inline), 200, 64);
+        get_or_insert_with_contention(Config::random(8, ReclaimMode::Background), 200, 64);
     }
 
     #[test]
@@ -333,8 +325,8 @@ for_each_map! {
         let start = Instant::now();
         let budget = stress_share();
         while start.elapsed() < budget {
-            get_or_insert_with_contention(config(1, ReclaimMode::Background), 2_000, 256);
-            get_or_insert_with_contention(config(16, ReclaimMode::Inline), 2_000, 256);
+            get_or_insert_with_contention(Config::random(1, ReclaimMode::Background), 2_000, 256);
+            get_or_insert_with_contention(Config::random(16, ReclaimMode::Inline), 2_000, 256);
         }
     }
 
@@ -415,7 +407,7 @@ for_each_map! {
             (64, ReclaimMode::Background),
         ] {
             churn_with_drop_counters(
-                config(shards, mode),
+                Config::random(shards, mode),
                 1_000,
                 40_000,
                 Duration::from_secs(3),
@@ -435,7 +427,7 @@ for_each_map! {
             (16, ReclaimMode::Inline),
             (64, ReclaimMode::Background),
         ] {
-            churn_with_drop_counters(config(shards, mode), 50_000, u64::MAX, budget, seed);
+            churn_with_drop_counters(Config::random(shards, mode), 50_000, u64::MAX, budget, seed);
         }
     }
 
@@ -494,8 +486,8 @@ for_each_map! {
 
     #[test]
     fn iteration_yields_every_stable_entry_exactly_once_under_concurrent_writes() {
-        weakly_consistent_iteration(config(1, ReclaimMode::Inline), 2_000, 60);
-        weakly_consistent_iteration(config(16, ReclaimMode::Background), 2_000, 60);
+        weakly_consistent_iteration(Config::random(1, ReclaimMode::Inline), 2_000, 60);
+        weakly_consistent_iteration(Config::random(16, ReclaimMode::Background), 2_000, 60);
     }
 
     #[test]
@@ -503,8 +495,8 @@ for_each_map! {
     fn iteration_yields_every_stable_entry_exactly_once_under_concurrent_writes_long() {
         let start = Instant::now();
         while start.elapsed() < stress_share() {
-            weakly_consistent_iteration(config(1, ReclaimMode::Background), 50_000, 50);
-            weakly_consistent_iteration(config(64, ReclaimMode::Inline), 50_000, 50);
+            weakly_consistent_iteration(Config::random(1, ReclaimMode::Background), 50_000, 50);
+            weakly_consistent_iteration(Config::random(64, ReclaimMode::Inline), 50_000, 50);
         }
     }
 
@@ -601,8 +593,8 @@ for_each_map! {
 
     #[test]
     fn iteration_racing_growth_and_clear_yields_each_key_at_most_once_and_keeps_refs_valid() {
-        iteration_racing_growth_and_clear(config(1, ReclaimMode::Inline), 4_000, 100, 10);
-        iteration_racing_growth_and_clear(config(8, ReclaimMode::Background), 4_000, 100, 10);
+        iteration_racing_growth_and_clear(Config::random(1, ReclaimMode::Inline), 4_000, 100, 10);
+        iteration_racing_growth_and_clear(Config::random(8, ReclaimMode::Background), 4_000, 100, 10);
     }
 
     #[test]
@@ -611,9 +603,9 @@ for_each_map! {
         let start = Instant::now();
         while start.elapsed() < stress_share() {
             // 2^18+ buckets at the peak, so the walk prefetches, with 1 and 64 shards.
-            iteration_racing_growth_and_clear(config(1, ReclaimMode::Background), 1_200_000, 20, 3);
-            iteration_racing_growth_and_clear(config(64, ReclaimMode::Inline), 1_200_000, 20, 3);
-            iteration_racing_growth_and_clear(config(4, ReclaimMode::Inline), 20_000, 400, 100);
+            iteration_racing_growth_and_clear(Config::random(1, ReclaimMode::Background), 1_200_000, 20, 3);
+            iteration_racing_growth_and_clear(Config::random(64, ReclaimMode::Inline), 1_200_000, 20, 3);
+            iteration_racing_growth_and_clear(Config::random(4, ReclaimMode::Inline), 20_000, 400, 100);
         }
     }
 
@@ -677,8 +669,8 @@ for_each_map! {
 
     #[test]
     fn update_and_compute_never_lose_an_increment() {
-        increments_are_never_lost(config(1, ReclaimMode::Inline), 8, 5_000);
-        increments_are_never_lost(config(16, ReclaimMode::Background), 64, 5_000);
+        increments_are_never_lost(Config::random(1, ReclaimMode::Inline), 8, 5_000);
+        increments_are_never_lost(Config::random(16, ReclaimMode::Background), 64, 5_000);
     }
 
     /// `wait_for_reclamation` returning `true` means the drops it waited for are visible to the
@@ -730,7 +722,7 @@ for_each_map! {
     #[test]
     fn a_successful_wait_for_reclamation_sees_every_drop_it_waited_for() {
         for (shards, mode) in [(1, ReclaimMode::Inline), (4, ReclaimMode::Background)] {
-            waits_see_the_drops_they_waited_for(config(shards, mode), 2_000, Duration::from_secs(1));
+            waits_see_the_drops_they_waited_for(Config::random(shards, mode), 2_000, Duration::from_secs(1));
         }
     }
 
@@ -739,7 +731,7 @@ for_each_map! {
     fn a_successful_wait_for_reclamation_sees_every_drop_it_waited_for_long() {
         let budget = stress_share() / 2;
         for (shards, mode) in [(1, ReclaimMode::Inline), (16, ReclaimMode::Background)] {
-            waits_see_the_drops_they_waited_for(config(shards, mode), 20_000, budget);
+            waits_see_the_drops_they_waited_for(Config::random(shards, mode), 20_000, budget);
         }
     }
 
@@ -921,7 +913,7 @@ for_each_map! {
             // Bounded by time rather than operations, so that release and debug builds both see
             // many drains overlap the writes.
             drain_while_writing(
-                config(shards, mode),
+                Config::random(shards, mode),
                 512,
                 u64::MAX,
                 Duration::from_millis(400),
@@ -940,7 +932,7 @@ for_each_map! {
             (8, ReclaimMode::Inline),
             (64, ReclaimMode::Background),
         ] {
-            drain_while_writing(config(shards, mode), 100_000, u64::MAX, budget, seed);
+            drain_while_writing(Config::random(shards, mode), 100_000, u64::MAX, budget, seed);
         }
     }
 }
@@ -1031,13 +1023,13 @@ fn values_never_move(config: Config, counters: u64, rounds: u64, budget: Duratio
 #[test]
 fn atomics_in_values_lose_no_increment_across_growth_shrink_and_reserve() {
     values_never_move(
-        config(1, ReclaimMode::Inline),
+        Config::random(1, ReclaimMode::Inline),
         16,
         6,
         Duration::from_secs(10),
     );
     values_never_move(
-        config(8, ReclaimMode::Background),
+        Config::random(8, ReclaimMode::Background),
         64,
         6,
         Duration::from_secs(10),
@@ -1048,5 +1040,10 @@ fn atomics_in_values_lose_no_increment_across_growth_shrink_and_reserve() {
 #[ignore = "long stress run; .ci/stress.sh runs it in release"]
 fn atomics_in_values_lose_no_increment_across_growth_shrink_and_reserve_long() {
     let budget = common::stress_budget();
-    values_never_move(config(4, ReclaimMode::Background), 256, u64::MAX, budget);
+    values_never_move(
+        Config::random(4, ReclaimMode::Background),
+        256,
+        u64::MAX,
+        budget,
+    );
 }

@@ -17,21 +17,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    completes_within, rng, stress_budget, Config, Delay, HasherKind, Manual, Rng, TestHasher,
-    Tracked, Tracker, EXPECTED_PANIC, RECLAIM_TIMEOUT,
+    completes_within, rng, stress_budget, Config, Delay, Manual, Rng, TestHasher, Tracked, Tracker,
+    EXPECTED_PANIC, RECLAIM_TIMEOUT,
 };
 use epochmap::ReclaimMode;
 
 fn check(key: u64, value: &Tracked) {
     assert_eq!(value.id() >> 32, key, "a caller got another key's value");
-}
-
-fn config(shards: usize, mode: ReclaimMode) -> Config {
-    Config {
-        shards,
-        mode,
-        hasher: HasherKind::Random,
-    }
 }
 
 for_each_map! {
@@ -202,7 +194,7 @@ for_each_map! {
         let seed = rng::seed(0x10ad);
         for (shards, mode) in [(1, ReclaimMode::Inline), (4, ReclaimMode::Background)] {
             run(
-                config(shards, mode),
+                Config::random(shards, mode),
                 256,
                 Duration::from_millis(700),
                 seed ^ shards as u64,
@@ -217,7 +209,7 @@ for_each_map! {
     fn loads_racing_writes_clear_growth_failures_and_cancellation_stay_single_flight_long() {
         let seed = rng::seed(0x10ad_1046);
         let budget = stress_budget() / 4;
-        run(config(1, ReclaimMode::Background), 64, budget, seed);
-        run(config(8, ReclaimMode::Inline), 2048, budget, seed ^ 8);
+        run(Config::random(1, ReclaimMode::Background), 64, budget, seed);
+        run(Config::random(8, ReclaimMode::Inline), 2048, budget, seed ^ 8);
     }
 }

@@ -34,6 +34,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// `shards` shards in reclaim mode `mode`, with std's `RandomState`.
+    pub fn random(shards: usize, mode: ReclaimMode) -> Config {
+        Config {
+            shards,
+            mode,
+            hasher: HasherKind::Random,
+        }
+    }
+
     /// A fresh hasher of this configuration's kind.
     pub fn hasher(&self) -> TestHasher {
         match self.hasher {
