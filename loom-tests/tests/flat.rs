@@ -78,14 +78,29 @@ impl Drop for Copy_ {
 
 type Flat = FlatEpochMap<u64, Copy_, IdHash>;
 
-/// One shard, inline reclamation: under loom a fresh table is one bucket of seven slots, whose
-/// load threshold is five entries.
+/// One shard, inline reclamation: see [`one_shard_flat_in`].
 fn one_shard_flat() -> Flat {
+    one_shard_flat_in(ReclaimMode::Inline)
+}
+
+/// One shard in reclaim mode `mode`: under loom a fresh table is one bucket of seven slots,
+/// whose load threshold is five entries.
+fn one_shard_flat_in(mode: ReclaimMode) -> Flat {
     FlatEpochMap::builder()
         .shards(1)
         .hasher(IdHash)
-        .reclaim_mode(ReclaimMode::Inline)
+        .reclaim_mode(mode)
         .build()
+}
+
+/// Keys 0, 1 and 2, then 1 and 2 removed: their two slots are retired, a full batch under loom
+/// (which points into the table and holds it).
+fn with_two_retired_slots(map: &Flat, copies: &std::sync::Arc<Copies>) {
+    for k in 0..3 {
+        map.insert(k, Copy_::new(k as usize, copies));
+    }
+    map.remove(&1);
+    map.remove(&2);
 }
 
 fn reclaim_all(map: &Flat) {
@@ -200,11 +215,7 @@ fn a_batch_of_retired_slots_holds_its_table_past_a_clear() {
     model(|| {
         let copies = Copies::new(3);
         let map = Arc::new(one_shard_flat());
-        for k in 0..3 {
-            map.insert(k, Copy_::new(k as usize, &copies));
-        }
-        map.remove(&1);
-        map.remove(&2);
+        with_two_retired_slots(&map, &copies);
         let reader = {
             let map = Arc::clone(&map);
             thread::spawn(move || {
@@ -235,18 +246,8 @@ fn a_batch_of_retired_slots_holds_its_table_past_a_clear() {
 fn a_batch_freed_by_the_collecting_thread_hands_its_slots_to_a_racing_writer() {
     model(|| {
         let copies = Copies::new(5);
-        let map = Arc::new(
-            FlatEpochMap::builder()
-                .shards(1)
-                .hasher(IdHash)
-                .reclaim_mode(ReclaimMode::Background)
-                .build(),
-        );
-        for k in 0..3 {
-            map.insert(k, Copy_::new(k as usize, &copies));
-        }
-        map.remove(&1);
-        map.remove(&2);
+        let map = Arc::new(one_shard_flat_in(ReclaimMode::Background));
+        with_two_retired_slots(&map, &copies);
         let reader = {
             let map = Arc::clone(&map);
             thread::spawn(move || {
