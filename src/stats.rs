@@ -228,9 +228,9 @@ pub struct MemoryStats {
     /// to fill. 0 after a successful [`wait_for_reclamation`](crate::EpochMap::wait_for_reclamation).
     /// In a [`FlatEpochMap`](crate::FlatEpochMap) a removed entry stays in its table's slot until
     /// its grace period ends, so its bytes are counted here and in its table's; in
-    /// [`Background`](crate::ReclaimMode::Background) mode it then leaves the slot for an
-    /// allocation of the reclaimer's until dropped (counted here and in `allocated_bytes`). A
-    /// cleared or rebuilt table's entries are in the table's bytes only.
+    /// [`Background`](crate::ReclaimMode::Background) mode it then leaves the slot, and one that
+    /// needs dropping waits for the reclaimer in an allocation of its own (counted here and in
+    /// `allocated_bytes`). A cleared or rebuilt table's entries are in the table's bytes only.
     pub pending_bytes: usize,
     /// Removed or replaced entries not yet dropped: in a shard's batch, or handed to the epoch
     /// and waiting for their grace period or the reclaimer. (Entries of cleared tables are not
