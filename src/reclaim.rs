@@ -190,13 +190,8 @@ impl<K, V, L: Layout<K, V>> EntryJob<K, V, L> {
         // sees the slab's memory back too.
         drop(releaser);
         freed.fold_into(&self.counters);
-        if !self.table.is_null() {
-            // SAFETY: the job's hold keeps the table allocated until the call below.
-            unsafe { &*self.table }.note_released(self.entries);
-            // SAFETY: the job holds the table once and lets go once, here; the table was
-            // allocated as a crossbeam `Owned` and retired or drained before its last holder goes.
-            unsafe { unhold_table(self.table, &self.counters, 0) };
-        }
+        // SAFETY: the batch's slots were all released above, and this is the job's one let-go.
+        unsafe { slots_released(self.table, self.entries, &self.counters) };
         Counters::sub(&self.counters.backlog.pending_entries, self.entries);
         self.counters.sub_pending(self.bytes);
     }
@@ -245,12 +240,8 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> EntryJob<K, V, L> {
                 std::mem::forget(entry);
             }
         }
-        if !table.is_null() {
-            // SAFETY: the job's hold keeps the table allocated until the call below.
-            unsafe { &*table }.note_released(entries);
-            // SAFETY: the job holds the table once and lets go once, here.
-            unsafe { unhold_table(table, &counters, 0) };
-        }
+        // SAFETY: the batch's slots were all released above, and this is the job's one let-go.
+        unsafe { slots_released(table, entries, &counters) };
         let job = DropJob {
             moved,
             moved_bytes,
@@ -264,6 +255,27 @@ impl<K: Send + 'static, V: Send + 'static, L: Layout<K, V>> EntryJob<K, V, L> {
             job.run();
         }
     }
+}
+
+/// For an inline batch whose `entries` retired slots have all been released: counts them as
+/// released in their table (for the writer's load threshold) and lets go of the batch's hold on
+/// it. Nothing for a `Stable` batch (`table` null).
+///
+/// # Safety
+/// `table` is null or the table the batch holds (once), and the caller lets go of it only here.
+unsafe fn slots_released<K, V, L: Layout<K, V>>(
+    table: *mut Table<K, V, L>,
+    entries: usize,
+    counters: &Counters,
+) {
+    if table.is_null() {
+        return;
+    }
+    // SAFETY: the batch's hold keeps the table allocated until the call below.
+    unsafe { &*table }.note_released(entries);
+    // SAFETY: the batch holds the table once and lets go once, here; the table was allocated as
+    // a crossbeam `Owned` and retired or drained before its last holder goes.
+    unsafe { unhold_table(table, counters, 0) };
 }
 
 /// Retired inline entries moved out of their slots (`EntryJob::free_slots_now`), for the
